@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# scripts/kafka.sh — a real, single-node Apache Kafka broker for development
+# and tests, run natively with the JDK (no Docker, no Kafka tarball needed).
+#
+#   scripts/kafka.sh up              start (fetches the jars on first use) and wait until it serves
+#   scripts/kafka.sh down [--wipe]   stop the broker this script started; --wipe also deletes its data
+#   scripts/kafka.sh reset           same as `down --wipe`
+#   scripts/kafka.sh status          exit 0 if running, 1 if not
+#   scripts/kafka.sh topics ARGS...  kafka-topics          (org.apache.kafka.tools.TopicCommand)
+#   scripts/kafka.sh groups ARGS...  kafka-consumer-groups (org.apache.kafka.tools.consumer.group.ConsumerGroupCommand)
+#   scripts/kafka.sh produce ARGS... kafka-console-producer (org.apache.kafka.tools.ConsoleProducer)
+#   scripts/kafka.sh consume ARGS... kafka-console-consumer (org.apache.kafka.tools.consumer.ConsoleConsumer)
+#   (the four passthroughs get --bootstrap-server preset)
+#
+# How: the broker's jars come from Maven Central (the only place reachable
+# here), fetched once with scripts/kafka/pom.xml into
+# .cache/kafka/<version>/libs and reused afterwards. The broker runs in KRaft
+# combined mode (broker + controller in one JVM, no ZooKeeper) with its data in
+# .run/kafka/data, which survives down/up so topics and committed offsets stay.
+# Its log is .run/kafka/kafka.log; JVM stdout/stderr go to .run/kafka/stdout.log.
+#
+# Environment (all optional):
+#   KAFKA_VERSION          Kafka release to fetch/run       (default 4.3.1)
+#   KAFKA_PORT             client listener on 127.0.0.1     (default 9092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller listener         (default 9093)
+#   KAFKA_HEAP_OPTS        broker heap                       (default -Xmx512m -Xms256m)
+#   KAFKA_START_TIMEOUT    seconds `up` waits for readiness  (default 60)
+#   JAVA_HOME              JDK to use (17+); else `java` on PATH
+set -euo pipefail
+
+# 4.3.1 rather than the newest 4.4.0: kafka-tools 4.4.0 (needed for the topic
+# and group commands) has dependencies that Maven Central does not serve here.
+KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+HOST=127.0.0.1
+BOOTSTRAP="$HOST:$KAFKA_PORT"
+
+# Resolve everything from the script's own location so it works from any cwd
+# and on a fresh clone.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+CONF_DIR="$ROOT/scripts/kafka"
+LIBS="$ROOT/.cache/kafka/$KAFKA_VERSION/libs"
+RUN_DIR="$ROOT/.run/kafka"
+DATA_DIR="$RUN_DIR/data"
+PID_FILE="$RUN_DIR/kafka.pid"
+PROPS="$RUN_DIR/server.properties"
+PROBE_PROPS="$RUN_DIR/probe.properties"
+LOG_FILE="$RUN_DIR/kafka.log"
+STDOUT_LOG="$RUN_DIR/stdout.log"
+
+if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+# --- jars ------------------------------------------------------------------
+
+# Fetch the broker + tools + log4j2 jars once. Maven resolves into a temp dir
+# that is renamed into place only when complete, so an interrupted fetch is
+# simply retried next time; once present, Maven is never invoked again.
+ensure_libs() {
+  [[ -f "$LIBS/.complete" ]] && return 0
+  command -v mvn >/dev/null || die "mvn not found (needed once to fetch Kafka $KAFKA_VERSION jars)"
+  echo "kafka.sh: fetching Kafka $KAFKA_VERSION jars from Maven Central into ${LIBS#"$ROOT"/} (one time)..." >&2
+  local tmp="$LIBS.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$(dirname "$LIBS")"
+  local mvn_log="$(dirname "$LIBS")/mvn.log"
+  if ! mvn -B -f "$CONF_DIR/pom.xml" dependency:copy-dependencies \
+        -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
+        -DoutputDirectory="$tmp" >"$mvn_log" 2>&1; then
+    tail -n 40 "$mvn_log" >&2
+    rm -rf "$tmp"
+    die "could not fetch Kafka $KAFKA_VERSION jars with Maven (full log: ${mvn_log#"$ROOT"/})"
+  fi
+  [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" && -f "$tmp/kafka-tools-$KAFKA_VERSION.jar" ]] \
+    || { rm -rf "$tmp"; die "Maven finished but the Kafka $KAFKA_VERSION jars are missing"; }
+  touch "$tmp/.complete"
+  rm -rf "$LIBS"
+  mv "$tmp" "$LIBS"
+}
+
+# Run a Kafka CLI class in a short-lived JVM: small heap, quick startup, and
+# warnings-only logging to stderr so stdout is just the tool's output.
+run_tool() {
+  local main="$1"; shift
+  ensure_libs
+  "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$CONF_DIR/tools-log4j2.yaml" \
+    -cp "$LIBS/*" "$main" "$@"
+}
+
+# --- process bookkeeping ---------------------------------------------------
+
+# Print the pid from the pid file if that process is alive AND is our broker
+# (guards against a stale pid file whose pid got reused by something else).
+running_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -r "/proc/$pid/cmdline" ]]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $PROPS" || return 1
+  fi
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# Serialise up/down/reset (e.g. parallel test processes calling `up`).
+# fd 9 must not leak into the broker, or it would hold the lock forever.
+take_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  command -v flock >/dev/null && flock 9 || true
+}
+
+show_logs() {
+  echo "---- last 50 lines of ${LOG_FILE#"$ROOT"/} ----" >&2
+  tail -n 50 "$LOG_FILE" >&2 2>/dev/null || echo "(no log)" >&2
+  if [[ -s "$STDOUT_LOG" ]]; then
+    echo "---- last 50 lines of ${STDOUT_LOG#"$ROOT"/} ----" >&2
+    tail -n 50 "$STDOUT_LOG" >&2
+  fi
+}
+
+# SIGTERM lets Kafka do a clean shutdown (flush, close logs, so the next start
+# needs no recovery); SIGKILL only if it hangs past 20 s.
+stop_pid() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "kafka.sh: broker (pid $pid) ignored SIGTERM for 20 s, sending SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+}
+
+# --- broker config ---------------------------------------------------------
+
+# Regenerated on every `up` so port overrides take effect. The quorum is
+# static (controller.quorum.voters), not the dynamic `--standalone` kind, so
+# the controller port is not baked into the formatted data dir.
+write_config() {
+  cat >"$PROPS" <<EOF
+# Generated by scripts/kafka.sh on every 'up'; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA_DIR
+
+# Single node: every internal topic must live with replication factor 1.
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the default 50: faster first group/txn use.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+
+num.partitions=3
+auto.create.topics.enable=true
+# Consumers join at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+
+# Room for 2 MiB+ records (tests send a 1 MiB poison message; clients must
+# still raise their own max.request.size / fetch sizes).
+message.max.bytes=4194304
+replica.fetch.max.bytes=4194304
+socket.request.max.bytes=104857600
+
+# Keep data until it is deleted by hand (reset); tests restart mid-stream.
+log.retention.ms=-1
+log.retention.bytes=-1
+
+# Small machine (2 cores, other services beside it).
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=33554432
+EOF
+  # Used only by the readiness probe: fail fast instead of the 60 s defaults.
+  cat >"$PROBE_PROPS" <<EOF
+request.timeout.ms=3000
+default.api.timeout.ms=5000
+EOF
+}
+
+# KRaft needs its log dir formatted once (kafka-storage.sh format). A fresh
+# cluster id is generated for it; later starts reuse the formatted dir.
+format_if_needed() {
+  [[ -f "$DATA_DIR/meta.properties" ]] && return 0
+  mkdir -p "$DATA_DIR"
+  local cluster_id
+  cluster_id="$(run_tool kafka.tools.StorageTool random-uuid | tail -n 1)"
+  [[ -n "$cluster_id" ]] || die "StorageTool random-uuid printed nothing"
+  run_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" >"$RUN_DIR/format.log" 2>&1 \
+    || { cat "$RUN_DIR/format.log" >&2; die "formatting $DATA_DIR failed"; }
+}
+
+# --- commands --------------------------------------------------------------
+
+cmd_up() {
+  take_lock
+  local pid
+  if pid="$(running_pid)"; then
+    echo "kafka already running on $BOOTSTRAP (pid $pid)"
+    return 0
+  fi
+  rm -f "$PID_FILE"
+  if port_open "$KAFKA_PORT"; then
+    die "something else already listens on $BOOTSTRAP (not a broker started by this script)"
+  fi
+  command -v "$JAVA" >/dev/null || die "java not found (need JDK 17+; set JAVA_HOME)"
+  ensure_libs
+  write_config
+  format_if_needed
+
+  : >"$STDOUT_LOG"
+  # setsid + nohup: the broker gets its own session, so a Ctrl-C or hang-up
+  # aimed at whoever ran `up` (a shell, a test runner) does not kill it.
+  # The inner shell writes its own pid and then execs java, so the pid file
+  # holds the JVM's pid whatever setsid does. 9>&- drops the lock fd.
+  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is intentionally word-split
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
+    "$JAVA" $KAFKA_HEAP_OPTS \
+    -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$RUN_DIR" \
+    -Dlog4j2.configurationFile="$CONF_DIR/log4j2.yaml" \
+    -cp "$LIBS/*" kafka.Kafka "$PROPS" \
+    </dev/null >"$STDOUT_LOG" 2>&1 9>&- &
+
+  # Ready = the broker answers a metadata request (list topics), not merely
+  # an open port. Fail early if the JVM dies.
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  while :; do
+    sleep 0.5
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+      [[ -z "$pid" && $SECONDS -lt $deadline ]] && continue
+      echo "kafka.sh: broker exited during startup" >&2
+      show_logs
+      rm -f "$PID_FILE"
+      exit 1
+    fi
+    if port_open "$KAFKA_PORT" &&
+       timeout 20 bash "${BASH_SOURCE[0]}" topics --command-config "$PROBE_PROPS" --list >/dev/null 2>&1; then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "kafka.sh: broker not ready after ${KAFKA_START_TIMEOUT}s, stopping it" >&2
+      show_logs
+      stop_pid "$pid"
+      rm -f "$PID_FILE"
+      exit 1
+    fi
+  done
+  echo "kafka up on $BOOTSTRAP (pid $pid)"
+}
+
+cmd_down() {
+  local wipe=0
+  case "${1:-}" in
+    "") ;;
+    --wipe) wipe=1 ;;
+    *) die "usage: kafka.sh down [--wipe]" ;;
+  esac
+  take_lock
+  local pid
+  if pid="$(running_pid)"; then
+    stop_pid "$pid"
+    echo "kafka stopped (pid $pid)"
+  else
+    echo "kafka not running"
+  fi
+  rm -f "$PID_FILE"
+  if ((wipe)); then
+    rm -rf "$DATA_DIR"
+    echo "kafka data wiped (${DATA_DIR#"$ROOT"/})"
+  fi
+}
+
+cmd_status() {
+  local pid
+  if pid="$(running_pid)"; then
+    echo "kafka running on $BOOTSTRAP (pid $pid)"
+  else
+    echo "kafka not running"
+    return 1
+  fi
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  up) cmd_up ;;
+  down) cmd_down "$@" ;;
+  reset) cmd_down --wipe ;;
+  status) cmd_status ;;
+  topics) run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@" ;;
+  groups) run_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$BOOTSTRAP" "$@" ;;
+  produce) run_tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$BOOTSTRAP" "$@" ;;
+  consume) run_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$BOOTSTRAP" "$@" ;;
+  *) usage ;;
+esac

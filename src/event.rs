@@ -1,0 +1,155 @@
+//! The ad event as it travels on `ad-events`, and its low-cardinality
+//! vocabularies.
+//!
+//! [`Event`] borrows its strings from the Kafka message buffer: parsing an
+//! event allocates nothing unless a string contains a JSON escape.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The ad formats the traffic model knows. Anything else is rejected, so a
+/// typo upstream shows up in the rejection stats instead of as a new series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AdFormat {
+    Banner,
+    Interstitial,
+    RewardedVideo,
+}
+
+impl AdFormat {
+    pub const ALL: [AdFormat; 3] = [AdFormat::Banner, AdFormat::Interstitial, AdFormat::RewardedVideo];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdFormat::Banner => "banner",
+            AdFormat::Interstitial => "interstitial",
+            AdFormat::RewardedVideo => "rewarded_video",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdFormat> {
+        match s {
+            "banner" => Some(AdFormat::Banner),
+            "interstitial" => Some(AdFormat::Interstitial),
+            "rewarded_video" => Some(AdFormat::RewardedVideo),
+            _ => None,
+        }
+    }
+
+    /// Dense index 0..3, used to key window cells without hashing.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Impression,
+    Click,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Impression => "impression",
+            EventType::Click => "click",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        match s {
+            "impression" => Some(EventType::Impression),
+            "click" => Some(EventType::Click),
+            _ => None,
+        }
+    }
+}
+
+/// A validated event. Only the fields the aggregation needs are kept;
+/// `user_id`, `country` and `device` are type-checked and dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub event_id: Cow<'a, str>,
+    /// Event time, microseconds since the Unix epoch, UTC.
+    pub timestamp_us: i64,
+    pub campaign_id: Cow<'a, str>,
+    pub ad_format: AdFormat,
+    pub event_type: EventType,
+    /// Revenue in micro-USD; zero on impressions.
+    pub revenue_micros: i64,
+}
+
+/// Maps campaign ids to small integers so that window state is keyed by
+/// `u32` instead of strings. Looking up a known id does not allocate.
+///
+/// The number of distinct ids is capped: a producer bug that sends a fresh
+/// campaign id per event must not grow memory without bound.
+#[derive(Debug)]
+pub struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    cap: usize,
+}
+
+impl Interner {
+    pub fn with_capacity_limit(cap: usize) -> Self {
+        Interner { ids: HashMap::new(), names: Vec::new(), cap }
+    }
+
+    /// The id of `name`, or `None` when the cap is reached.
+    pub fn intern(&mut self, name: &str) -> Option<u32> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        if self.names.len() >= self.cap {
+            return None;
+        }
+        let id = u32::try_from(self.names.len()).ok()?;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        Some(id)
+    }
+
+    pub fn name(&self, id: u32) -> &Arc<str> {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabularies_round_trip() {
+        for f in AdFormat::ALL {
+            assert_eq!(AdFormat::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(AdFormat::parse("Banner"), None);
+        assert_eq!(AdFormat::parse("video"), None);
+        for t in [EventType::Impression, EventType::Click] {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(EventType::parse("conversion"), None);
+    }
+
+    #[test]
+    fn interner_is_stable_and_capped() {
+        let mut i = Interner::with_capacity_limit(2);
+        assert_eq!(i.intern("C001"), Some(0));
+        assert_eq!(i.intern("C002"), Some(1));
+        assert_eq!(i.intern("C001"), Some(0));
+        assert_eq!(i.intern("C003"), None);
+        assert_eq!(&**i.name(1), "C002");
+        assert_eq!(i.len(), 2);
+    }
+}
