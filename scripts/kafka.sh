@@ -28,8 +28,10 @@
 #   JAVA_HOME              JDK to use (17+); else `java` on PATH
 set -euo pipefail
 
-# 4.3.1 rather than the newest 4.4.0: kafka-tools 4.4.0 (needed for the topic
-# and group commands) has dependencies that Maven Central does not serve here.
+# Pinned to 4.3.1, a bugfix release whose whole dependency tree Maven Central
+# serves here. KAFKA_VERSION=4.4.0 also works (thanks to the connect-runtime
+# exclusion in the pom). A data dir formatted by a newer version may refuse to
+# start under an older one: `reset` it after downgrading.
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
@@ -67,7 +69,8 @@ ensure_libs() {
   local tmp="$LIBS.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$(dirname "$LIBS")"
-  local mvn_log="$(dirname "$LIBS")/mvn.log"
+  local mvn_log
+  mvn_log="$(dirname "$LIBS")/mvn.log"
   if ! mvn -B -f "$CONF_DIR/pom.xml" dependency:copy-dependencies \
         -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
         -DoutputDirectory="$tmp" >"$mvn_log" 2>&1; then
@@ -114,7 +117,7 @@ port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 take_lock() {
   mkdir -p "$RUN_DIR"
   exec 9>"$RUN_DIR/.lock"
-  command -v flock >/dev/null && flock 9 || true
+  if command -v flock >/dev/null; then flock 9; fi
 }
 
 show_logs() {
@@ -222,9 +225,12 @@ cmd_up() {
     return 0
   fi
   rm -f "$PID_FILE"
-  if port_open "$KAFKA_PORT"; then
-    die "something else already listens on $BOOTSTRAP (not a broker started by this script)"
-  fi
+  local port
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    if port_open "$port"; then
+      die "something else already listens on $HOST:$port (not a broker started by this script)"
+    fi
+  done
   command -v "$JAVA" >/dev/null || die "java not found (need JDK 17+; set JAVA_HOME)"
   ensure_libs
   write_config
@@ -235,7 +241,8 @@ cmd_up() {
   # aimed at whoever ran `up` (a shell, a test runner) does not kill it.
   # The inner shell writes its own pid and then execs java, so the pid file
   # holds the JVM's pid whatever setsid does. 9>&- drops the lock fd.
-  # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is intentionally word-split
+  # KAFKA_HEAP_OPTS is word-split on purpose; $$ / $0 / $@ belong to the inner shell.
+  # shellcheck disable=SC2086,SC2016
   setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
     "$JAVA" $KAFKA_HEAP_OPTS \
     -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \

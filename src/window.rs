@@ -190,6 +190,11 @@ impl PartitionWindows {
         self.max_ts.map(|m| m.saturating_sub(self.cfg.allowed_lateness_us))
     }
 
+    /// The next offset this partition expects (`None` before the first).
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
     /// Number of open windows (memory grows with this × keys, never with
     /// events).
     pub fn open_windows(&self) -> usize {

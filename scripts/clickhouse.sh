@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Local ClickHouse for development and CI, without Docker: the real ClickHouse
+# engine from PyPI's chdb-core behind a small HTTP front (scripts/chfront/),
+# speaking the ClickHouse HTTP interface on 127.0.0.1:8123.
+#
+#   scripts/clickhouse.sh up      create .venv/chfront if needed, start, wait for /ping
+#   scripts/clickhouse.sh down    stop the front this script started (TERM, wait, KILL)
+#   scripts/clickhouse.sh status  exit 0 if up and answering /ping, 1 otherwise
+#   scripts/clickhouse.sh reset   down, wipe the data folder, up
+#
+# Env: CLICKHOUSE_HOST (127.0.0.1), CLICKHOUSE_PORT (8123), PYTHON (python3),
+#      CHFRONT_MAX_CONCURRENT (1: queries run one at a time).
+# State: .run/clickhouse/{chfront.pid,chfront.log,data/}; data survives down/up.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
+PORT="${CLICKHOUSE_PORT:-8123}"
+VENV="$ROOT/.venv/chfront"
+RUN="$ROOT/.run/clickhouse"
+PIDFILE="$RUN/chfront.pid"
+LOG="$RUN/chfront.log"
+DATA="$RUN/data"
+FRONT="$ROOT/scripts/chfront/chfront.py"
+REQS="$ROOT/scripts/chfront/requirements.txt"
+
+say() { echo "clickhouse: $*" >&2; }
+
+# pid of our running front, or nothing
+running_pid() {
+  [[ -f "$PIDFILE" ]] || return 0
+  local pid
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "chfront.py"; then
+    echo "$pid"
+  fi
+}
+
+# GET /ping answers "Ok." (uses whatever python is at hand, no curl needed)
+ping_ok() {
+  local py="$VENV/bin/python"
+  [[ -x "$py" ]] || py="${PYTHON:-python3}"
+  "$py" - "$HOST" "$PORT" <<'EOF' >/dev/null 2>&1
+import sys, urllib.request
+with urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/ping", timeout=2) as r:
+    sys.exit(0 if r.read().strip() == b"Ok." else 1)
+EOF
+}
+
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha256" want
+  want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+  if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
+  say "installing $(grep -cv '^\s*\(#\|$\)' "$REQS") pinned packages into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$REQS"
+  echo "$want" >"$stamp"
+}
+
+cmd_up() {
+  local pid
+  pid="$(running_pid)"
+  if [[ -n "$pid" ]]; then
+    echo "clickhouse already running on $HOST:$PORT (pid $pid)"
+    return 0
+  fi
+  if ping_ok; then
+    say "something else already answers on $HOST:$PORT (not started by this script)"
+    return 1
+  fi
+  ensure_venv
+  mkdir -p "$RUN" "$DATA"
+  echo "=== $(date -u +%FT%TZ) starting chfront on $HOST:$PORT" >>"$LOG"
+  local launcher=()
+  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+  # In a non-interactive shell the background job is not a process-group
+  # leader, so setsid execs without forking and $! is the python pid.
+  nohup "${launcher[@]}" "$VENV/bin/python" "$FRONT" --host "$HOST" --port "$PORT" \
+    --data "$DATA" >>"$LOG" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$PIDFILE"
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if ping_ok; then
+      echo "clickhouse up on $HOST:$PORT (pid $pid)"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "chfront exited during startup; last lines of $LOG:"
+      tail -n 30 "$LOG" >&2 || true
+      rm -f "$PIDFILE"
+      return 1
+    fi
+    sleep 0.1
+  done
+  say "chfront (pid $pid) did not answer /ping within 60 s; see $LOG"
+  return 1
+}
+
+cmd_down() {
+  local pid
+  pid="$(running_pid)"
+  if [[ -z "$pid" ]]; then
+    rm -f "$PIDFILE"
+    echo "clickhouse not running"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid still alive after 15 s, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+  fi
+  rm -f "$PIDFILE"
+  echo "clickhouse stopped (pid $pid)"
+}
+
+cmd_status() {
+  local pid
+  pid="$(running_pid)"
+  if [[ -n "$pid" ]] && ping_ok; then
+    echo "clickhouse up on $HOST:$PORT (pid $pid)"
+    return 0
+  fi
+  if [[ -n "$pid" ]]; then
+    echo "clickhouse process $pid is running but $HOST:$PORT/ping does not answer"
+  else
+    echo "clickhouse down"
+  fi
+  return 1
+}
+
+cmd_reset() {
+  cmd_down
+  rm -rf "$DATA"
+  echo "clickhouse data wiped ($DATA)"
+  cmd_up
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  reset) cmd_reset ;;
+  *)
+    echo "usage: $0 up|down|status|reset" >&2
+    exit 2
+    ;;
+esac

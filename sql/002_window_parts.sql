@@ -1,0 +1,24 @@
+-- One row per (window, campaign, format, source topic partition): each
+-- partition's contribution is written separately, so contributions built by
+-- different processes (after a rebalance) never overwrite each other.
+-- `version` = 1 + the highest Kafka offset counted in the row; a replay
+-- writes the same row with the same version, a late update a higher one,
+-- and ReplacingMergeTree keeps the highest.
+CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
+(
+    window_start DateTime64(3, 'UTC'),
+    window_end   DateTime64(3, 'UTC'),
+    campaign_id  LowCardinality(String),
+    ad_format    LowCardinality(String),
+    topic        LowCardinality(String),
+    partition    Int32,
+    impressions  UInt64,
+    clicks       UInt64,
+    revenue      Decimal(18, 6),
+    version      UInt64,
+    is_final     Bool,
+    inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_start, window_end, campaign_id, ad_format, topic, partition);

@@ -1,0 +1,109 @@
+//! `adstream demo`: the embedded default. The in-process generator writes
+//! JSON exactly as it would to Kafka; the bytes go through the same parser,
+//! window engine and console format as `run`. No Kafka, no ClickHouse.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::DemoArgs;
+use crate::generator::Generator;
+use crate::processor::Processor;
+use crate::sink::console::format_line;
+use crate::sink::Batch;
+use crate::stats::Stats;
+use crate::time::{format_seconds, format_time_of_day, now_micros};
+
+pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let cfg = args.window.config()?;
+    let gen_cfg = args.traffic.generator_config(args.rate)?;
+    let stats = Arc::new(Stats::new());
+    let mut proc = Processor::new(cfg, crate::parse::DEFAULT_MAX_EVENT_BYTES, stats.clone());
+    proc.init_partition(0, None);
+    let mut gen = Generator::new(gen_cfg);
+    let (mut key, mut json) = (Vec::new(), Vec::new());
+    let mut printer = Printer::default();
+    say(format_args!(
+        "adstream demo: {} events/s for {:?}{}; windows of {} s close {} s after they end (allowed lateness)",
+        if args.rate > 0.0 { args.rate.to_string() } else { "unthrottled".into() },
+        args.duration,
+        args.count.map(|c| format!(" or {c} events")).unwrap_or_default(),
+        cfg.size_us / 1_000_000,
+        cfg.allowed_lateness_us / 1_000_000,
+    ));
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) || started.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
+            break;
+        }
+        if args.rate > 0.0 {
+            let due = Duration::from_secs_f64(sent as f64 / args.rate);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        gen.next_into(now_micros, &mut key, &mut json);
+        proc.process(0, sent as i64, &json);
+        sent += 1;
+        if proc.pending() && !printer.print(&proc.take_batch()) {
+            break; // stdout closed (e.g. piped into `head`)
+        }
+    }
+    proc.emit_open();
+    printer.print(&proc.take_batch());
+    say(format_args!(
+        "demo done: {sent} events in {:.1} s | counted {} | late {} | rejected {} | window rows {}",
+        started.elapsed().as_secs_f64(),
+        stats.counted.load(Ordering::Relaxed),
+        stats.late.load(Ordering::Relaxed),
+        stats.rejected_total(),
+        printer.rows,
+    ));
+    Ok(())
+}
+
+/// Prints a line; a closed stdout is not an error worth a panic.
+fn say(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{args}");
+}
+
+/// Prints rows grouped under one header per window.
+#[derive(Default)]
+struct Printer {
+    current: Option<(i64, bool)>,
+    rows: u64,
+}
+
+impl Printer {
+    /// Returns false once stdout is gone.
+    fn print(&mut self, batch: &Batch) -> bool {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for r in &batch.rows {
+            let key = (r.row.window_start_us, r.row.is_final);
+            if self.current != Some(key) {
+                let note = if r.row.is_final { "" } else { " (partial: the demo ended before this window closed)" };
+                let _ = writeln!(
+                    out,
+                    "── window {} ~ {}{note} ──",
+                    format_seconds(r.row.window_start_us),
+                    format_time_of_day(r.row.window_end_us)
+                );
+                self.current = Some(key);
+            }
+            let line = format_line(r.row.window_start_us, r.row.window_end_us, &r.campaign, r.row.ad_format.as_str(), &r.row.totals);
+            if writeln!(out, "{line}").is_err() {
+                return false;
+            }
+            self.rows += 1;
+        }
+        for l in &batch.late {
+            let _ = writeln!(out, "late event {} for window {}: {}", l.event_id, format_seconds(l.window_start_us), l.reason);
+        }
+        out.flush().is_ok()
+    }
+}

@@ -1,0 +1,321 @@
+//! `adstream run`: wires the Kafka source, the [`Processor`] and a sink, and
+//! owns offsets and backpressure.
+//!
+//! Two threads of control:
+//! - the **consume loop** (a blocking thread) polls Kafka, feeds the
+//!   processor and cuts a [`Batch`] every `--flush-interval`; it blocks when
+//!   the sink falls behind (bounded channel), which is the backpressure;
+//! - the **sink task** writes each batch (retrying with backoff) and only
+//!   then commits the batch's checkpoints to Kafka.
+//!
+//! So a committed offset never runs ahead of what ClickHouse holds, and
+//! whatever was not committed is replayed on restart; idempotent writes
+//! (see `sql/`) make that replay invisible in the results.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::Offset;
+use tokio::sync::mpsc;
+
+use crate::cli::{RunArgs, SinkKind};
+use crate::processor::Processor;
+use crate::sink::{self, Batch, Sink};
+use crate::source::kafka::{self, PipelineConsumer, RebalanceEvent};
+use crate::source::producer::{self, ProduceConfig, ProduceStats};
+use crate::stats::Stats;
+use crate::window::{Checkpoint, WindowConfig};
+
+/// How long shutdown may keep retrying a failing sink before giving up
+/// (uncommitted work is replayed by the next start, so giving up is safe).
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(8);
+
+pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let cfg = args.window.config()?;
+    let stats = Arc::new(Stats::new());
+    let topic = args.kafka.topic.clone();
+
+    let mut sink = match args.sink {
+        SinkKind::Clickhouse => Sink::ClickHouse(sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, &topic).await?),
+        SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
+    };
+
+    // Self-feed: the bundled generator in this process, producing to the
+    // topic we consume.
+    let feed_done = Arc::new(AtomicBool::new(args.self_feed.is_none()));
+    let feed = match args.self_feed {
+        Some(rate) => {
+            kafka::ensure_topic(&args.kafka, 3, 1).await?;
+            let pc = ProduceConfig {
+                kafka: args.kafka.clone(),
+                generator: args.traffic.generator_config(rate)?,
+                rate,
+                count: args.self_feed_count,
+                duration: None,
+                out_jsonl: None,
+                progress: false,
+            };
+            let (stop, done) = (stop.clone(), feed_done.clone());
+            Some(std::thread::spawn(move || {
+                let r = producer::produce(pc, stop, Arc::new(ProduceStats::default()));
+                done.store(true, Ordering::SeqCst);
+                r
+            }))
+        }
+        None => None,
+    };
+
+    let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group)?);
+    tracing::info!(
+        brokers = %args.kafka.brokers, topic = %topic, group = %args.group,
+        window_s = cfg.size_us as f64 / 1e6, lateness_s = cfg.allowed_lateness_us as f64 / 1e6,
+        "consuming"
+    );
+    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let loop_ctx = LoopCtx {
+        consumer: consumer.clone(),
+        topic: topic.clone(),
+        cfg,
+        max_event_bytes: args.max_event_bytes,
+        flush_interval: args.flush_interval,
+        drain: args.drain,
+        stop: stop.clone(),
+        feed_done: feed_done.clone(),
+        stats: stats.clone(),
+    };
+    let consume = tokio::task::spawn_blocking(move || consume_loop(loop_ctx, tx));
+
+    let stats_task = {
+        let (stats, interval) = (stats.clone(), args.stats_interval);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!("stats: {}", stats.line());
+            }
+        })
+    };
+
+    // Sink task (this task): write, then commit.
+    let mut last_commits: Vec<(i32, Checkpoint)> = Vec::new();
+    let mut sink_result = Ok(());
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = write_with_retry(&mut sink, &batch, &stop, &stats).await {
+            sink_result = Err(e);
+            break;
+        }
+        if !batch.commits.is_empty() {
+            if let Err(e) = kafka::commit(&consumer, &topic, &batch.commits, false) {
+                tracing::warn!("offset commit: {e}");
+            } else {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            last_commits = batch.commits;
+        }
+    }
+    drop(rx);
+    let loop_result = consume.await.context("consume loop panicked")?;
+    // The final commit is synchronous so that it has landed before we leave
+    // the group.
+    if sink_result.is_ok() && !last_commits.is_empty() {
+        let (c, t, lc) = (consumer.clone(), topic.clone(), last_commits.clone());
+        match tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)"),
+            Err(e) => tracing::warn!("final offset commit: {e}"),
+        }
+    }
+    stats_task.abort();
+    if let Some(h) = feed {
+        stop.store(true, Ordering::SeqCst);
+        match h.join() {
+            Ok(Ok(s)) => tracing::info!("self-feed: {} events delivered, {} failed", s.delivered, s.failed),
+            Ok(Err(e)) => tracing::error!("self-feed: {e:#}"),
+            Err(_) => tracing::error!("self-feed thread panicked"),
+        }
+    }
+    consumer.unsubscribe();
+    tracing::info!("final stats: {}", stats.line());
+    sink_result?;
+    loop_result
+}
+
+async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+    if !batch.has_output() {
+        return Ok(());
+    }
+    let mut backoff = Duration::from_millis(100);
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        let t0 = Instant::now();
+        match sink.write(batch).await {
+            Ok(()) => {
+                stats.last_insert_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                stats.rows_written.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
+                stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => {
+                let n = stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                if n < 3 || n % 20 == 0 {
+                    tracing::warn!("sink write failed ({} so far), retrying in {backoff:?}: {e:#}", n + 1);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let since = *stopping_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > SHUTDOWN_WRITE_GRACE {
+                        bail!("sink still failing at shutdown: {e:#}; offsets were not committed past the last written batch, so a restart replays the rest");
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+struct LoopCtx {
+    consumer: Arc<PipelineConsumer>,
+    topic: String,
+    cfg: WindowConfig,
+    max_event_bytes: usize,
+    flush_interval: Duration,
+    drain: bool,
+    stop: Arc<AtomicBool>,
+    feed_done: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
+    let consumer = &*ctx.consumer;
+    let mut proc = Processor::new(ctx.cfg, ctx.max_event_bytes, ctx.stats.clone());
+    let mut assigned: BTreeSet<i32> = BTreeSet::new();
+    let mut at_eof: BTreeSet<i32> = BTreeSet::new();
+    // Partitions whose first message lay beyond the committed offset: we
+    // sought back once; the checkpoint is applied on the next message.
+    let mut sought: HashMap<i32, Option<Checkpoint>> = HashMap::new();
+    let mut feed_seen_done = ctx.feed_done.load(Ordering::SeqCst);
+    let mut last_flush = Instant::now();
+    let mut poll_errors: u64 = 0;
+
+    loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            tracing::info!("stopping: emitting open windows and committing");
+            break;
+        }
+        if !feed_seen_done && ctx.feed_done.load(Ordering::SeqCst) {
+            // Every self-fed event is now in the log: only an end-of-partition
+            // seen from here on proves we have read them all.
+            feed_seen_done = true;
+            at_eof.clear();
+        }
+        let polled = consumer.poll(Duration::from_millis(100));
+        for ev in consumer.context().take_rebalances() {
+            match ev {
+                RebalanceEvent::Assigned(ps) => {
+                    for p in ps {
+                        assigned.insert(p);
+                        at_eof.remove(&p);
+                    }
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    for p in ps {
+                        assigned.remove(&p);
+                        at_eof.remove(&p);
+                        sought.remove(&p);
+                        proc.drop_partition(p);
+                    }
+                }
+            }
+        }
+        match polled {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_eof.insert(p);
+            }
+            Some(Err(e)) => {
+                poll_errors += 1;
+                if poll_errors < 5 || poll_errors.is_power_of_two() {
+                    tracing::warn!("consumer: {e} ({poll_errors} errors so far)");
+                }
+            }
+            Some(Ok(msg)) => {
+                let (p, offset) = (msg.partition(), msg.offset());
+                at_eof.remove(&p);
+                if !proc.has_partition(p) && !init_partition(consumer, &ctx.topic, &mut proc, &mut sought, p, offset) {
+                    continue;
+                }
+                proc.process(p, offset, msg.payload().unwrap_or(&[]));
+            }
+        }
+        if proc.pending() && last_flush.elapsed() >= ctx.flush_interval {
+            if tx.blocking_send(proc.take_batch()).is_err() {
+                bail!("sink stopped");
+            }
+            last_flush = Instant::now();
+        }
+        if ctx.drain && feed_seen_done && !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p)) {
+            tracing::info!("drained: every assigned partition read to its end");
+            break;
+        }
+    }
+    proc.emit_open();
+    if tx.blocking_send(proc.take_batch()).is_err() {
+        bail!("sink stopped before the final batch");
+    }
+    Ok(())
+}
+
+/// Sets up partition `p` on its first message. Returns whether `offset` may
+/// be processed now (false: we sought back to the committed offset, or the
+/// committed offset could not be read yet and the message will come again).
+fn init_partition(
+    consumer: &PipelineConsumer,
+    topic: &str,
+    proc: &mut Processor,
+    sought: &mut HashMap<i32, Option<Checkpoint>>,
+    p: i32,
+    offset: i64,
+) -> bool {
+    if let Some(cp) = sought.remove(&p) {
+        if let Some(c) = cp {
+            if offset > c.offset {
+                tracing::warn!(partition = p, "offsets {}..{offset} are no longer in the topic (retention?)", c.offset);
+            }
+        }
+        proc.init_partition(p, cp);
+        return true;
+    }
+    let cp = match kafka::committed_checkpoint(consumer, topic, p) {
+        Ok(cp) => cp,
+        Err(e) => {
+            // Without the checkpoint a replay could overwrite final rows
+            // with partial ones: do not guess, read it again.
+            tracing::warn!(partition = p, "reading committed offset: {e}; retrying");
+            let _ = consumer.seek(topic, p, Offset::Offset(offset), Duration::from_secs(10));
+            return false;
+        }
+    };
+    if let Some(c) = cp {
+        if c.max_ts_at_offset.is_none() && c.closed_max_ts.is_none() && c.offset > 0 {
+            tracing::warn!(partition = p, "committed offset {} carries no adstream checkpoint; starting fresh from it", c.offset);
+        }
+        if offset > c.offset {
+            if let Err(e) = consumer.seek(topic, p, Offset::Offset(c.offset), Duration::from_secs(10)) {
+                tracing::warn!(partition = p, "seek to committed offset {}: {e}", c.offset);
+            } else {
+                sought.insert(p, cp);
+                return false;
+            }
+        }
+    }
+    tracing::info!(partition = p, offset, checkpoint = ?cp, "partition started");
+    proc.init_partition(p, cp);
+    true
+}

@@ -1,0 +1,232 @@
+//! The synchronous heart shared by `run` and `demo`: message bytes in,
+//! window rows / late records / rejections out, plus per-partition
+//! checkpoints. No I/O; the caller decides when a [`Batch`] leaves.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::event::Interner;
+use crate::parse::{parse_event, Reject, RejectReason};
+use crate::sink::{Batch, LateRecord, OutRow, RejectRecord, REJECT_RAW_LIMIT};
+use crate::stats::Stats;
+use crate::window::{Checkpoint, Outcome, PartitionWindows, WindowConfig, WindowRow};
+
+/// Most distinct campaign ids kept in memory.
+pub const MAX_CAMPAIGNS: usize = 100_000;
+
+pub struct Processor {
+    cfg: WindowConfig,
+    max_event_bytes: usize,
+    interner: Interner,
+    partitions: BTreeMap<i32, PartitionWindows>,
+    /// Checkpoints handed out with the last batch, to tell whether there is
+    /// anything new to commit.
+    sent: BTreeMap<i32, Checkpoint>,
+    batch: Batch,
+    scratch: Vec<WindowRow>,
+    stats: Arc<Stats>,
+}
+
+impl Processor {
+    pub fn new(cfg: WindowConfig, max_event_bytes: usize, stats: Arc<Stats>) -> Self {
+        Processor {
+            cfg,
+            max_event_bytes,
+            interner: Interner::with_capacity_limit(MAX_CAMPAIGNS),
+            partitions: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            batch: Batch::default(),
+            scratch: Vec::new(),
+            stats,
+        }
+    }
+
+    pub fn has_partition(&self, p: i32) -> bool {
+        self.partitions.contains_key(&p)
+    }
+
+    /// Starts tracking partition `p`, from a committed checkpoint if any.
+    pub fn init_partition(&mut self, p: i32, cp: Option<Checkpoint>) {
+        let w = match cp {
+            Some(cp) => PartitionWindows::restore(self.cfg, &cp),
+            None => PartitionWindows::new(self.cfg),
+        };
+        if let Some(cp) = cp {
+            self.sent.insert(p, cp);
+        }
+        self.partitions.insert(p, w);
+    }
+
+    /// Forgets partition `p` (revoked): its new owner rebuilds its open
+    /// windows from the last commit.
+    pub fn drop_partition(&mut self, p: i32) {
+        self.partitions.remove(&p);
+        self.sent.remove(&p);
+        self.batch.commits.retain(|(q, _)| *q != p);
+    }
+
+    /// Processes one message of partition `p` (which must be initialised).
+    pub fn process(&mut self, p: i32, offset: i64, payload: &[u8]) {
+        let Some(w) = self.partitions.get_mut(&p) else {
+            debug_assert!(false, "partition {p} not initialised");
+            return;
+        };
+        if w.next_offset().is_some_and(|next| offset < next) {
+            // Redelivered below the resume point: already accounted for.
+            return;
+        }
+        self.stats.consumed.fetch_add(1, Relaxed);
+        let ev = match parse_event(payload, self.max_event_bytes) {
+            Ok(ev) => ev,
+            Err(rej) => {
+                w.skip(offset);
+                Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+                return;
+            }
+        };
+        let Some(cid) = self.interner.intern(&ev.campaign_id) else {
+            w.skip(offset);
+            let rej = Reject { reason: RejectReason::TooManyCampaigns, detail: format!("more than {MAX_CAMPAIGNS} campaign ids") };
+            Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+            return;
+        };
+        match w.observe(offset, ev.timestamp_us, cid, ev.ad_format, ev.event_type, ev.revenue_micros, &mut self.scratch) {
+            Outcome::Counted => {
+                self.stats.counted.fetch_add(1, Relaxed);
+            }
+            Outcome::AlreadyEmitted => {
+                self.stats.replay_skipped.fetch_add(1, Relaxed);
+            }
+            Outcome::Late { window_start_us, watermark_us } => {
+                self.stats.late.fetch_add(1, Relaxed);
+                self.batch.late.push(LateRecord {
+                    partition: p,
+                    offset,
+                    event_id: ev.event_id.into_owned(),
+                    event_time_us: ev.timestamp_us,
+                    window_start_us,
+                    campaign: self.interner.name(cid).clone(),
+                    ad_format: ev.ad_format,
+                    event_type: ev.event_type,
+                    revenue_micros: ev.revenue_micros,
+                    watermark_us,
+                    reason: "window_closed",
+                });
+            }
+            Outcome::TooFarAhead { watermark_us } => {
+                let rej = Reject {
+                    reason: RejectReason::FutureTimestamp,
+                    detail: format!(
+                        "event time {} is more than {} s ahead of the watermark {}",
+                        crate::time::format_event_timestamp(ev.timestamp_us),
+                        self.cfg.max_future_us / 1_000_000,
+                        crate::time::format_event_timestamp(watermark_us)
+                    ),
+                };
+                Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+            }
+        }
+        for row in self.scratch.drain(..) {
+            self.batch.rows.push(OutRow { partition: p, campaign: self.interner.name(row.campaign).clone(), row });
+        }
+    }
+
+    fn reject(batch: &mut Batch, stats: &Stats, p: i32, offset: i64, rej: Reject, payload: &[u8]) {
+        stats.reject(rej.reason);
+        batch.rejected.push(RejectRecord {
+            partition: p,
+            offset,
+            reason: rej.reason,
+            detail: rej.detail,
+            raw: payload[..payload.len().min(REJECT_RAW_LIMIT)].to_vec(),
+            raw_size: payload.len(),
+        });
+    }
+
+    /// Emits every open window as it stands (not final), for shutdown and
+    /// drain.
+    pub fn emit_open(&mut self) {
+        for (&p, w) in &self.partitions {
+            w.emit_open(&mut self.scratch);
+            for row in self.scratch.drain(..) {
+                self.batch.rows.push(OutRow { partition: p, campaign: self.interner.name(row.campaign).clone(), row });
+            }
+        }
+    }
+
+    /// Whether a flush would write or commit anything.
+    pub fn pending(&self) -> bool {
+        self.batch.has_output()
+            || self.partitions.iter().any(|(p, w)| w.checkpoint().is_some_and(|cp| self.sent.get(p) != Some(&cp)))
+    }
+
+    /// Takes the output so far, with the checkpoint of every partition.
+    pub fn take_batch(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.batch);
+        // Readable order for consoles; ClickHouse does not care.
+        batch.rows.sort_by(|a, b| {
+            (a.row.window_start_us, &a.campaign, a.row.ad_format, a.partition).cmp(&(
+                b.row.window_start_us,
+                &b.campaign,
+                b.row.ad_format,
+                b.partition,
+            ))
+        });
+        batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
+        for (p, cp) in &batch.commits {
+            self.sent.insert(*p, *cp);
+        }
+        let open: usize = self.partitions.values().map(|w| w.open_windows()).sum();
+        self.stats.open_windows.store(open as u64, Relaxed);
+        if let Some(wm) = self.partitions.values().filter_map(|w| w.watermark()).min() {
+            self.stats.min_watermark_us.store(wm, Relaxed);
+        }
+        batch
+    }
+
+    /// Campaign names seen so far.
+    pub fn campaigns(&self) -> usize {
+        self.interner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, ts: &str, fmt: &str, ty: &str, rev: &str) -> Vec<u8> {
+        format!(r#"{{"event_id":"{id}","timestamp":"{ts}","campaign_id":"C001","ad_format":"{fmt}","event_type":"{ty}","revenue":{rev}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn every_message_ends_up_counted_late_or_rejected() {
+        let stats = Arc::new(Stats::new());
+        let mut p = Processor::new(WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000), 4096, stats.clone());
+        p.init_partition(0, None);
+        let msgs: Vec<Vec<u8>> = vec![
+            ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
+            b"garbage".to_vec(),
+            ev("b", "2025-12-10T00:00:16", "banner", "click", "0.05"),
+            ev("c", "2025-12-10T00:00:02", "banner", "impression", "0.0"), // late: watermark 00:00:11
+            ev("d", "2025-12-10T03:00:00", "banner", "impression", "0.0"), // far future
+            Vec::new(),
+        ];
+        for (i, m) in msgs.iter().enumerate() {
+            p.process(0, i as i64, m);
+        }
+        let b = p.take_batch();
+        assert_eq!(b.rows.len(), 1, "window [00:00:00, 00:00:10) closed");
+        assert_eq!(b.rows[0].row.totals.impressions, 1);
+        assert_eq!(b.late.len(), 1);
+        assert_eq!(b.late[0].event_id, "c");
+        let reasons: Vec<_> = b.rejected.iter().map(|r| (r.offset, r.reason)).collect();
+        assert_eq!(reasons, vec![(1, RejectReason::InvalidJson), (4, RejectReason::FutureTimestamp), (5, RejectReason::EmptyMessage)]);
+        assert_eq!(stats.consumed.load(Relaxed), 6);
+        assert_eq!(stats.counted.load(Relaxed) + stats.late.load(Relaxed) + stats.rejected_total(), 6);
+        assert_eq!(b.commits, vec![(0, Checkpoint { offset: 2, max_ts_at_offset: Some(1_765_324_801_000_000), closed_max_ts: Some(1_765_324_816_000_000) })]);
+        assert!(!p.pending(), "nothing new since the batch");
+        p.process(0, 2, &msgs[2]);
+        assert!(!p.pending(), "a redelivered offset is ignored");
+    }
+}

@@ -1,0 +1,92 @@
+//! The ClickHouse schema: `sql/*.sql`, embedded in the binary so `migrate`
+//! works from anywhere, applied in file order. Every statement is
+//! idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE VIEW`).
+
+use anyhow::{bail, Context as _};
+
+/// The files of `sql/`, in order.
+const FILES: &[(&str, &str)] = &[
+    ("001_database.sql", include_str!("../sql/001_database.sql")),
+    ("002_window_parts.sql", include_str!("../sql/002_window_parts.sql")),
+    ("003_metrics_views.sql", include_str!("../sql/003_metrics_views.sql")),
+    ("004_late_and_rejected.sql", include_str!("../sql/004_late_and_rejected.sql")),
+];
+
+/// Identifiers reach SQL only through this check: letters, digits and `_`,
+/// not starting with a digit, at most 64 bytes.
+pub fn validate_identifier(kind: &str, s: &str) -> anyhow::Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit();
+    if !ok {
+        bail!("{kind} {s:?} is not a plain identifier (letters, digits, _; not starting with a digit)");
+    }
+    Ok(())
+}
+
+/// The statements to run for `database`, each with its file name.
+pub fn statements(database: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    validate_identifier("database", database)?;
+    let mut out = Vec::new();
+    for (file, text) in FILES {
+        let body: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for stmt in body.split(';') {
+            let stmt = stmt.trim();
+            if !stmt.is_empty() {
+                out.push((*file, stmt.replace("{database}", database)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies the whole schema. `client` must not be bound to `database` (it
+/// may not exist yet).
+pub async fn migrate(client: &clickhouse::Client, database: &str) -> anyhow::Result<()> {
+    for (file, stmt) in statements(database)? {
+        client.query(&stmt).execute().await.with_context(|| format!("applying {file}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_checked() {
+        for ok in ["adtech", "a_1", "_x", "ADTECH"] {
+            assert!(validate_identifier("database", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1db", "ad-tech", "ad tech", "x;DROP TABLE y", "a`b", "ü", &"a".repeat(65)] {
+            assert!(validate_identifier("database", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_are_substituted_and_split() {
+        let s = statements("adx").unwrap();
+        assert!(s.len() >= 7);
+        assert!(s.iter().all(|(_, q)| !q.contains("{database}") && !q.contains(';')));
+        assert!(s[0].1.starts_with("CREATE DATABASE IF NOT EXISTS adx"));
+        assert!(s.iter().any(|(_, q)| q.starts_with("CREATE OR REPLACE VIEW adx.ad_metrics_10s")));
+        assert!(statements("bad name").is_err());
+    }
+
+    #[test]
+    fn every_sql_file_is_embedded() {
+        let mut on_disk: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(on_disk, embedded);
+    }
+}

@@ -1,0 +1,144 @@
+//! The ClickHouse sink: one `INSERT` per table per batch (RowBinary over
+//! HTTP via the official `clickhouse` crate), into the tables of `sql/`.
+//!
+//! Writes are idempotent by design: window rows are versioned
+//! (ReplacingMergeTree keeps the highest version), late and rejected
+//! records are keyed by (topic, partition, offset). So a retry after a lost
+//! response, or a replay after a crash, never double-counts.
+
+use anyhow::Context as _;
+use clickhouse::{Client, Row};
+use serde::Serialize;
+
+use crate::cli::ClickHouseArgs;
+use crate::schema;
+use crate::sink::Batch;
+
+#[derive(Row, Serialize)]
+struct PartRow<'a> {
+    window_start: i64,
+    window_end: i64,
+    campaign_id: &'a str,
+    ad_format: &'a str,
+    topic: &'a str,
+    partition: i32,
+    impressions: u64,
+    clicks: u64,
+    revenue: i64,
+    version: u64,
+    is_final: bool,
+}
+
+#[derive(Row, Serialize)]
+struct LateRow<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    event_id: &'a str,
+    event_time: i64,
+    window_start: i64,
+    campaign_id: &'a str,
+    ad_format: &'a str,
+    event_type: &'a str,
+    revenue: i64,
+    watermark: i64,
+    reason: &'a str,
+}
+
+#[derive(Row, Serialize)]
+struct RejectedRow<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    reason: &'a str,
+    detail: &'a str,
+    #[serde(with = "serde_bytes")]
+    raw: &'a [u8],
+    raw_size: u64,
+}
+
+/// A client for `args`, not bound to a database.
+pub fn client(args: &ClickHouseArgs) -> Client {
+    let mut c = Client::default().with_url(&args.clickhouse_url).with_user(&args.clickhouse_user);
+    if !args.clickhouse_password.is_empty() {
+        c = c.with_password(&args.clickhouse_password);
+    }
+    c
+}
+
+pub struct ClickHouseSink {
+    client: Client,
+    topic: String,
+}
+
+impl ClickHouseSink {
+    /// Applies the schema and returns a sink bound to `args.database`.
+    pub async fn connect(args: &ClickHouseArgs, topic: &str) -> anyhow::Result<Self> {
+        let base = client(args);
+        schema::migrate(&base, &args.database)
+            .await
+            .with_context(|| format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.clickhouse_url))?;
+        Ok(ClickHouseSink { client: base.with_database(&args.database), topic: topic.to_string() })
+    }
+
+    pub async fn write(&self, batch: &Batch) -> anyhow::Result<()> {
+        if !batch.rows.is_empty() {
+            let mut ins = self.client.insert::<PartRow<'_>>("ad_window_parts").await?;
+            for r in &batch.rows {
+                ins.write(&PartRow {
+                    window_start: r.row.window_start_us / 1000,
+                    window_end: r.row.window_end_us / 1000,
+                    campaign_id: &r.campaign,
+                    ad_format: r.row.ad_format.as_str(),
+                    topic: &self.topic,
+                    partition: r.partition,
+                    impressions: r.row.totals.impressions,
+                    clicks: r.row.totals.clicks,
+                    revenue: r.row.totals.revenue_micros,
+                    version: r.row.version,
+                    is_final: r.row.is_final,
+                })
+                .await?;
+            }
+            ins.end().await.context("inserting window rows")?;
+        }
+        if !batch.late.is_empty() {
+            let mut ins = self.client.insert::<LateRow<'_>>("ad_late_events_log").await?;
+            for l in &batch.late {
+                ins.write(&LateRow {
+                    topic: &self.topic,
+                    partition: l.partition,
+                    offset: l.offset,
+                    event_id: &l.event_id,
+                    event_time: l.event_time_us,
+                    window_start: l.window_start_us / 1000,
+                    campaign_id: &l.campaign,
+                    ad_format: l.ad_format.as_str(),
+                    event_type: l.event_type.as_str(),
+                    revenue: l.revenue_micros,
+                    watermark: l.watermark_us,
+                    reason: l.reason,
+                })
+                .await?;
+            }
+            ins.end().await.context("inserting late events")?;
+        }
+        if !batch.rejected.is_empty() {
+            let mut ins = self.client.insert::<RejectedRow<'_>>("ad_rejected_events_log").await?;
+            for r in &batch.rejected {
+                ins.write(&RejectedRow {
+                    topic: &self.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    reason: r.reason.as_str(),
+                    detail: &r.detail,
+                    raw: &r.raw,
+                    raw_size: r.raw_size as u64,
+                })
+                .await?;
+            }
+            ins.end().await.context("inserting rejected messages")?;
+        }
+        Ok(())
+    }
+}

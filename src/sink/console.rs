@@ -1,0 +1,73 @@
+//! Human-readable window lines, the format of the project's origin:
+//!
+//! `2025-12-10 00:46:00 ~ 00:46:10 | C001 | banner | impressions 85 | clicks 4 | CTR 4.7% | revenue $0.23 | eCPM $2.71`
+//!
+//! Every line carries the labels so it can be grepped. `CTR n/a` and
+//! `eCPM n/a` mean the window had no impressions.
+
+use std::io::Write;
+
+use crate::sink::Batch;
+use crate::time::{format_seconds, format_time_of_day};
+use crate::window::{ctr_percent, ecpm_usd, Totals};
+
+/// One window line.
+pub fn format_line(window_start_us: i64, window_end_us: i64, campaign: &str, ad_format: &str, t: &Totals) -> String {
+    let ctr = ctr_percent(t).map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}%"));
+    let ecpm = ecpm_usd(t).map_or_else(|| "n/a".to_string(), |v| format!("${v:.2}"));
+    format!(
+        "{} ~ {} | {campaign} | {ad_format} | impressions {} | clicks {} | CTR {ctr} | revenue ${:.2} | eCPM {ecpm}",
+        format_seconds(window_start_us),
+        format_time_of_day(window_end_us),
+        t.impressions,
+        t.clicks,
+        t.revenue_micros as f64 / 1e6,
+    )
+}
+
+/// Prints batches to stdout. In `run` mode a line is one source
+/// partition's contribution, so it is tagged with the partition.
+#[derive(Default)]
+pub struct ConsoleSink;
+
+impl ConsoleSink {
+    pub fn write(&mut self, batch: &Batch) {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for r in &batch.rows {
+            let line = format_line(r.row.window_start_us, r.row.window_end_us, &r.campaign, r.row.ad_format.as_str(), &r.row.totals);
+            let tag = if r.row.is_final { "" } else { " (partial)" };
+            let _ = writeln!(out, "{line} | partition {}{tag}", r.partition);
+        }
+        for l in &batch.late {
+            let _ = writeln!(out, "late event {} (partition {} offset {}): {}", l.event_id, l.partition, l.offset, l.reason);
+        }
+        for r in &batch.rejected {
+            let _ = writeln!(out, "rejected (partition {} offset {}): {}: {}", r.partition, r.offset, r.reason.as_str(), r.detail);
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_timestamp_micros;
+
+    #[test]
+    fn matches_the_documented_line() {
+        let s = parse_timestamp_micros("2025-12-10T00:46:00Z").unwrap();
+        let t = Totals { impressions: 85, clicks: 4, revenue_micros: 230_000 };
+        assert_eq!(
+            format_line(s, s + 10_000_000, "C001", "banner", &t),
+            "2025-12-10 00:46:00 ~ 00:46:10 | C001 | banner | impressions 85 | clicks 4 | CTR 4.7% | revenue $0.23 | eCPM $2.71"
+        );
+    }
+
+    #[test]
+    fn no_impressions_is_not_a_division_by_zero() {
+        let t = Totals { impressions: 0, clicks: 2, revenue_micros: 50_000 };
+        let line = format_line(0, 10_000_000, "C002", "interstitial", &t);
+        assert!(line.ends_with("| clicks 2 | CTR n/a | revenue $0.05 | eCPM n/a"), "{line}");
+    }
+}

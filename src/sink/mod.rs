@@ -1,0 +1,85 @@
+//! Where results go. A [`Batch`] is everything the consume loop produced
+//! since the last flush, plus the checkpoints that may be committed to Kafka
+//! once the batch is durable.
+
+pub mod clickhouse;
+pub mod console;
+
+use std::sync::Arc;
+
+use crate::event::{AdFormat, EventType};
+use crate::parse::RejectReason;
+use crate::window::{Checkpoint, WindowRow};
+
+/// A window row with its source partition and campaign name resolved.
+#[derive(Debug, Clone)]
+pub struct OutRow {
+    pub partition: i32,
+    pub campaign: Arc<str>,
+    pub row: WindowRow,
+}
+
+/// An event that arrived after its window closed.
+#[derive(Debug, Clone)]
+pub struct LateRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub event_id: String,
+    pub event_time_us: i64,
+    pub window_start_us: i64,
+    pub campaign: Arc<str>,
+    pub ad_format: AdFormat,
+    pub event_type: EventType,
+    pub revenue_micros: i64,
+    pub watermark_us: i64,
+    pub reason: &'static str,
+}
+
+/// Most bytes of a rejected message kept for inspection.
+pub const REJECT_RAW_LIMIT: usize = 4096;
+
+/// A message that failed validation.
+#[derive(Debug, Clone)]
+pub struct RejectRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// The first [`REJECT_RAW_LIMIT`] bytes of the message, verbatim.
+    pub raw: Vec<u8>,
+    pub raw_size: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<OutRow>,
+    pub late: Vec<LateRecord>,
+    pub rejected: Vec<RejectRecord>,
+    /// Safe to commit once everything above is durable.
+    pub commits: Vec<(i32, Checkpoint)>,
+}
+
+impl Batch {
+    pub fn has_output(&self) -> bool {
+        !(self.rows.is_empty() && self.late.is_empty() && self.rejected.is_empty())
+    }
+}
+
+/// The configured sink.
+pub enum Sink {
+    ClickHouse(clickhouse::ClickHouseSink),
+    Console(console::ConsoleSink),
+}
+
+impl Sink {
+    /// Writes a batch durably (for the console: prints it).
+    pub async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        match self {
+            Sink::ClickHouse(s) => s.write(batch).await,
+            Sink::Console(s) => {
+                s.write(batch);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Kafka plumbing: client configuration, topic creation, and the consumer
+//! context that reports rebalances to the pipeline and routes librdkafka's
+//! own logs into `tracing` (rate-limited: a broker outage must produce a
+//! reminder, not thousands of lines).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cli::KafkaArgs;
+use crate::window::Checkpoint;
+
+/// Base client configuration: brokers plus any `--kafka-option key=value`.
+pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &args.brokers);
+    for opt in &args.kafka_options {
+        let opt = opt.trim();
+        if opt.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = opt.split_once('=') else {
+            bail!("--kafka-option {opt:?}: expected key=value");
+        };
+        cfg.set(k.trim(), v.trim());
+    }
+    Ok(cfg)
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<QuietContext> = client_config(args)?
+        .create_with_context(QuietContext::default())
+        .context("creating Kafka admin client")?;
+    let topic = NewTopic::new(&args.topic, partitions, TopicReplication::Fixed(replication));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&topic], &opts)
+        .await
+        .with_context(|| format!("creating topic {:?} on {}", args.topic, args.brokers))?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic = %args.topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("creating topic {t:?} on {}: {e}", args.brokers),
+        }
+    }
+    Ok(())
+}
+
+/// Forwards librdkafka logs and errors to `tracing`, at most one line per
+/// distinct message every 30 s.
+#[derive(Default)]
+pub struct QuietContext {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl QuietContext {
+    fn should_log(&self, key: &str) -> bool {
+        let Ok(mut last) = self.last.lock() else { return true };
+        let now = Instant::now();
+        match last.get(key) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(30) => false,
+            _ => {
+                if last.len() > 1000 {
+                    last.clear();
+                }
+                last.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if !self.should_log(msg) {
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac}: {msg}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.should_log(reason) {
+            tracing::warn!(target: "librdkafka", "{error}: {reason} (repeats are suppressed for 30 s)");
+        }
+    }
+}
+
+/// A partition assignment change, as seen by the consume loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: quiet logs plus a queue of rebalance events that the
+/// consume loop drains after every poll (rebalance callbacks run inside
+/// `poll`, on the consume thread, so the order is exact).
+#[derive(Default)]
+pub struct PipelineContext {
+    quiet: QuietContext,
+    rebalances: Mutex<Vec<RebalanceEvent>>,
+}
+
+impl PipelineContext {
+    pub fn take_rebalances(&self) -> Vec<RebalanceEvent> {
+        self.rebalances.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+}
+
+impl ClientContext for PipelineContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.quiet.log(level, fac, msg)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.quiet.error(error, reason)
+    }
+}
+
+impl ConsumerContext for PipelineContext {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let ev = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(tpl.elements().iter().map(|e| e.partition()).collect()),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(tpl.elements().iter().map(|e| e.partition()).collect()),
+            Rebalance::Error(e) => {
+                tracing::warn!("rebalance error: {e}");
+                return;
+            }
+        };
+        tracing::info!("{ev:?}");
+        if let Ok(mut v) = self.rebalances.lock() {
+            v.push(ev);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if self.quiet.should_log("commit failed") {
+                tracing::warn!("offset commit failed: {e} (the next commit supersedes it; replay is idempotent)");
+            }
+        }
+    }
+}
+
+pub type PipelineConsumer = BaseConsumer<PipelineContext>;
+
+/// A consumer-group member that never auto-commits: offsets are committed
+/// by the pipeline, and only once the results they cover are durable.
+pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsumer> {
+    let mut cfg = client_config(args)?;
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "65536");
+    let c: PipelineConsumer = cfg.create_with_context(PipelineContext::default()).context("creating Kafka consumer")?;
+    c.subscribe(&[&args.topic]).with_context(|| format!("subscribing to {:?}", args.topic))?;
+    Ok(c)
+}
+
+/// The committed offset and checkpoint of one partition: `Ok(None)` when the
+/// group has never committed it (start from the earliest offset).
+pub fn committed_checkpoint(c: &PipelineConsumer, topic: &str, partition: i32) -> KafkaResult<Option<Checkpoint>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    let Some(elem) = got.find_partition(topic, partition) else { return Ok(None) };
+    elem.error()?;
+    let Offset::Offset(offset) = elem.offset() else { return Ok(None) };
+    // rdkafka panics on non-UTF-8 metadata; someone else's commit must not
+    // crash us, so treat it as "no checkpoint".
+    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| elem.metadata().to_string())).unwrap_or_default();
+    Ok(Some(Checkpoint::from_metadata(offset, &metadata).unwrap_or(Checkpoint {
+        offset,
+        max_ts_at_offset: None,
+        closed_max_ts: None,
+    })))
+}
+
+/// Commits checkpoints (offset + metadata) for `topic`.
+pub fn commit(c: &PipelineConsumer, topic: &str, checkpoints: &[(i32, Checkpoint)], sync: bool) -> KafkaResult<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, cp) in checkpoints {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(cp.offset))?;
+        if let Some(mut e) = tpl.find_partition(topic, *p) {
+            e.set_metadata(cp.metadata());
+        }
+    }
+    let mode = if sync { rdkafka::consumer::CommitMode::Sync } else { rdkafka::consumer::CommitMode::Async };
+    c.commit(&tpl, mode)
+}

@@ -1,0 +1,213 @@
+//! Drives the [`Generator`] into Kafka at a target rate: the engine of
+//! `adstream generate` and of `run --self-feed`.
+//!
+//! Delivery is confirmed per message by librdkafka's delivery reports; only
+//! delivered events count as sent, a failed delivery is counted and logged,
+//! and `--out-jsonl` is written from the delivery reports, so the file holds
+//! exactly the events that are in the topic.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::cli::KafkaArgs;
+use crate::generator::{Generator, GeneratorConfig};
+use crate::source::kafka::{client_config, QuietContext};
+use crate::time::now_micros;
+
+/// Counters shared between the send loop and the delivery-report thread.
+#[derive(Default)]
+pub struct ProduceStats {
+    pub enqueued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+struct DeliveryContext {
+    quiet: QuietContext,
+    stats: Arc<ProduceStats>,
+    jsonl: Option<Mutex<BufWriter<File>>>,
+    jsonl_error: AtomicBool,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.quiet.log(level, fac, msg)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.quiet.error(error, reason)
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                if let (Some(w), Some(payload)) = (&self.jsonl, msg.payload()) {
+                    let ok = w.lock().map(|mut w| w.write_all(payload).and_then(|_| w.write_all(b"\n")).is_ok()).unwrap_or(false);
+                    if !ok {
+                        self.jsonl_error.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err((e, _)) => {
+                let n = self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if n < 10 || n.is_power_of_two() {
+                    tracing::error!("delivery failed ({} so far): {e}", n + 1);
+                }
+            }
+        }
+    }
+}
+
+/// What to produce and when to stop.
+pub struct ProduceConfig {
+    pub kafka: KafkaArgs,
+    pub generator: GeneratorConfig,
+    /// Events per second; 0 = unthrottled.
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub out_jsonl: Option<std::path::PathBuf>,
+    /// Print `Sent N events | Rate: R events/sec` every second.
+    pub progress: bool,
+}
+
+/// Final figures of a produce run.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceSummary {
+    pub delivered: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+}
+
+/// Produces until `count`, `duration` or `stop`, then waits for every
+/// outstanding delivery report. Blocking: run it on its own thread.
+pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStats>) -> anyhow::Result<ProduceSummary> {
+    let jsonl = match &cfg.out_jsonl {
+        Some(p) => Some(Mutex::new(BufWriter::with_capacity(1 << 20, create(p)?))),
+        None => None,
+    };
+    let ctx = DeliveryContext { quiet: QuietContext::default(), stats: stats.clone(), jsonl, jsonl_error: AtomicBool::new(false) };
+    let mut kcfg = client_config(&cfg.kafka)?;
+    kcfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "300000");
+    let producer: ThreadedProducer<DeliveryContext> =
+        kcfg.create_with_context(ctx).context("creating Kafka producer")?;
+
+    let mut gen = Generator::new(cfg.generator);
+    let (mut key, mut json) = (Vec::with_capacity(64), Vec::with_capacity(512));
+    let started = Instant::now();
+    let mut last_progress = started;
+    let mut last_count = 0u64;
+    let mut sent = 0u64;
+    'outer: loop {
+        if stop.load(Ordering::Relaxed) || cfg.count.is_some_and(|c| sent >= c) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        if cfg.rate > 0.0 {
+            // Pace against the start: sleep until the next event is due.
+            let due = Duration::from_secs_f64(sent as f64 / cfg.rate);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        gen.next_into(now_micros, &mut key, &mut json);
+        loop {
+            match producer.send(BaseRecord::to(&cfg.kafka.topic).key(&key).payload(&json)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("could not enqueue event: {e}");
+                    break;
+                }
+            }
+        }
+        sent += 1;
+        stats.enqueued.store(sent, Ordering::Relaxed);
+        if cfg.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            let now = Instant::now();
+            let rate = (sent - last_count) as f64 / now.duration_since(last_progress).as_secs_f64();
+            println!("Sent {} events | Rate: {} events/sec", thousands(sent), thousands_f(rate));
+            last_progress = now;
+            last_count = sent;
+        }
+    }
+    // Wait for every delivery report: a message is only "sent" once acked.
+    let flushed = producer.flush(Duration::from_secs(60));
+    let elapsed = started.elapsed();
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed) + sent.saturating_sub(delivered + stats.failed.load(Ordering::Relaxed));
+    if let Err(e) = flushed {
+        tracing::error!("flush: {e}; {} events unconfirmed", sent.saturating_sub(delivered));
+    }
+    if let Some(w) = &producer.context().jsonl {
+        let ok = w.lock().map(|mut w| w.flush().is_ok()).unwrap_or(false);
+        anyhow::ensure!(ok && !producer.context().jsonl_error.load(Ordering::Relaxed), "writing --out-jsonl failed");
+    }
+    Ok(ProduceSummary { delivered, failed, elapsed })
+}
+
+fn create(p: &Path) -> anyhow::Result<File> {
+    File::create(p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// `12000` → `12,000`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `8312.44` → `8,312.4`.
+pub fn thousands_f(x: f64) -> String {
+    let x = if x.is_finite() && x >= 0.0 { x } else { 0.0 };
+    let tenths = (x * 10.0).round() as u64;
+    format!("{}.{}", thousands(tenths / 10), tenths % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(12_000), "12,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands_f(8312.44), "8,312.4");
+        assert_eq!(thousands_f(f64::NAN), "0.0");
+    }
+}
