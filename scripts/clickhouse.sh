@@ -9,7 +9,8 @@
 #   scripts/clickhouse.sh reset   down, wipe the data folder, up
 #
 # Env: CLICKHOUSE_HOST (127.0.0.1), CLICKHOUSE_PORT (8123), PYTHON (python3),
-#      CHFRONT_MAX_CONCURRENT (1: queries run one at a time).
+#      CHFRONT_MAX_CONCURRENT (4 queries at once; 1 serializes them),
+#      CHFRONT_ACCESS_LOG (1: a log line per request; 0: only errors and slow ones).
 # State: .run/clickhouse/{chfront.pid,chfront.log,data/}; data survives down/up.
 set -euo pipefail
 
@@ -93,8 +94,8 @@ cmd_up() {
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
-      say "chfront exited during startup; last lines of $LOG:"
-      tail -n 30 "$LOG" >&2 || true
+      say "chfront exited during startup; its log ($LOG):"
+      tac "$LOG" | sed '/^=== /q' | tac | tail -n 40 >&2 || true
       rm -f "$PIDFILE"
       return 1
     fi

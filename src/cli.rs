@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "adstream", version, about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse")]
+#[command(
+    name = "adstream",
+    version,
+    about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -201,7 +205,10 @@ impl WindowArgs {
     pub fn config(&self) -> anyhow::Result<crate::window::WindowConfig> {
         let size = micros(self.window);
         anyhow::ensure!(size >= 1_000, "--window must be at least 1ms");
-        anyhow::ensure!(size % 1_000 == 0, "--window must be a whole number of milliseconds (ClickHouse stores DateTime64(3))");
+        anyhow::ensure!(
+            size % 1_000 == 0,
+            "--window must be a whole number of milliseconds (ClickHouse stores DateTime64(3))"
+        );
         Ok(crate::window::WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
     }
 }

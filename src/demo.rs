@@ -95,14 +95,26 @@ impl Printer {
                 );
                 self.current = Some(key);
             }
-            let line = format_line(r.row.window_start_us, r.row.window_end_us, &r.campaign, r.row.ad_format.as_str(), &r.row.totals);
+            let line = format_line(
+                r.row.window_start_us,
+                r.row.window_end_us,
+                &r.campaign,
+                r.row.ad_format.as_str(),
+                &r.row.totals,
+            );
             if writeln!(out, "{line}").is_err() {
                 return false;
             }
             self.rows += 1;
         }
         for l in &batch.late {
-            let _ = writeln!(out, "late event {} for window {}: {}", l.event_id, format_seconds(l.window_start_us), l.reason);
+            let _ = writeln!(
+                out,
+                "late event {} for window {}: {}",
+                l.event_id,
+                format_seconds(l.window_start_us),
+                l.reason
+            );
         }
         out.flush().is_ok()
     }

@@ -87,7 +87,8 @@ impl Generator {
     pub fn new(cfg: GeneratorConfig) -> Self {
         let (rng, run_id) = match cfg.seed {
             Some(seed) => {
-                let mut id_rng = ChaCha8Rng::seed_from_u64(seed ^ (cfg.start_time_us as u64).rotate_left(17) ^ 0xA5A5_5A5A);
+                let mut id_rng =
+                    ChaCha8Rng::seed_from_u64(seed ^ (cfg.start_time_us as u64).rotate_left(17) ^ 0xA5A5_5A5A);
                 (ChaCha8Rng::seed_from_u64(seed), id_rng.next_u64())
             }
             None => {
@@ -175,7 +176,7 @@ fn write_revenue_e4(v: u32, out: &mut Vec<u8>) {
         return;
     }
     let mut width = 4;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         width -= 1;
     }
@@ -189,7 +190,12 @@ mod tests {
     use std::collections::HashSet;
 
     fn seeded(seed: u64, jitter_us: i64) -> Generator {
-        Generator::new(GeneratorConfig { seed: Some(seed), start_time_us: DEFAULT_SEEDED_START_US, event_rate: 1000.0, jitter_us })
+        Generator::new(GeneratorConfig {
+            seed: Some(seed),
+            start_time_us: DEFAULT_SEEDED_START_US,
+            event_rate: 1000.0,
+            jitter_us,
+        })
     }
 
     #[test]

@@ -15,9 +15,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ADSTREAM_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -93,7 +92,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 out_jsonl: args.out_jsonl.clone(),
                 progress: true,
             };
-            let s = tokio::task::spawn_blocking(move || producer::produce(pc, stop, Arc::new(ProduceStats::default()))).await??;
+            let s = tokio::task::spawn_blocking(move || producer::produce(pc, stop, Arc::new(ProduceStats::default())))
+                .await??;
             let secs = s.elapsed.as_secs_f64();
             println!(
                 "Done: {} events delivered in {secs:.2} s | Average rate: {} events/sec | Failed deliveries: {}",

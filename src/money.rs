@@ -94,9 +94,7 @@ pub fn parse_micros(text: &str) -> Result<i64, MoneyError> {
         if shift > 30 {
             return Err(MoneyError::Overflow);
         }
-        mantissa
-            .checked_mul(10i128.pow(shift as u32))
-            .ok_or(MoneyError::Overflow)?
+        mantissa.checked_mul(10i128.pow(shift as u32)).ok_or(MoneyError::Overflow)?
     } else {
         let down = -shift;
         if down > 38 {

@@ -136,14 +136,10 @@ pub fn parse_event(payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Reject
         return Err(Reject::new(RejectReason::EmptyMessage, "empty message"));
     }
     if payload.len() > max_bytes {
-        return Err(Reject::new(
-            RejectReason::TooLarge,
-            format!("{} bytes > limit {max_bytes}", payload.len()),
-        ));
+        return Err(Reject::new(RejectReason::TooLarge, format!("{} bytes > limit {max_bytes}", payload.len())));
     }
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-    })?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
     let wire: Wire<'_> = serde_json::from_str(text).map_err(classify_json_error)?;
 
     if wire.event_id.is_empty() || wire.event_id.len() > 128 {
@@ -181,14 +177,10 @@ pub fn parse_event(payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Reject
 fn parse_revenue(raw: &str) -> Result<i64, Reject> {
     let first = raw.as_bytes().first().copied().unwrap_or(b' ');
     if !(first == b'-' || first.is_ascii_digit()) {
-        return Err(Reject::new(
-            RejectReason::WrongType,
-            format!("revenue must be a number, got {}", truncate(raw)),
-        ));
+        return Err(Reject::new(RejectReason::WrongType, format!("revenue must be a number, got {}", truncate(raw))));
     }
-    let micros = money::parse_micros(raw).map_err(|_| {
-        Reject::new(RejectReason::InvalidRevenue, format!("revenue {}", truncate(raw)))
-    })?;
+    let micros = money::parse_micros(raw)
+        .map_err(|_| Reject::new(RejectReason::InvalidRevenue, format!("revenue {}", truncate(raw))))?;
     if micros < 0 {
         return Err(Reject::new(RejectReason::NegativeRevenue, format!("revenue {raw}")));
     }
@@ -301,7 +293,10 @@ mod tests {
         assert_eq!(reason(with("campaign_id", "1").as_bytes()), RejectReason::WrongType);
         assert_eq!(reason(with("country", "7").as_bytes()), RejectReason::WrongType);
         assert_eq!(reason(with("event_id", r#""""#).as_bytes()), RejectReason::InvalidField);
-        assert_eq!(reason(with("campaign_id", &format!("\"{}\"", "C".repeat(65))).as_bytes()), RejectReason::InvalidField);
+        assert_eq!(
+            reason(with("campaign_id", &format!("\"{}\"", "C".repeat(65))).as_bytes()),
+            RejectReason::InvalidField
+        );
         assert_eq!(reason(with("event_type", r#""conversion""#).as_bytes()), RejectReason::UnknownEventType);
         assert_eq!(reason(with("ad_format", r#""video""#).as_bytes()), RejectReason::UnknownAdFormat);
         assert_eq!(reason(with("timestamp", r#""yesterday""#).as_bytes()), RejectReason::InvalidTimestamp);
@@ -309,10 +304,7 @@ mod tests {
         assert_eq!(reason(with("revenue", "1000.000001").as_bytes()), RejectReason::AbsurdRevenue);
         assert_eq!(reason(with("revenue", "1e300").as_bytes()), RejectReason::InvalidRevenue);
         assert_eq!(reason(GOOD.replace("0.0523", "NaN").as_bytes()), RejectReason::InvalidJson);
-        assert_eq!(
-            reason(with("event_type", r#""impression""#).as_bytes()),
-            RejectReason::RevenueOnImpression
-        );
+        assert_eq!(reason(with("event_type", r#""impression""#).as_bytes()), RejectReason::RevenueOnImpression);
         assert!(parse_event(with("revenue", "1000").as_bytes(), 1 << 20).is_ok());
     }
 

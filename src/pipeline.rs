@@ -42,7 +42,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let topic = args.kafka.topic.clone();
 
     let mut sink = match args.sink {
-        SinkKind::Clickhouse => Sink::ClickHouse(sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, &topic).await?),
+        SinkKind::Clickhouse => {
+            Sink::ClickHouse(Box::new(sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, &topic).await?))
+        }
         SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
     };
 
@@ -128,7 +130,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let (c, t, lc) = (consumer.clone(), topic.clone(), last_commits.clone());
         match tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)"),
+            Ok(Err(e)) => {
+                tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)")
+            }
             Err(e) => tracing::warn!("final offset commit: {e}"),
         }
     }
@@ -164,7 +168,7 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
             }
             Err(e) => {
                 let n = stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                if n < 3 || n % 20 == 0 {
+                if n < 3 || n.is_multiple_of(20) {
                     tracing::warn!("sink write failed ({} so far), retrying in {backoff:?}: {e:#}", n + 1);
                 }
                 if stop.load(Ordering::Relaxed) {
@@ -304,7 +308,11 @@ fn init_partition(
     };
     if let Some(c) = cp {
         if c.max_ts_at_offset.is_none() && c.closed_max_ts.is_none() && c.offset > 0 {
-            tracing::warn!(partition = p, "committed offset {} carries no adstream checkpoint; starting fresh from it", c.offset);
+            tracing::warn!(
+                partition = p,
+                "committed offset {} carries no adstream checkpoint; starting fresh from it",
+                c.offset
+            );
         }
         if offset > c.offset {
             if let Err(e) = consumer.seek(topic, p, Offset::Offset(c.offset), Duration::from_secs(10)) {

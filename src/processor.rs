@@ -10,7 +10,7 @@ use crate::event::Interner;
 use crate::parse::{parse_event, Reject, RejectReason};
 use crate::sink::{Batch, LateRecord, OutRow, RejectRecord, REJECT_RAW_LIMIT};
 use crate::stats::Stats;
-use crate::window::{Checkpoint, Outcome, PartitionWindows, WindowConfig, WindowRow};
+use crate::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
 
 /// Most distinct campaign ids kept in memory.
 pub const MAX_CAMPAIGNS: usize = 100_000;
@@ -87,11 +87,21 @@ impl Processor {
         };
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
             w.skip(offset);
-            let rej = Reject { reason: RejectReason::TooManyCampaigns, detail: format!("more than {MAX_CAMPAIGNS} campaign ids") };
+            let rej = Reject {
+                reason: RejectReason::TooManyCampaigns,
+                detail: format!("more than {MAX_CAMPAIGNS} campaign ids"),
+            };
             Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
             return;
         };
-        match w.observe(offset, ev.timestamp_us, cid, ev.ad_format, ev.event_type, ev.revenue_micros, &mut self.scratch) {
+        let o = Observation {
+            ts: ev.timestamp_us,
+            campaign: cid,
+            ad_format: ev.ad_format,
+            event_type: ev.event_type,
+            revenue_micros: ev.revenue_micros,
+        };
+        match w.observe(offset, &o, &mut self.scratch) {
             Outcome::Counted => {
                 self.stats.counted.fetch_add(1, Relaxed);
             }
@@ -221,10 +231,23 @@ mod tests {
         assert_eq!(b.late.len(), 1);
         assert_eq!(b.late[0].event_id, "c");
         let reasons: Vec<_> = b.rejected.iter().map(|r| (r.offset, r.reason)).collect();
-        assert_eq!(reasons, vec![(1, RejectReason::InvalidJson), (4, RejectReason::FutureTimestamp), (5, RejectReason::EmptyMessage)]);
+        assert_eq!(
+            reasons,
+            vec![(1, RejectReason::InvalidJson), (4, RejectReason::FutureTimestamp), (5, RejectReason::EmptyMessage)]
+        );
         assert_eq!(stats.consumed.load(Relaxed), 6);
         assert_eq!(stats.counted.load(Relaxed) + stats.late.load(Relaxed) + stats.rejected_total(), 6);
-        assert_eq!(b.commits, vec![(0, Checkpoint { offset: 2, max_ts_at_offset: Some(1_765_324_801_000_000), closed_max_ts: Some(1_765_324_816_000_000) })]);
+        assert_eq!(
+            b.commits,
+            vec![(
+                0,
+                Checkpoint {
+                    offset: 2,
+                    max_ts_at_offset: Some(1_765_324_801_000_000),
+                    closed_max_ts: Some(1_765_324_816_000_000)
+                }
+            )]
+        );
         assert!(!p.pending(), "nothing new since the batch");
         p.process(0, 2, &msgs[2]);
         assert!(!p.pending(), "a redelivered offset is ignored");

@@ -30,11 +30,7 @@ pub fn statements(database: &str) -> anyhow::Result<Vec<(&'static str, String)>>
     validate_identifier("database", database)?;
     let mut out = Vec::new();
     for (file, text) in FILES {
-        let body: String = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let body: String = text.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
         for stmt in body.split(';') {
             let stmt = stmt.trim();
             if !stmt.is_empty() {

@@ -144,9 +144,7 @@ pub fn format_time_of_day(micros: i64) -> String {
 /// `2025-12-10T00:46:21.994570`: the wire format the generator writes
 /// (microseconds, no offset, meaning UTC).
 pub fn format_event_timestamp(micros: i64) -> String {
-    to_datetime(micros)
-        .format("%Y-%m-%dT%H:%M:%S%.6f")
-        .to_string()
+    to_datetime(micros).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
 /// Appends `2025-12-10T00:46:21.994570` for `micros` to `out` without
@@ -209,21 +207,14 @@ mod tests {
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return dt.timestamp_micros();
         }
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-            .expect("chrono parses")
-            .and_utc()
-            .timestamp_micros()
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").expect("chrono parses").and_utc().timestamp_micros()
     }
 
     #[test]
     fn parses_the_wire_format_as_utc() {
         let s = "2025-12-10T00:46:21.994570";
         assert_eq!(parse_timestamp_micros(s), Ok(chrono_micros(s)));
-        assert_eq!(
-            parse_timestamp_micros("1970-01-01T00:00:00"),
-            Ok(0),
-            "epoch"
-        );
+        assert_eq!(parse_timestamp_micros("1970-01-01T00:00:00"), Ok(0), "epoch");
     }
 
     #[test]

@@ -76,6 +76,18 @@ pub struct WindowRow {
     pub is_final: bool,
 }
 
+/// The part of a valid event the windows need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Event time, µs since the epoch.
+    pub ts: i64,
+    /// Interned campaign id.
+    pub campaign: u32,
+    pub ad_format: AdFormat,
+    pub event_type: EventType,
+    pub revenue_micros: i64,
+}
+
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -209,16 +221,8 @@ impl PartitionWindows {
 
     /// Feeds one valid event. Windows closed by the resulting watermark are
     /// appended to `out`.
-    pub fn observe(
-        &mut self,
-        offset: i64,
-        ts: i64,
-        campaign: u32,
-        ad_format: AdFormat,
-        event_type: EventType,
-        revenue_micros: i64,
-        out: &mut Vec<WindowRow>,
-    ) -> Outcome {
+    pub fn observe(&mut self, offset: i64, ev: &Observation, out: &mut Vec<WindowRow>) -> Outcome {
+        let Observation { ts, campaign, ad_format, event_type, revenue_micros } = *ev;
         self.next_offset = Some(offset + 1);
         let start = self.cfg.window_start(ts);
         let end = start + self.cfg.size_us;
@@ -342,18 +346,28 @@ mod tests {
 
     const S: i64 = 1_000_000;
 
+    type Table = BTreeMap<(i64, u32, AdFormat), (Totals, u64)>;
+
+    fn obs(ts: i64, campaign: u32, ad_format: AdFormat, event_type: EventType, revenue_micros: i64) -> Observation {
+        Observation { ts, campaign, ad_format, event_type, revenue_micros }
+    }
+
     fn cfg() -> WindowConfig {
         WindowConfig::new(10 * S, 5 * S, 3600 * S)
     }
 
     /// Feeds (ts seconds as f64, campaign, format, type, revenue) in order,
     /// offsets 0.., and returns everything emitted plus outcomes.
-    fn feed(w: &mut PartitionWindows, first_offset: i64, events: &[(f64, u32, AdFormat, EventType, i64)]) -> (Vec<WindowRow>, Vec<Outcome>) {
+    fn feed(
+        w: &mut PartitionWindows,
+        first_offset: i64,
+        events: &[(f64, u32, AdFormat, EventType, i64)],
+    ) -> (Vec<WindowRow>, Vec<Outcome>) {
         let mut out = Vec::new();
         let mut outcomes = Vec::new();
         for (i, &(t, c, f, ty, r)) in events.iter().enumerate() {
             let ts = (t * S as f64).round() as i64;
-            outcomes.push(w.observe(first_offset + i as i64, ts, c, f, ty, r, &mut out));
+            outcomes.push(w.observe(first_offset + i as i64, &obs(ts, c, f, ty, r), &mut out));
         }
         (out, outcomes)
     }
@@ -371,7 +385,11 @@ mod tests {
     #[test]
     fn event_exactly_on_the_boundary_goes_to_the_next_window() {
         let mut w = PartitionWindows::new(cfg());
-        let (_, _) = feed(&mut w, 0, &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)]);
+        let (_, _) = feed(
+            &mut w,
+            0,
+            &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)],
+        );
         let mut out = Vec::new();
         w.emit_open(&mut out);
         assert_eq!(out.len(), 2);
@@ -384,7 +402,8 @@ mod tests {
     #[test]
     fn window_closes_when_watermark_reaches_its_end() {
         let mut w = PartitionWindows::new(cfg());
-        let (out, _) = feed(&mut w, 0, &[(1.0, 0, AdFormat::Banner, Impression, 0), (14.999, 0, AdFormat::Banner, Impression, 0)]);
+        let (out, _) =
+            feed(&mut w, 0, &[(1.0, 0, AdFormat::Banner, Impression, 0), (14.999, 0, AdFormat::Banner, Impression, 0)]);
         assert!(out.is_empty(), "watermark 9.999 < 10");
         assert_eq!(w.watermark(), Some(9_999_000));
         let (out, _) = feed(&mut w, 2, &[(15.0, 0, AdFormat::Banner, Click, 20_000)]);
@@ -419,7 +438,11 @@ mod tests {
         let (out, outcomes) = feed(
             &mut w,
             0,
-            &[(1.0, 0, AdFormat::Banner, Impression, 0), (16.0, 0, AdFormat::Banner, Impression, 0), (9.0, 0, AdFormat::Banner, Click, 10)],
+            &[
+                (1.0, 0, AdFormat::Banner, Impression, 0),
+                (16.0, 0, AdFormat::Banner, Impression, 0),
+                (9.0, 0, AdFormat::Banner, Click, 10),
+            ],
         );
         assert_eq!(out.len(), 1);
         assert_eq!(outcomes[2], Outcome::Late { window_start_us: 0, watermark_us: 11 * S });
@@ -428,7 +451,11 @@ mod tests {
     #[test]
     fn far_future_events_are_refused_and_do_not_move_the_watermark() {
         let mut w = PartitionWindows::new(cfg());
-        let (_, outcomes) = feed(&mut w, 0, &[(100.0, 0, AdFormat::Banner, Impression, 0), (100.0 + 3600.0 + 6.0, 0, AdFormat::Banner, Impression, 0)]);
+        let (_, outcomes) = feed(
+            &mut w,
+            0,
+            &[(100.0, 0, AdFormat::Banner, Impression, 0), (100.0 + 3600.0 + 6.0, 0, AdFormat::Banner, Impression, 0)],
+        );
         assert_eq!(outcomes[1], Outcome::TooFarAhead { watermark_us: 95 * S });
         assert_eq!(w.watermark(), Some(95 * S));
         let (_, outcomes) = feed(&mut w, 2, &[(95.0 + 3600.0, 0, AdFormat::Banner, Impression, 0)]);
@@ -507,14 +534,20 @@ mod tests {
                 let c = (next() % 5) as u32;
                 let f = AdFormat::ALL[(next() % 3) as usize];
                 let click = next() % 10 == 0;
-                (base - jitter, c, f, if click { Click } else { Impression }, if click { (next() % 1000) as i64 } else { 0 })
+                (
+                    base - jitter,
+                    c,
+                    f,
+                    if click { Click } else { Impression },
+                    if click { (next() % 1000) as i64 } else { 0 },
+                )
             })
             .collect()
     }
 
-    fn run_with_crashes(events: &[(f64, u32, AdFormat, EventType, i64)], crash_at: &[usize]) -> (BTreeMap<(i64, u32, AdFormat), (Totals, u64)>, Vec<i64>) {
+    fn run_with_crashes(events: &[(f64, u32, AdFormat, EventType, i64)], crash_at: &[usize]) -> (Table, Vec<i64>) {
         // The "downstream": a ReplacingMergeTree keeping the highest version.
-        let mut table: BTreeMap<(i64, u32, AdFormat), (Totals, u64)> = BTreeMap::new();
+        let mut table: Table = BTreeMap::new();
         let mut late: std::collections::BTreeSet<i64> = Default::default();
         let mut committed: Option<Checkpoint> = None;
         let mut w = PartitionWindows::new(cfg());
@@ -531,7 +564,7 @@ mod tests {
             }
             let (t, c, f, ty, r) = events[pos];
             let ts = (t * S as f64).round() as i64;
-            match w.observe(pos as i64, ts, c, f, ty, r, &mut out) {
+            match w.observe(pos as i64, &obs(ts, c, f, ty, r), &mut out) {
                 Outcome::Late { .. } => {
                     late.insert(pos as i64);
                 }
@@ -540,9 +573,11 @@ mod tests {
             }
             pos += 1;
             // Every 37 events: "write" the batch durably, then commit.
-            if pos % 37 == 0 {
+            if pos.is_multiple_of(37) {
                 for row in out.drain(..) {
-                    let e = table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
+                    let e = table
+                        .entry((row.window_start_us, row.campaign, row.ad_format))
+                        .or_insert((row.totals, row.version));
                     if row.version >= e.1 {
                         *e = (row.totals, row.version);
                     }
@@ -552,7 +587,8 @@ mod tests {
         }
         w.emit_open(&mut out);
         for row in out.drain(..) {
-            let e = table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
+            let e =
+                table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
             if row.version >= e.1 {
                 *e = (row.totals, row.version);
             }

@@ -75,9 +75,9 @@ impl ClickHouseSink {
     /// Applies the schema and returns a sink bound to `args.database`.
     pub async fn connect(args: &ClickHouseArgs, topic: &str) -> anyhow::Result<Self> {
         let base = client(args);
-        schema::migrate(&base, &args.database)
-            .await
-            .with_context(|| format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.clickhouse_url))?;
+        schema::migrate(&base, &args.database).await.with_context(|| {
+            format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.clickhouse_url)
+        })?;
         Ok(ClickHouseSink { client: base.with_database(&args.database), topic: topic.to_string() })
     }
 

@@ -35,15 +35,32 @@ impl ConsoleSink {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         for r in &batch.rows {
-            let line = format_line(r.row.window_start_us, r.row.window_end_us, &r.campaign, r.row.ad_format.as_str(), &r.row.totals);
+            let line = format_line(
+                r.row.window_start_us,
+                r.row.window_end_us,
+                &r.campaign,
+                r.row.ad_format.as_str(),
+                &r.row.totals,
+            );
             let tag = if r.row.is_final { "" } else { " (partial)" };
             let _ = writeln!(out, "{line} | partition {}{tag}", r.partition);
         }
         for l in &batch.late {
-            let _ = writeln!(out, "late event {} (partition {} offset {}): {}", l.event_id, l.partition, l.offset, l.reason);
+            let _ = writeln!(
+                out,
+                "late event {} (partition {} offset {}): {}",
+                l.event_id, l.partition, l.offset, l.reason
+            );
         }
         for r in &batch.rejected {
-            let _ = writeln!(out, "rejected (partition {} offset {}): {}: {}", r.partition, r.offset, r.reason.as_str(), r.detail);
+            let _ = writeln!(
+                out,
+                "rejected (partition {} offset {}): {}: {}",
+                r.partition,
+                r.offset,
+                r.reason.as_str(),
+                r.detail
+            );
         }
         let _ = out.flush();
     }

@@ -67,7 +67,7 @@ impl Batch {
 
 /// The configured sink.
 pub enum Sink {
-    ClickHouse(clickhouse::ClickHouseSink),
+    ClickHouse(Box<clickhouse::ClickHouseSink>),
     Console(console::ConsoleSink),
 }
 

@@ -38,9 +38,8 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
 
 /// Creates `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<QuietContext> = client_config(args)?
-        .create_with_context(QuietContext::default())
-        .context("creating Kafka admin client")?;
+    let admin: AdminClient<QuietContext> =
+        client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka admin client")?;
     let topic = NewTopic::new(&args.topic, partitions, TopicReplication::Fixed(replication));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
@@ -97,6 +96,13 @@ impl ClientContext for QuietContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition is reported through the consumer too; it is
+        // information the pipeline uses, not an error.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
+        {
+            return;
+        }
         if self.should_log(reason) {
             tracing::warn!(target: "librdkafka", "{error}: {reason} (repeats are suppressed for 30 s)");
         }
@@ -188,7 +194,8 @@ pub fn committed_checkpoint(c: &PipelineConsumer, topic: &str, partition: i32) -
     let Offset::Offset(offset) = elem.offset() else { return Ok(None) };
     // rdkafka panics on non-UTF-8 metadata; someone else's commit must not
     // crash us, so treat it as "no checkpoint".
-    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| elem.metadata().to_string())).unwrap_or_default();
+    let metadata =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| elem.metadata().to_string())).unwrap_or_default();
     Ok(Some(Checkpoint::from_metadata(offset, &metadata).unwrap_or(Checkpoint {
         offset,
         max_ts_at_offset: None,

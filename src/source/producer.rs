@@ -56,7 +56,10 @@ impl ProducerContext for DeliveryContext {
             Ok(msg) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 if let (Some(w), Some(payload)) = (&self.jsonl, msg.payload()) {
-                    let ok = w.lock().map(|mut w| w.write_all(payload).and_then(|_| w.write_all(b"\n")).is_ok()).unwrap_or(false);
+                    let ok = w
+                        .lock()
+                        .map(|mut w| w.write_all(payload).and_then(|_| w.write_all(b"\n")).is_ok())
+                        .unwrap_or(false);
                     if !ok {
                         self.jsonl_error.store(true, Ordering::Relaxed);
                     }
@@ -100,7 +103,12 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
         Some(p) => Some(Mutex::new(BufWriter::with_capacity(1 << 20, create(p)?))),
         None => None,
     };
-    let ctx = DeliveryContext { quiet: QuietContext::default(), stats: stats.clone(), jsonl, jsonl_error: AtomicBool::new(false) };
+    let ctx = DeliveryContext {
+        quiet: QuietContext::default(),
+        stats: stats.clone(),
+        jsonl,
+        jsonl_error: AtomicBool::new(false),
+    };
     let mut kcfg = client_config(&cfg.kafka)?;
     kcfg.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -119,7 +127,10 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
     let mut last_count = 0u64;
     let mut sent = 0u64;
     'outer: loop {
-        if stop.load(Ordering::Relaxed) || cfg.count.is_some_and(|c| sent >= c) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+        if stop.load(Ordering::Relaxed)
+            || cfg.count.is_some_and(|c| sent >= c)
+            || cfg.duration.is_some_and(|d| started.elapsed() >= d)
+        {
             break;
         }
         if cfg.rate > 0.0 {
@@ -162,7 +173,8 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
     let flushed = producer.flush(Duration::from_secs(60));
     let elapsed = started.elapsed();
     let delivered = stats.delivered.load(Ordering::Relaxed);
-    let failed = stats.failed.load(Ordering::Relaxed) + sent.saturating_sub(delivered + stats.failed.load(Ordering::Relaxed));
+    let failed =
+        stats.failed.load(Ordering::Relaxed) + sent.saturating_sub(delivered + stats.failed.load(Ordering::Relaxed));
     if let Err(e) = flushed {
         tracing::error!("flush: {e}; {} events unconfirmed", sent.saturating_sub(delivered));
     }
@@ -182,7 +194,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: lint, unit tests, and the
+# end-to-end tests against a real Apache Kafka broker and the real ClickHouse
+# engine, both installed and started by this repo's own scripts.
+#
+#   scripts/test.sh
+#
+# Point ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL at your own services to
+# test against them instead; the local ones are then not started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format and lint"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+
+step "build"
+cargo build --all-targets
+
+started=()
+cleanup() {
+  for s in "${started[@]}"; do scripts/"$s".sh down || true; done
+}
+trap cleanup EXIT
+
+if [ -z "${ADSTREAM_BROKERS:-}" ]; then
+  step "Kafka (scripts/kafka.sh)"
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
+  scripts/kafka.sh up
+fi
+if [ -z "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
+  step "ClickHouse (scripts/clickhouse.sh)"
+  if ! scripts/clickhouse.sh status >/dev/null 2>&1; then started+=(clickhouse); fi
+  scripts/clickhouse.sh up
+fi
+
+step "tests (unit, demo, end to end)"
+start=$(date +%s)
+cargo test --all-targets -- --include-ignored --nocapture 2>&1 | tee target/test-output.log | grep -vE '^\s*$' | grep -E '^(test |running |e2e|sigterm|self-feed|console|---- |thread |failures|test result|error)|panicked|assert' || true
+status=${PIPESTATUS[0]}
+echo "tests took $(( $(date +%s) - start )) s (full log: target/test-output.log)"
+exit "$status"

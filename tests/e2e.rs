@@ -1,0 +1,198 @@
+//! End to end on the real thing: `adstream generate` → Apache Kafka →
+//! `adstream run` → ClickHouse, checked against a SQL oracle over the raw
+//! events. Needs the services `scripts/test.sh` starts, hence `#[ignore]`
+//! for a bare `cargo test`; the README's test command runs them.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const NEEDS: &str = "needs Kafka and ClickHouse: run scripts/test.sh";
+
+fn run_args<'a>(topic: &'a str, group: &'a str, db: &'a str) -> Vec<&'a str> {
+    vec!["run", "--topic", topic, "--group", group, "--database", db, "--stats-interval", "2s"]
+}
+
+async fn parts_snapshot(db: &str) -> String {
+    tsv(&format!(
+        "SELECT window_start, campaign_id, ad_format, topic, partition, impressions, clicks, revenue, version, is_final \
+         FROM {db}.ad_window_parts FINAL ORDER BY window_start, campaign_id, ad_format, topic, partition"
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn every_window_equals_the_sql_oracle_and_a_restart_changes_nothing() {
+    let _ = NEEDS;
+    let (topic, group, db) = (unique("ad_events"), unique("g"), unique("e2e"));
+    let dir = scratch_dir();
+    const N: u64 = 200_000;
+    // 200k events at 1000 events per simulated second: 200 s, 20 windows;
+    // 2 s of jitter makes every partition out of order.
+    let jsonl = generate(&topic, N, 42, "2s", &dir);
+    let t0 = Instant::now();
+    run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(300));
+    let run_secs = t0.elapsed().as_secs_f64();
+
+    load_raw_events(&db, "raw_events", &jsonl).await;
+    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    let windows = scalar(&format!("SELECT uniqExact(window_start) FROM {db}.ad_metrics_10s")).await;
+    assert!(windows >= 12, "spans {windows} windows");
+    assert_eq!(rows as i64, windows * 15, "5 campaigns x 3 formats in every window");
+    println!("e2e: {N} events, {windows} windows, {rows} rows equal to the SQL oracle, {late} late, run took {run_secs:.1} s");
+
+    // Restarting on the drained topic (same group) must change no row.
+    let before = parts_snapshot(&db).await;
+    run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(120));
+    assert_eq!(parts_snapshot(&db).await, before, "a restart on a drained topic is a no-op");
+    assert_matches_oracle(&db, "raw_events", N).await;
+
+    // A new group replays the topic from the start: idempotent writes keep
+    // the numbers exact (no double counting).
+    run_ok(adstream().args(run_args(&topic, &unique("g2"), &db)).arg("--drain"), Duration::from_secs(300));
+    assert_matches_oracle(&db, "raw_events", N).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let (topic, group, db) = (unique("ad_events"), unique("g"), unique("e2e"));
+    let dir = scratch_dir();
+    const N: u64 = 150_000;
+    let jsonl = generate(&topic, N, 7, "3s", &dir);
+
+    let log = std::fs::File::create(dir.join("run1.log")).unwrap();
+    let child = adstream()
+        .args(run_args(&topic, &group, &db))
+        .args(["--flush-interval", "50ms"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Wait for the first windows to be durable, then SIGTERM.
+    let t0 = Instant::now();
+    loop {
+        let n = scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await.max(0);
+        if n > 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "no window written within 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let t1 = Instant::now();
+    let out = wait_with_limit(child, Duration::from_secs(20));
+    let log = std::fs::read_to_string(dir.join("run1.log")).unwrap();
+    assert!(out.status.success(), "SIGTERM must exit 0, got {}\n{log}", out.status);
+    let visible = scalar(&format!("SELECT sum(impressions + clicks) FROM {db}.ad_metrics_10s")).await;
+    println!("sigterm: exited 0 in {:.2} s with {visible} of {N} events visible", t1.elapsed().as_secs_f64());
+
+    run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(300));
+    load_raw_events(&db, "raw_events", &jsonl).await;
+    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    println!("sigterm: after restart {rows} rows equal the oracle, {late} late");
+}
+
+/// Reads a whole topic (3 partitions) into a JSONL file; returns the count.
+fn dump_topic(topic: &str, path: &std::path::Path) -> u64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("dump"))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let (mut n, mut eofs) = (0u64, std::collections::BTreeSet::new());
+    let t0 = Instant::now();
+    while eofs.len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "topic dump stalled");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.write_all(m.payload().unwrap()).unwrap();
+                out.write_all(b"\n").unwrap();
+                n += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eofs.insert(p);
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    out.flush().unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn self_feed_counts_exactly_what_it_produced() {
+    let (topic, group, db) = (unique("ad_events"), unique("g"), unique("e2e"));
+    let dir = scratch_dir();
+    const N: u64 = 30_000;
+    let out = run_ok(
+        adstream().args(run_args(&topic, &group, &db)).args([
+            "--self-feed",
+            "0",
+            "--self-feed-count",
+            &N.to_string(),
+            "--seed",
+            "9",
+            "--jitter",
+            "1s",
+            "--drain",
+        ]),
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("self-feed: {N} events delivered, 0 failed")), "{}", tail(&out.stderr));
+    let jsonl = dir.join("topic.jsonl");
+    assert_eq!(dump_topic(&topic, &jsonl), N, "the topic holds what the self-feed produced");
+    load_raw_events(&db, "raw_events", &jsonl).await;
+    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    println!("self-feed: {N} events, {rows} rows equal the oracle, {late} late");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn console_sink_prints_every_event_once() {
+    let (topic, group) = (unique("ad_events"), unique("g"));
+    let dir = scratch_dir();
+    const N: u64 = 20_000;
+    generate(&topic, N, 11, "0s", &dir);
+    let out = run_ok(
+        adstream().args(["run", "--topic", &topic, "--group", &group, "--sink", "console", "--drain"]),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0u64;
+    let mut lines = 0;
+    for line in stdout.lines() {
+        for label in ["impressions ", "clicks ", "CTR ", "revenue $", "eCPM ", "partition "] {
+            assert!(line.contains(label), "{line}");
+        }
+        let num = |label: &str| -> u64 {
+            let rest = &line[line.find(label).unwrap() + label.len()..];
+            rest.split(' ').next().unwrap().parse().unwrap()
+        };
+        total += num("impressions ") + num("clicks ");
+        lines += 1;
+    }
+    assert_eq!(total, N, "console rows add up to the events produced");
+    println!("console: {lines} lines, {total} events");
+}
