@@ -38,7 +38,7 @@ fi
 
 step "tests (unit, demo, end to end)"
 start=$(date +%s)
-cargo test --all-targets -- --include-ignored --nocapture 2>&1 | tee target/test-output.log | grep -vE '^\s*$' | grep -E '^(test |running |e2e|sigterm|self-feed|console|---- |thread |failures|test result|error)|panicked|assert' || true
-status=${PIPESTATUS[0]}
-echo "tests took $(( $(date +%s) - start )) s (full log: target/test-output.log)"
+status=0
+cargo test --all-targets -- --include-ignored --nocapture || status=$?
+echo "tests took $(( $(date +%s) - start )) s"
 exit "$status"

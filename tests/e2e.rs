@@ -68,12 +68,16 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let (topic, group, db) = (unique("ad_events"), unique("g"), unique("e2e"));
     let dir = scratch_dir();
     const N: u64 = 150_000;
+    // 3 s of jitter against 1 s of allowed lateness: a few percent of the
+    // events are late, and the restart must reproduce exactly that set.
     let jsonl = generate(&topic, N, 7, "3s", &dir);
+    let lateness = ["--allowed-lateness", "1s"];
 
     let log = std::fs::File::create(dir.join("run1.log")).unwrap();
     let child = adstream()
         .args(run_args(&topic, &group, &db))
         .args(["--flush-interval", "50ms"])
+        .args(lateness)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -81,7 +85,7 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Wait for the first windows to be durable, then SIGTERM.
     let t0 = Instant::now();
     loop {
-        let n = scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await.max(0);
+        let n = try_scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await.unwrap_or(0);
         if n > 0 {
             break;
         }
@@ -97,9 +101,10 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let visible = scalar(&format!("SELECT sum(impressions + clicks) FROM {db}.ad_metrics_10s")).await;
     println!("sigterm: exited 0 in {:.2} s with {visible} of {N} events visible", t1.elapsed().as_secs_f64());
 
-    run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(300));
+    run_ok(adstream().args(run_args(&topic, &group, &db)).args(lateness).arg("--drain"), Duration::from_secs(300));
     load_raw_events(&db, "raw_events", &jsonl).await;
     let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    assert!(late > 0, "the stream must exercise the late path");
     println!("sigterm: after restart {rows} rows equal the oracle, {late} late");
 }
 

@@ -49,16 +49,21 @@ Covered:
   * HTTP/1.1 keep-alive (always an exact Content-Length; a connection whose
     request body could not be read is closed).
 
-Not covered (honestly): no authentication (user/password are ignored); no
+Not covered (honestly): no authentication (user/password are ignored);
+unknown URL parameters are ignored where ClickHouse would fail with
+UNKNOWN_SETTING; INSERT ... SELECT ... FROM input() with body data; no
 HTTP sessions (session_id is ignored, so temporary tables and SET do not
 outlive a request); results are buffered, not streamed, and no progress
 headers are sent (send_progress_in_http_headers is accepted, has no
 effect); no external data tables; no /play UI; no cancellation of a
 running query when the client disconnects; exceptions are never sent in
 the middle of a 200 body (everything is computed before replying); the
-X-ClickHouse-Summary lacks result_rows. Table engines that need a
-server (Kafka, Distributed, ReplicatedMergeTree with Keeper...) are what
-chdb supports, not what a server supports.
+X-ClickHouse-Summary lacks result_rows. SQL features are whatever the
+embedded engine (clickhouse-local inside chdb) supports: server-only parts
+(Kafka engine, clusters/Distributed, replication/Keeper, users and quotas)
+are not available. chdb's own setting defaults apply (e.g. async_insert=1,
+which clickhouse-local does not act on: an INSERT is visible when it
+returns).
 
 Usage: chfront.py --data DIR [--host 127.0.0.1] [--port 8123] [--max-concurrent N]
 Env: CLICKHOUSE_HOST, CLICKHOUSE_PORT, CHFRONT_MAX_CONCURRENT (4),

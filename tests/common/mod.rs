@@ -115,6 +115,17 @@ pub async fn tsv(sql: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Like [`scalar`], but `None` when the query fails (e.g. the table does not
+/// exist yet).
+pub async fn try_scalar(sql: &str) -> Option<i64> {
+    let mut cur = ch().query(sql).fetch_bytes("TabSeparated").ok()?;
+    let mut out = Vec::new();
+    while let Some(chunk) = cur.next().await.ok()? {
+        out.extend_from_slice(&chunk);
+    }
+    String::from_utf8(out).ok()?.trim().parse().ok()
+}
+
 pub async fn scalar(sql: &str) -> i64 {
     let s = tsv(sql).await;
     s.trim().parse().unwrap_or_else(|_| panic!("{sql} returned {s:?}"))
