@@ -61,8 +61,8 @@ pub struct ClickHouseArgs {
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_USER", default_value = "default")]
     pub clickhouse_user: String,
     /// ClickHouse password; prefer the environment variable (never logged).
-    #[arg(long, env = "ADSTREAM_CLICKHOUSE_PASSWORD", hide_env_values = true, default_value = "")]
-    pub clickhouse_password: String,
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    pub clickhouse_password: Option<String>,
 }
 
 /// The traffic model's knobs, shared by `generate`, `demo` and `run --self-feed`.

@@ -60,8 +60,8 @@ struct RejectedRow<'a> {
 /// A client for `args`, not bound to a database.
 pub fn client(args: &ClickHouseArgs) -> Client {
     let mut c = Client::default().with_url(&args.clickhouse_url).with_user(&args.clickhouse_user);
-    if !args.clickhouse_password.is_empty() {
-        c = c.with_password(&args.clickhouse_password);
+    if let Some(p) = args.clickhouse_password.as_deref().filter(|p| !p.is_empty()) {
+        c = c.with_password(p);
     }
     c
 }
