@@ -258,15 +258,25 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 proc.process(p, offset, msg.payload().unwrap_or(&[]));
             }
         }
-        if proc.pending() && last_flush.elapsed() >= ctx.flush_interval {
+        if last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
             if tx.blocking_send(proc.take_batch()).is_err() {
                 bail!("sink stopped");
             }
             last_flush = Instant::now();
         }
         if ctx.drain && feed_seen_done && !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p)) {
-            tracing::info!("drained: every assigned partition read to its end");
-            break;
+            // An end-of-partition event can be stale (queued before the last
+            // messages were fetched), so confirm against the broker's high
+            // watermark before believing it.
+            let behind: Vec<i32> =
+                assigned.iter().copied().filter(|&p| !read_to_end(consumer, &ctx.topic, &proc, p)).collect();
+            if behind.is_empty() {
+                tracing::info!("drained: every assigned partition read to its end");
+                break;
+            }
+            for p in behind {
+                at_eof.remove(&p);
+            }
         }
     }
     proc.emit_open();
@@ -274,6 +284,16 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         bail!("sink stopped before the final batch");
     }
     Ok(())
+}
+
+/// Whether everything in partition `p` up to the broker's high watermark has
+/// been processed (or was covered by the committed checkpoint).
+fn read_to_end(consumer: &PipelineConsumer, topic: &str, proc: &Processor, p: i32) -> bool {
+    let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) else { return false };
+    if let Some(next) = proc.next_offset(p) {
+        return next >= high;
+    }
+    low >= high || kafka::committed_checkpoint(consumer, topic, p).ok().flatten().is_some_and(|cp| cp.offset >= high)
 }
 
 /// Sets up partition `p` on its first message. Returns whether `offset` may

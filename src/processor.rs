@@ -46,6 +46,11 @@ impl Processor {
         self.partitions.contains_key(&p)
     }
 
+    /// The next offset partition `p` expects, if it has seen any message.
+    pub fn next_offset(&self, p: i32) -> Option<i64> {
+        self.partitions.get(&p).and_then(|w| w.next_offset())
+    }
+
     /// Starts tracking partition `p`, from a committed checkpoint if any.
     pub fn init_partition(&mut self, p: i32, cp: Option<Checkpoint>) {
         let w = match cp {
