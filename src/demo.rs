@@ -5,10 +5,9 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::cli::DemoArgs;
-use crate::generator::Generator;
+use crate::generator::{Generator, Pacer};
 use crate::processor::Processor;
 use crate::sink::console::format_line;
 use crate::sink::Batch;
@@ -32,19 +31,14 @@ pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         cfg.size_us / 1_000_000,
         cfg.allowed_lateness_us / 1_000_000,
     ));
-    let started = Instant::now();
+    let pacer = Pacer::new(args.rate);
     let mut sent: u64 = 0;
     loop {
-        if stop.load(Ordering::Relaxed) || started.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
+        if stop.load(Ordering::Relaxed) || pacer.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
             break;
         }
-        if args.rate > 0.0 {
-            let due = Duration::from_secs_f64(sent as f64 / args.rate);
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
-                continue;
-            }
+        if !pacer.ready(sent) {
+            continue;
         }
         gen.next_into(now_micros, &mut key, &mut json);
         proc.process(0, sent as i64, &json);
@@ -57,7 +51,7 @@ pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     printer.print(&proc.take_batch());
     say(format_args!(
         "demo done: {sent} events in {:.1} s | counted {} | late {} | rejected {} | window rows {}",
-        started.elapsed().as_secs_f64(),
+        pacer.elapsed().as_secs_f64(),
         stats.counted.load(Ordering::Relaxed),
         stats.late.load(Ordering::Relaxed),
         stats.rejected_total(),

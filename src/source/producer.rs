@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 
 use crate::cli::KafkaArgs;
-use crate::generator::{Generator, GeneratorConfig};
+use crate::generator::{Generator, GeneratorConfig, Pacer};
 use crate::source::kafka::{client_config, QuietContext};
 use crate::time::now_micros;
 
@@ -122,25 +122,19 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
 
     let mut gen = Generator::new(cfg.generator);
     let (mut key, mut json) = (Vec::with_capacity(64), Vec::with_capacity(512));
-    let started = Instant::now();
-    let mut last_progress = started;
+    let pacer = Pacer::new(cfg.rate);
+    let mut last_progress = Instant::now();
     let mut last_count = 0u64;
     let mut sent = 0u64;
     'outer: loop {
         if stop.load(Ordering::Relaxed)
             || cfg.count.is_some_and(|c| sent >= c)
-            || cfg.duration.is_some_and(|d| started.elapsed() >= d)
+            || cfg.duration.is_some_and(|d| pacer.elapsed() >= d)
         {
             break;
         }
-        if cfg.rate > 0.0 {
-            // Pace against the start: sleep until the next event is due.
-            let due = Duration::from_secs_f64(sent as f64 / cfg.rate);
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
-                continue;
-            }
+        if !pacer.ready(sent) {
+            continue;
         }
         gen.next_into(now_micros, &mut key, &mut json);
         loop {
@@ -171,7 +165,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
     }
     // Wait for every delivery report: a message is only "sent" once acked.
     let flushed = producer.flush(Duration::from_secs(60));
-    let elapsed = started.elapsed();
+    let elapsed = pacer.elapsed();
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let failed =
         stats.failed.load(Ordering::Relaxed) + sent.saturating_sub(delivered + stats.failed.load(Ordering::Relaxed));
