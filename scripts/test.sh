@@ -36,6 +36,11 @@ if [ -z "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
   scripts/clickhouse.sh up
 fi
 
+if [ -x .venv/chfront/bin/python ]; then
+  step "ClickHouse HTTP front unit tests"
+  .venv/chfront/bin/python -m unittest discover -s scripts/chfront -p 'test_*.py'
+fi
+
 step "tests (unit, demo, end to end)"
 start=$(date +%s)
 status=0

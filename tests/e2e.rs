@@ -74,14 +74,16 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let lateness = ["--allowed-lateness", "1s"];
 
     let log = std::fs::File::create(dir.join("run1.log")).unwrap();
-    let child = adstream()
-        .args(run_args(&topic, &group, &db))
-        .args(["--flush-interval", "50ms"])
-        .args(lateness)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(Some(
+        adstream()
+            .args(run_args(&topic, &group, &db))
+            .args(["--flush-interval", "50ms"])
+            .args(lateness)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
     // Wait for the first windows to be durable, then SIGTERM.
     let t0 = Instant::now();
     loop {
@@ -92,6 +94,7 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no window written within 120 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let child = child.take();
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let t1 = Instant::now();
