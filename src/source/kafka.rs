@@ -177,7 +177,12 @@ pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsume
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
         .set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "65536");
+        .set("queued.max.messages.kbytes", "65536")
+        // librdkafka >= 2.1 pauses fetching for fetch.queue.backoff.ms
+        // (default 1 s) whenever its prefetch queue is full; with a consumer
+        // that drains the queue in milliseconds, that pause halved
+        // throughput. Measured: 1M events 9.5 s -> 4.5 s end to end.
+        .set("fetch.queue.backoff.ms", "10");
     let c: PipelineConsumer = cfg.create_with_context(PipelineContext::default()).context("creating Kafka consumer")?;
     c.subscribe(&[&args.topic]).with_context(|| format!("subscribing to {:?}", args.topic))?;
     Ok(c)
