@@ -9,7 +9,6 @@ use std::sync::Arc;
 use crate::cli::DemoArgs;
 use crate::generator::{Generator, Pacer};
 use crate::processor::Processor;
-use crate::sink::console::format_line;
 use crate::sink::Batch;
 use crate::stats::Stats;
 use crate::time::{format_seconds, format_time_of_day, now_micros};
@@ -89,14 +88,7 @@ impl Printer {
                 );
                 self.current = Some(key);
             }
-            let line = format_line(
-                r.row.window_start_us,
-                r.row.window_end_us,
-                &r.campaign,
-                r.row.ad_format.as_str(),
-                &r.row.totals,
-            );
-            if writeln!(out, "{line}").is_err() {
+            if writeln!(out, "{}", r.console_line()).is_err() {
                 return false;
             }
             self.rows += 1;

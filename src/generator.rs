@@ -132,11 +132,6 @@ impl Generator {
         Generator { cfg, rng, run_id, seq: 0 }
     }
 
-    /// Events produced so far.
-    pub fn produced(&self) -> u64 {
-        self.seq
-    }
-
     /// Writes the next event's key (event_id) into `key` and its JSON into
     /// `json` (both cleared first). `now_us` is read only in unseeded mode.
     pub fn next_into(&mut self, now_us: impl FnOnce() -> i64, key: &mut Vec<u8>, json: &mut Vec<u8>) -> EventMeta {

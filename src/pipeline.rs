@@ -204,7 +204,6 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
     // Partitions whose first message lay beyond the committed offset: we
     // sought back once; the checkpoint is applied on the next message.
     let mut sought: HashMap<i32, Option<Checkpoint>> = HashMap::new();
-    let mut feed_seen_done = ctx.feed_done.load(Ordering::SeqCst);
     let mut last_flush = Instant::now();
     let mut poll_errors: u64 = 0;
 
@@ -212,12 +211,6 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         if ctx.stop.load(Ordering::Relaxed) {
             tracing::info!("stopping: emitting open windows and committing");
             break;
-        }
-        if !feed_seen_done && ctx.feed_done.load(Ordering::SeqCst) {
-            // Every self-fed event is now in the log: only an end-of-partition
-            // seen from here on proves we have read them all.
-            feed_seen_done = true;
-            at_eof.clear();
         }
         let polled = consumer.poll(Duration::from_millis(100));
         for ev in consumer.context().take_rebalances() {
@@ -264,10 +257,12 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             }
             last_flush = Instant::now();
         }
-        if ctx.drain && feed_seen_done && !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p)) {
+        let feed_done = ctx.feed_done.load(Ordering::SeqCst);
+        if ctx.drain && feed_done && !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p)) {
             // An end-of-partition event can be stale (queued before the last
-            // messages were fetched), so confirm against the broker's high
-            // watermark before believing it.
+            // messages, e.g. the self-feed's, were fetched), so confirm
+            // against the broker's high watermark, read after the feed
+            // finished, before believing it.
             let behind: Vec<i32> =
                 assigned.iter().copied().filter(|&p| !read_to_end(consumer, &ctx.topic, &proc, p)).collect();
             if behind.is_empty() {

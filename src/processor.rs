@@ -142,9 +142,7 @@ impl Processor {
                 Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
             }
         }
-        for row in self.scratch.drain(..) {
-            self.batch.rows.push(OutRow { partition: p, campaign: self.interner.name(row.campaign).clone(), row });
-        }
+        resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
     }
 
     fn reject(batch: &mut Batch, stats: &Stats, p: i32, offset: i64, rej: Reject, payload: &[u8]) {
@@ -164,9 +162,7 @@ impl Processor {
     pub fn emit_open(&mut self) {
         for (&p, w) in &self.partitions {
             w.emit_open(&mut self.scratch);
-            for row in self.scratch.drain(..) {
-                self.batch.rows.push(OutRow { partition: p, campaign: self.interner.name(row.campaign).clone(), row });
-            }
+            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
         }
     }
 
@@ -199,10 +195,13 @@ impl Processor {
         }
         batch
     }
+}
 
-    /// Campaign names seen so far.
-    pub fn campaigns(&self) -> usize {
-        self.interner.len()
+/// Moves emitted window rows of partition `p` into the batch, with their
+/// campaign names resolved.
+fn resolve_rows(batch: &mut Batch, interner: &Interner, p: i32, rows: &mut Vec<WindowRow>) {
+    for row in rows.drain(..) {
+        batch.rows.push(OutRow { partition: p, campaign: interner.name(row.campaign).clone(), row });
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use crate::sink::Batch;
+use crate::sink::{Batch, OutRow};
 use crate::time::{format_seconds, format_time_of_day};
 use crate::window::{ctr_percent, ecpm_usd, Totals};
 
@@ -25,6 +25,19 @@ pub fn format_line(window_start_us: i64, window_end_us: i64, campaign: &str, ad_
     )
 }
 
+impl OutRow {
+    /// This row as a console line (without the partition).
+    pub fn console_line(&self) -> String {
+        format_line(
+            self.row.window_start_us,
+            self.row.window_end_us,
+            &self.campaign,
+            self.row.ad_format.as_str(),
+            &self.row.totals,
+        )
+    }
+}
+
 /// Prints batches to stdout. In `run` mode a line is one source
 /// partition's contribution, so it is tagged with the partition.
 #[derive(Default)]
@@ -35,13 +48,7 @@ impl ConsoleSink {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         for r in &batch.rows {
-            let line = format_line(
-                r.row.window_start_us,
-                r.row.window_end_us,
-                &r.campaign,
-                r.row.ad_format.as_str(),
-                &r.row.totals,
-            );
+            let line = r.console_line();
             let tag = if r.row.is_final { "" } else { " (partial)" };
             let _ = writeln!(out, "{line} | partition {}{tag}", r.partition);
         }
