@@ -120,8 +120,11 @@ pub struct WindowArgs {
     /// Tumbling window size (aligned to the Unix epoch).
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration, default_value = "10s")]
     pub window: Duration,
-    /// How far event time may run behind the newest event of a partition
-    /// before a window closes: watermark = max event time − this.
+    /// How long a window stays open for late events after the watermark
+    /// (the newest event time of its partition) passed its end. Its rows are
+    /// emitted when the watermark passes the end, re-emitted when late events
+    /// update them, and final once the watermark passes end + this; events
+    /// after that go to the late-events table.
     #[arg(long, env = "ADSTREAM_ALLOWED_LATENESS", value_parser = duration, default_value = "5s")]
     pub allowed_lateness: Duration,
     /// Events further than this ahead of the watermark are rejected.
@@ -163,6 +166,12 @@ pub struct RunArgs {
     /// Messages larger than this are rejected unparsed.
     #[arg(long, env = "ADSTREAM_MAX_EVENT_BYTES", default_value_t = crate::parse::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
+    /// A partition that received nothing for this long (wall clock) emits
+    /// its open windows as they stand instead of waiting for the next event
+    /// to move its watermark; later events still update them within the
+    /// allowed lateness.
+    #[arg(long, env = "ADSTREAM_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub idle_timeout: Duration,
     /// How often to log a stats line.
     #[arg(long, env = "ADSTREAM_STATS_INTERVAL", value_parser = duration, default_value = "10s")]
     pub stats_interval: Duration,

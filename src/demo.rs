@@ -2,14 +2,16 @@
 //! JSON exactly as it would to Kafka; the bytes go through the same parser,
 //! window engine and console format as `run`. No Kafka, no ClickHouse.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cli::DemoArgs;
+use crate::event::AdFormat;
 use crate::generator::{Generator, Pacer};
 use crate::processor::Processor;
-use crate::sink::Batch;
+use crate::sink::{Batch, OutRow};
 use crate::stats::Stats;
 use crate::time::{format_seconds, format_time_of_day, now_micros};
 
@@ -46,8 +48,9 @@ pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             break; // stdout closed (e.g. piped into `head`)
         }
     }
-    proc.emit_open();
+    proc.fire_all();
     printer.print(&proc.take_batch());
+    printer.print_unfinished();
     say(format_args!(
         "demo done: {sent} events in {:.1} s | counted {} | late {} | rejected {} | window rows {}",
         pacer.elapsed().as_secs_f64(),
@@ -64,19 +67,43 @@ fn say(args: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stdout(), "{args}");
 }
 
-/// Prints rows grouped under one header per window.
+/// Prints rows grouped under one header per window, each window once: when
+/// it is final, or at the end for the windows the demo leaves open.
 #[derive(Default)]
 struct Printer {
     current: Option<(i64, bool)>,
     rows: u64,
+    /// Latest not-yet-final row per window × campaign × format.
+    unfinished: BTreeMap<(i64, Arc<str>, AdFormat), OutRow>,
 }
 
 impl Printer {
-    /// Returns false once stdout is gone.
+    /// Prints the final rows of `batch` and remembers the others. Returns
+    /// false once stdout is gone.
     fn print(&mut self, batch: &Batch) -> bool {
+        let mut finals = Vec::new();
+        for r in &batch.rows {
+            let key = (r.row.window_start_us, r.campaign.clone(), r.row.ad_format);
+            if r.row.is_final {
+                self.unfinished.remove(&key);
+                finals.push(r.clone());
+            } else {
+                self.unfinished.insert(key, r.clone());
+            }
+        }
+        self.print_rows(&finals) && self.print_late(batch)
+    }
+
+    /// Prints the windows still open, marked partial.
+    fn print_unfinished(&mut self) -> bool {
+        let rows: Vec<OutRow> = std::mem::take(&mut self.unfinished).into_values().collect();
+        self.print_rows(&rows)
+    }
+
+    fn print_rows(&mut self, rows: &[OutRow]) -> bool {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        for r in &batch.rows {
+        for r in rows {
             let key = (r.row.window_start_us, r.row.is_final);
             if self.current != Some(key) {
                 let note = if r.row.is_final { "" } else { " (partial: the demo ended before this window closed)" };
@@ -93,6 +120,12 @@ impl Printer {
             }
             self.rows += 1;
         }
+        out.flush().is_ok()
+    }
+
+    fn print_late(&self, batch: &Batch) -> bool {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
         for l in &batch.late {
             let _ = writeln!(
                 out,

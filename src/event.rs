@@ -125,6 +125,37 @@ impl Interner {
     }
 }
 
+/// Reduces an `event_id` to the 128-bit key deduplication remembers. A
+/// canonical lowercase UUID (what the generator and most producers send) is
+/// decoded exactly, so two different UUIDs never share a key; any other id is
+/// hashed with XXH3-128, where a collision among the ids of one window is
+/// about as likely as two random UUIDs being equal.
+pub fn event_key(id: &str) -> u128 {
+    parse_uuid(id.as_bytes()).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+}
+
+fn parse_uuid(b: &[u8]) -> Option<u128> {
+    if b.len() != 36 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +182,18 @@ mod tests {
         assert_eq!(i.intern("C003"), None);
         assert_eq!(&**i.name(1), "C002");
         assert_eq!(i.len(), 2);
+    }
+
+    #[test]
+    fn event_keys_decode_uuids_exactly_and_hash_the_rest() {
+        assert_eq!(event_key("00000000-0000-0000-0000-00000000002a"), 42);
+        assert_eq!(event_key("ffffffff-ffff-ffff-ffff-ffffffffffff"), u128::MAX);
+        let a = event_key("9f1c0a52-3b7e-4c1d-8e2f-0123456789ab");
+        assert_ne!(a, event_key("9f1c0a52-3b7e-4c1d-8e2f-0123456789ac"));
+        // Not canonical: hashed, so it differs from the lowercase form.
+        assert_ne!(a, event_key("9F1C0A52-3B7E-4C1D-8E2F-0123456789AB"));
+        assert_eq!(event_key("evt-1"), event_key("evt-1"));
+        assert_ne!(event_key("evt-1"), event_key("evt-2"));
+        assert_ne!(event_key(""), event_key("x"));
     }
 }

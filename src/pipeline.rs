@@ -86,6 +86,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         cfg,
         max_event_bytes: args.max_event_bytes,
         flush_interval: args.flush_interval,
+        idle_timeout: args.idle_timeout,
         drain: args.drain,
         stop: stop.clone(),
         feed_done: feed_done.clone(),
@@ -190,6 +191,7 @@ struct LoopCtx {
     cfg: WindowConfig,
     max_event_bytes: usize,
     flush_interval: Duration,
+    idle_timeout: Duration,
     drain: bool,
     stop: Arc<AtomicBool>,
     feed_done: Arc<AtomicBool>,
@@ -206,6 +208,11 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
     let mut sought: HashMap<i32, Option<Checkpoint>> = HashMap::new();
     let mut last_flush = Instant::now();
     let mut poll_errors: u64 = 0;
+    // Wall-clock time of each partition's last message, for --idle-timeout;
+    // `idle` holds the partitions fired since their last message.
+    let mut last_msg: HashMap<i32, Instant> = HashMap::new();
+    let mut idle: BTreeSet<i32> = BTreeSet::new();
+    let mut last_tick = Instant::now();
 
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
@@ -224,6 +231,8 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 RebalanceEvent::Revoked(ps) => {
                     for p in ps {
                         assigned.remove(&p);
+                        last_msg.remove(&p);
+                        idle.remove(&p);
                         at_eof.remove(&p);
                         sought.remove(&p);
                         proc.drop_partition(p);
@@ -245,11 +254,25 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             Some(Ok(msg)) => {
                 let (p, offset) = (msg.partition(), msg.offset());
                 at_eof.remove(&p);
+                last_msg.insert(p, Instant::now());
+                idle.remove(&p);
                 if !proc.has_partition(p) && !init_partition(consumer, &ctx.topic, &mut proc, &mut sought, p, offset) {
                     continue;
                 }
                 proc.process(p, offset, msg.payload().unwrap_or(&[]));
             }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            fire_idle(&mut proc, &assigned, &last_msg, &mut idle, ctx.idle_timeout);
+            let lag: i64 = assigned
+                .iter()
+                .filter_map(|&p| {
+                    let high = kafka::cached_high_watermark(consumer, &ctx.topic, p)?;
+                    Some((high - proc.next_offset(p)?).max(0))
+                })
+                .sum();
+            ctx.stats.lag.store(lag as u64, Ordering::Relaxed);
         }
         if last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
             if tx.blocking_send(proc.take_batch()).is_err() {
@@ -274,11 +297,31 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             }
         }
     }
-    proc.emit_open();
+    proc.fire_all();
     if tx.blocking_send(proc.take_batch()).is_err() {
         bail!("sink stopped before the final batch");
     }
     Ok(())
+}
+
+/// Fires the windows of partitions that received nothing for
+/// `idle_timeout`, once per quiet spell: without this a partition (or a
+/// whole topic) that stops receiving events would hold its last windows
+/// back forever, as its watermark only moves with new events.
+fn fire_idle(
+    proc: &mut Processor,
+    assigned: &BTreeSet<i32>,
+    last_msg: &HashMap<i32, Instant>,
+    idle: &mut BTreeSet<i32>,
+    idle_timeout: Duration,
+) {
+    for &p in assigned {
+        let quiet = last_msg.get(&p).is_some_and(|t| t.elapsed() >= idle_timeout);
+        if quiet && proc.has_partition(p) && idle.insert(p) {
+            tracing::debug!(partition = p, "idle for {idle_timeout:?}: emitting its open windows");
+            proc.fire_partition(p);
+        }
+    }
 }
 
 /// Whether everything in partition `p` up to the broker's high watermark has

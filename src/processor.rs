@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::event::Interner;
+use crate::event::{event_key, Interner};
 use crate::parse::{parse_event, Reject, RejectReason};
 use crate::sink::{Batch, LateRecord, OutRow, RejectRecord, REJECT_RAW_LIMIT};
 use crate::stats::Stats;
@@ -105,10 +105,18 @@ impl Processor {
             ad_format: ev.ad_format,
             event_type: ev.event_type,
             revenue_micros: ev.revenue_micros,
+            id: event_key(&ev.event_id),
         };
         match w.observe(offset, &o, &mut self.scratch) {
             Outcome::Counted => {
                 self.stats.counted.fetch_add(1, Relaxed);
+            }
+            Outcome::Updated => {
+                self.stats.counted.fetch_add(1, Relaxed);
+                self.stats.late_updates.fetch_add(1, Relaxed);
+            }
+            Outcome::Duplicate => {
+                self.stats.duplicates.fetch_add(1, Relaxed);
             }
             Outcome::AlreadyEmitted => {
                 self.stats.replay_skipped.fetch_add(1, Relaxed);
@@ -157,23 +165,34 @@ impl Processor {
         });
     }
 
-    /// Emits every open window as it stands (not final), for shutdown and
-    /// drain.
-    pub fn emit_open(&mut self) {
-        for (&p, w) in &self.partitions {
-            w.emit_open(&mut self.scratch);
-            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
+    /// Fires every window of partition `p` now (the partition has been idle
+    /// for `--idle-timeout`): its current rows go out with the next batch.
+    pub fn fire_partition(&mut self, p: i32) {
+        if let Some(w) = self.partitions.get_mut(&p) {
+            w.fire_all();
+        }
+    }
+
+    /// Fires every window of every partition, for shutdown and drain.
+    pub fn fire_all(&mut self) {
+        for w in self.partitions.values_mut() {
+            w.fire_all();
         }
     }
 
     /// Whether a flush would write or commit anything.
     pub fn pending(&self) -> bool {
         self.batch.has_output()
+            || self.partitions.values().any(|w| w.has_updates())
             || self.partitions.iter().any(|(p, w)| w.checkpoint().is_some_and(|cp| self.sent.get(p) != Some(&cp)))
     }
 
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
+        for (&p, w) in self.partitions.iter_mut() {
+            w.emit_updates(&mut self.scratch);
+            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
+        }
         let mut batch = std::mem::take(&mut self.batch);
         // Readable order for consoles; ClickHouse does not care.
         batch.rows.sort_by(|a, b| {
@@ -190,6 +209,10 @@ impl Processor {
         }
         let open: usize = self.partitions.values().map(|w| w.open_windows()).sum();
         self.stats.open_windows.store(open as u64, Relaxed);
+        let (ids, bytes) =
+            self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        self.stats.dedup_ids.store(ids as u64, Relaxed);
+        self.stats.dedup_bytes.store(bytes as u64, Relaxed);
         if let Some(wm) = self.partitions.values().filter_map(|w| w.watermark()).min() {
             self.stats.min_watermark_us.store(wm, Relaxed);
         }
@@ -222,9 +245,10 @@ mod tests {
             ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
             b"garbage".to_vec(),
             ev("b", "2025-12-10T00:00:16", "banner", "click", "0.05"),
-            ev("c", "2025-12-10T00:00:02", "banner", "impression", "0.0"), // late: watermark 00:00:11
+            ev("c", "2025-12-10T00:00:02", "banner", "impression", "0.0"), // late: watermark 00:00:16
             ev("d", "2025-12-10T03:00:00", "banner", "impression", "0.0"), // far future
             Vec::new(),
+            ev("b", "2025-12-10T00:00:16", "banner", "click", "0.05"), // redelivered
         ];
         for (i, m) in msgs.iter().enumerate() {
             p.process(0, i as i64, m);
@@ -239,8 +263,15 @@ mod tests {
             reasons,
             vec![(1, RejectReason::InvalidJson), (4, RejectReason::FutureTimestamp), (5, RejectReason::EmptyMessage)]
         );
-        assert_eq!(stats.consumed.load(Relaxed), 6);
-        assert_eq!(stats.counted.load(Relaxed) + stats.late.load(Relaxed) + stats.rejected_total(), 6);
+        assert_eq!(stats.consumed.load(Relaxed), 7);
+        assert_eq!(stats.duplicates.load(Relaxed), 1);
+        assert_eq!(
+            stats.counted.load(Relaxed)
+                + stats.late.load(Relaxed)
+                + stats.rejected_total()
+                + stats.duplicates.load(Relaxed),
+            7
+        );
         assert_eq!(
             b.commits,
             vec![(
@@ -254,6 +285,14 @@ mod tests {
         );
         assert!(!p.pending(), "nothing new since the batch");
         p.process(0, 2, &msgs[2]);
+        assert!(!p.pending(), "a redelivered offset is ignored");
+        p.fire_partition(0);
+        assert!(p.pending(), "an idle partition's open window goes out");
+        let b = p.take_batch();
+        assert_eq!(b.rows.len(), 1);
+        assert_eq!(b.rows[0].row.totals.clicks, 1);
+        assert!(!b.rows[0].row.is_final);
+        assert!(!p.pending());
         assert!(!p.pending(), "a redelivered offset is ignored");
     }
 }

@@ -11,6 +11,18 @@ pub struct Stats {
     pub consumed: AtomicU64,
     pub counted: AtomicU64,
     pub late: AtomicU64,
+    /// Events counted into a window that had already fired (its rows were
+    /// emitted again).
+    pub late_updates: AtomicU64,
+    /// Redelivered events (same event_id in the same window) not counted
+    /// again.
+    pub duplicates: AtomicU64,
+    /// Event ids currently held for deduplication, and their heap bytes.
+    pub dedup_ids: AtomicU64,
+    pub dedup_bytes: AtomicU64,
+    /// Messages behind the broker's high watermark, summed over the
+    /// assigned partitions (from the last fetch responses).
+    pub lag: AtomicU64,
     /// Replayed events of windows already final downstream (not an error:
     /// they are in those rows).
     pub replay_skipped: AtomicU64,
@@ -40,13 +52,17 @@ impl Stats {
         self.rejected.iter().map(|a| a.load(Relaxed)).sum()
     }
 
-    /// One log line: `events in 1200 | counted 1195 | late 2 | rejected 3 (invalid_json 3) | ...`.
+    /// One log line: `events in 1200 | counted 1195 (updates 40) | late 2 |
+    /// duplicates 1 | rejected 3 (invalid_json 3) | ...`.
     pub fn line(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Relaxed);
         let mut s = format!(
-            "events in {} | counted {} | late {} | rejected {}",
-            self.consumed.load(Relaxed),
-            self.counted.load(Relaxed),
-            self.late.load(Relaxed),
+            "events in {} | counted {} (late updates {}) | late {} | duplicates {} | rejected {}",
+            g(&self.consumed),
+            g(&self.counted),
+            g(&self.late_updates),
+            g(&self.late),
+            g(&self.duplicates),
             self.rejected_total()
         );
         let by_reason: Vec<String> = RejectReason::ALL
@@ -61,14 +77,18 @@ impl Stats {
         }
         let _ = write!(
             s,
-            " | replay-skipped {} | rows written {} in {} batches | write failures {} | last insert {} ms | commits {} | open windows {}",
-            self.replay_skipped.load(Relaxed),
-            self.rows_written.load(Relaxed),
-            self.batches_written.load(Relaxed),
-            self.write_failures.load(Relaxed),
-            self.last_insert_ms.load(Relaxed),
-            self.commits.load(Relaxed),
-            self.open_windows.load(Relaxed),
+            " | lag {} | rows written {} in {} batches | last insert {} ms | write failures {} | commits {} | \
+             open windows {} | dedup ids {} ({:.1} MiB) | replay-skipped {}",
+            g(&self.lag),
+            g(&self.rows_written),
+            g(&self.batches_written),
+            g(&self.last_insert_ms),
+            g(&self.write_failures),
+            g(&self.commits),
+            g(&self.open_windows),
+            g(&self.dedup_ids),
+            g(&self.dedup_bytes) as f64 / (1024.0 * 1024.0),
+            g(&self.replay_skipped),
         );
         let wm = self.min_watermark_us.load(Relaxed);
         if wm != i64::MIN {

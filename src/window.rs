@@ -1,31 +1,47 @@
 //! Event-time tumbling windows for one input partition. Pure and
 //! synchronous: no I/O, no clocks, no Kafka; everything here is a function of
-//! the sequence of `(offset, event)` it is fed, which is what makes replay
-//! after a crash reproduce exactly the same numbers.
+//! the sequence of `(offset, event)` it is fed (plus explicit [`fire_all`]
+//! calls), which is what makes replay after a crash reproduce exactly the
+//! same numbers.
 //!
 //! # The rules
 //! - Windows are `[start, start + size)`, aligned to the Unix epoch. An event
 //!   at exactly `start + size` belongs to the *next* window.
-//! - The **watermark** of a partition is `max event time seen − allowed
-//!   lateness`. A window is **closed** (emitted, final) once the watermark
-//!   reaches its end: `end <= watermark`.
-//! - An event whose window is already closed is **late**: it is not added to
-//!   any window, but reported as [`Outcome::Late`] so the caller can write it,
-//!   with its reason, to the late-events output. Nothing is dropped silently.
+//! - The **watermark** of a partition is the max event time it has seen.
+//! - A window **fires** once the watermark reaches its end (`end <=
+//!   watermark`), or when the caller forces it ([`fire_all`]: idle partition,
+//!   shutdown, drain). Firing emits its rows, marked not final.
+//! - Until the watermark reaches `end + allowed lateness` the window stays in
+//!   memory: an event that arrives for it after it fired is still counted and
+//!   the changed rows are emitted again with a higher version
+//!   ([`Outcome::Updated`]), so downstream converges on the exact total.
+//! - Then the window **closes**: its rows are emitted a last time, marked
+//!   final, and its state is dropped. An event for a closed window is
+//!   **late** ([`Outcome::Late`]): not counted, but reported so the caller
+//!   can write it, with its reason, to the late-events output. Nothing is
+//!   dropped silently.
+//! - Within a window, an event whose `event_id` was already counted is a
+//!   **duplicate** (a producer retry) and is not counted again. Ids are kept
+//!   only while their window is in memory, so dedup memory is bounded by the
+//!   events of the open windows (~20 bytes each), never by the stream.
 //! - An event more than `max_future` ahead of the watermark is refused
 //!   ([`Outcome::TooFarAhead`]); one bad clock upstream must not push the
 //!   watermark an hour forward and make all real traffic late.
 //!
 //! # Checkpoints and replay
 //! Each partition's state is summarised by a [`Checkpoint`]: the offset to
-//! resume from (the first offset of the oldest still-open window) and two
-//! event times. `max_ts_at_offset` is the max event time seen *before* that
-//! offset, so a replay classifies every event (on time or late) exactly as
-//! the first pass did. `closed_max_ts` records how far windows were already
-//! emitted, so a replay does not re-open, and overwrite with a partial sum, a
-//! window that is already final downstream. See [`PartitionWindows::restore`].
+//! resume from (the first offset of the oldest window still in memory) and
+//! two event times. `max_ts_at_offset` is the max event time seen *before*
+//! that offset, so a replay classifies every event (counted, late, duplicate)
+//! exactly as the first pass did. `closed_max_ts` records how far windows were
+//! already closed, so a replay does not re-open, and overwrite with a partial
+//! sum, a window that is already final downstream. See
+//! [`PartitionWindows::restore`].
+//!
+//! [`fire_all`]: PartitionWindows::fire_all
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::event::{AdFormat, EventType};
 
@@ -47,6 +63,12 @@ impl WindowConfig {
     pub fn window_start(&self, ts: i64) -> i64 {
         ts.div_euclid(self.size_us) * self.size_us
     }
+
+    /// Whether the window starting at `start` is closed once the watermark
+    /// is `wm`.
+    fn closed_at(&self, start: i64, wm: i64) -> bool {
+        start.saturating_add(self.size_us).saturating_add(self.allowed_lateness_us) <= wm
+    }
 }
 
 /// Totals of one window × campaign × format within one partition.
@@ -67,12 +89,14 @@ pub struct WindowRow {
     pub campaign: u32,
     pub ad_format: AdFormat,
     pub totals: Totals,
-    /// `1 + the highest offset counted in this cell`. Deterministic, and
-    /// grows when a cell gains events, so downstream keeps the row with the
-    /// highest version (ReplacingMergeTree) and replays are idempotent.
+    /// `2 × (1 + the highest offset counted in this cell) + (1 if final)`.
+    /// Deterministic, grows whenever the cell gains events, and the final
+    /// row outranks every earlier one of the same cell; so downstream keeps
+    /// the row with the highest version (ReplacingMergeTree) and replays are
+    /// idempotent.
     pub version: u64,
-    /// `true` when the window was closed by the watermark; `false` when it
-    /// was emitted early (shutdown, drain) and may still grow after a restart.
+    /// `true` when the window was closed (past the allowed lateness); `false`
+    /// for an early emission that later events may still update.
     pub is_final: bool,
 }
 
@@ -86,17 +110,26 @@ pub struct Observation {
     pub ad_format: AdFormat,
     pub event_type: EventType,
     pub revenue_micros: i64,
+    /// The event id reduced to 128 bits ([`crate::event::event_key`]), for
+    /// deduplication.
+    pub id: u128,
 }
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Added to an open window.
+    /// Added to a window that has not fired yet.
     Counted,
-    /// Its window was closed by the watermark before it arrived.
+    /// Added to a window that already fired: its changed rows are emitted
+    /// again (a late update within the allowed lateness).
+    Updated,
+    /// Its event id was already counted in this window.
+    Duplicate,
+    /// Its window was closed (watermark past end + allowed lateness) before
+    /// it arrived.
     Late { window_start_us: i64, watermark_us: i64 },
     /// A replay after restart met an event of a window that was already
-    /// emitted as final before the restart: it is already in that row.
+    /// closed, final, before the restart: it is already in that row.
     AlreadyEmitted,
     /// More than `max_future` ahead of the watermark.
     TooFarAhead { watermark_us: i64 },
@@ -109,16 +142,19 @@ pub struct Checkpoint {
     pub offset: i64,
     /// Max event time seen before `offset` (None: no event yet).
     pub max_ts_at_offset: Option<i64>,
-    /// Max event time seen overall; every window ending at or before
-    /// `closed_max_ts − lateness` has been emitted as final.
+    /// Max event time seen overall; every window closed at that watermark
+    /// (`end + lateness <= closed_max_ts`) has been emitted as final.
     pub closed_max_ts: Option<i64>,
 }
 
 impl Checkpoint {
-    const PREFIX: &'static str = "adstream/1";
+    const PREFIX: &'static str = "adstream/2";
 
     /// Encodes the checkpoint as Kafka commit metadata (well under the
-    /// broker's 4 KiB `offset.metadata.max.bytes`).
+    /// broker's 4 KiB `offset.metadata.max.bytes`). The prefix carries the
+    /// meaning of the clocks: `adstream/1` (watermark = max − lateness) is
+    /// not read back as `/2`, so an upgrade starts those partitions fresh
+    /// from the committed offset rather than misreading them.
     pub fn metadata(&self) -> String {
         fn t(v: Option<i64>) -> String {
             v.map_or_else(|| "-".to_string(), |v| v.to_string())
@@ -147,6 +183,34 @@ impl Checkpoint {
     }
 }
 
+/// Hashes an already well-mixed 128-bit event key into 64 bits: an xor fold
+/// and one multiply (a bijection on the low word, so the generator's
+/// sequential ids never collide), instead of SipHash per event.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        let x = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
+        self.0 = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
+
+/// Heap bytes per slot of an [`IdSet`]: the key plus hashbrown's control byte.
+const ID_SLOT_BYTES: usize = std::mem::size_of::<u128>() + 1;
+
 #[derive(Debug)]
 struct OpenWindow {
     first_offset: i64,
@@ -156,6 +220,12 @@ struct OpenWindow {
     cells: Vec<Cell>,
     /// Indexes of cells that hold events, in first-touch order.
     touched: Vec<u32>,
+    /// Event ids counted in this window.
+    ids: IdSet,
+    /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
+    forced: bool,
+    /// Some cell changed since the last emission.
+    dirty: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,15 +233,17 @@ struct Cell {
     totals: Totals,
     /// 0 = untouched; else 1 + highest offset counted.
     version: u64,
+    /// `version` when the cell was last emitted (0 = never).
+    emitted: u64,
 }
 
-/// The open windows of one partition.
+/// The windows of one partition that are still in memory (not closed).
 #[derive(Debug)]
 pub struct PartitionWindows {
     cfg: WindowConfig,
     max_ts: Option<i64>,
-    /// From a restored checkpoint: windows ending at or before
-    /// `restored_closed − lateness` are already final downstream.
+    /// From a restored checkpoint: windows closed at this watermark are
+    /// already final downstream.
     restored_closed: Option<i64>,
     open: BTreeMap<i64, OpenWindow>,
     next_offset: Option<i64>,
@@ -197,9 +269,9 @@ impl PartitionWindows {
         &self.cfg
     }
 
-    /// `max event time − allowed lateness`, or `None` before the first event.
+    /// The max event time seen, or `None` before the first event.
     pub fn watermark(&self) -> Option<i64> {
-        self.max_ts.map(|m| m.saturating_sub(self.cfg.allowed_lateness_us))
+        self.max_ts
     }
 
     /// The next offset this partition expects (`None` before the first).
@@ -207,10 +279,15 @@ impl PartitionWindows {
         self.next_offset
     }
 
-    /// Number of open windows (memory grows with this × keys, never with
-    /// events).
+    /// Number of windows in memory (memory grows with this × keys, never
+    /// with events).
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// Event ids held for deduplication, and the heap bytes they take.
+    pub fn dedup_footprint(&self) -> (usize, usize) {
+        self.open.values().fold((0, 0), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
     }
 
     /// Records that `offset` was consumed without touching any window (a
@@ -219,33 +296,42 @@ impl PartitionWindows {
         self.next_offset = Some(offset + 1);
     }
 
+    fn fired(&self, start: i64, w: &OpenWindow) -> bool {
+        w.forced || self.max_ts.is_some_and(|m| start.saturating_add(self.cfg.size_us) <= m)
+    }
+
     /// Feeds one valid event. Windows closed by the resulting watermark are
-    /// appended to `out`.
+    /// appended to `out` (final rows); fired windows' rows wait for
+    /// [`emit_updates`](Self::emit_updates).
     pub fn observe(&mut self, offset: i64, ev: &Observation, out: &mut Vec<WindowRow>) -> Outcome {
-        let Observation { ts, campaign, ad_format, event_type, revenue_micros } = *ev;
+        let Observation { ts, campaign, ad_format, event_type, revenue_micros, id } = *ev;
         self.next_offset = Some(offset + 1);
         let start = self.cfg.window_start(ts);
-        let end = start + self.cfg.size_us;
-        if let Some(wm) = self.watermark() {
+        if let Some(wm) = self.max_ts {
             if ts > wm.saturating_add(self.cfg.max_future_us) {
                 return Outcome::TooFarAhead { watermark_us: wm };
             }
-            if end <= wm {
+            if self.cfg.closed_at(start, wm) {
                 return Outcome::Late { window_start_us: start, watermark_us: wm };
             }
         }
-        if let Some(closed) = self.restored_closed {
-            if end <= closed.saturating_sub(self.cfg.allowed_lateness_us) {
-                return Outcome::AlreadyEmitted;
-            }
+        if self.restored_closed.is_some_and(|closed| self.cfg.closed_at(start, closed)) {
+            return Outcome::AlreadyEmitted;
         }
         let max_ts_before = self.max_ts;
+        let fired_before = self.open.get(&start).map(|w| self.fired(start, w));
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             max_ts_before,
             cells: Vec::new(),
             touched: Vec::new(),
+            ids: IdSet::default(),
+            forced: false,
+            dirty: false,
         });
+        if !w.ids.insert(id) {
+            return Outcome::Duplicate;
+        }
         let idx = campaign as usize * 3 + ad_format.index();
         if idx >= w.cells.len() {
             w.cells.resize(idx + 1, Cell::default());
@@ -260,39 +346,66 @@ impl PartitionWindows {
         }
         cell.totals.revenue_micros += revenue_micros;
         cell.version = cell.version.max(offset as u64 + 1);
+        w.dirty = true;
 
         if self.max_ts.is_none_or(|m| ts > m) {
             self.max_ts = Some(ts);
-            self.close_up_to_watermark(out);
+            self.close_expired(out);
         }
-        Outcome::Counted
+        // A window created now for a time the watermark already passed
+        // fires at once, so its first event is already an update.
+        let fired = fired_before.unwrap_or_else(|| max_ts_before.is_some_and(|m| start + self.cfg.size_us <= m));
+        if fired {
+            Outcome::Updated
+        } else {
+            Outcome::Counted
+        }
     }
 
-    fn close_up_to_watermark(&mut self, out: &mut Vec<WindowRow>) {
-        let Some(wm) = self.watermark() else { return };
+    /// Drops windows past their allowed lateness, emitting their final rows.
+    fn close_expired(&mut self, out: &mut Vec<WindowRow>) {
+        let Some(wm) = self.max_ts else { return };
         while let Some(entry) = self.open.first_entry() {
-            if *entry.key() + self.cfg.size_us > wm {
+            if !self.cfg.closed_at(*entry.key(), wm) {
                 break;
             }
             let start = *entry.key();
-            let w = entry.remove();
-            emit(&self.cfg, start, &w, true, out);
+            let mut w = entry.remove();
+            emit(&self.cfg, start, &mut w, true, out);
         }
     }
 
-    /// Emits every open window as it stands, marked not final, without
-    /// closing it: used at shutdown and when draining a topic, so the
-    /// freshest numbers are downstream. The checkpoint still points at the
-    /// first open window, so a restart rebuilds these windows in full and
-    /// re-emits them with a higher version.
-    pub fn emit_open(&self, out: &mut Vec<WindowRow>) {
-        for (&start, w) in &self.open {
-            emit(&self.cfg, start, w, false, out);
+    /// Fires every window in memory now, whatever the watermark: used when
+    /// the partition has been idle for `--idle-timeout`, at shutdown and
+    /// when a drain reaches the end of the topic, so the freshest numbers
+    /// are downstream. The windows stay in memory, so later events for them
+    /// follow the lateness rules, and the checkpoint still points at them,
+    /// so a restart rebuilds them in full.
+    pub fn fire_all(&mut self) {
+        for w in self.open.values_mut() {
+            w.forced = true;
         }
     }
 
-    /// Where a restart must resume so that replay rebuilds every open window
-    /// exactly. `None` before the first message.
+    /// Whether [`emit_updates`](Self::emit_updates) would emit anything.
+    pub fn has_updates(&self) -> bool {
+        self.open.iter().any(|(&start, w)| w.dirty && self.fired(start, w))
+    }
+
+    /// Appends the rows of fired windows that changed since they were last
+    /// emitted (not final).
+    pub fn emit_updates(&mut self, out: &mut Vec<WindowRow>) {
+        let (cfg, max_ts) = (self.cfg, self.max_ts);
+        for (&start, w) in self.open.iter_mut() {
+            let fired = w.forced || max_ts.is_some_and(|m| start.saturating_add(cfg.size_us) <= m);
+            if w.dirty && fired {
+                emit(&cfg, start, w, false, out);
+            }
+        }
+    }
+
+    /// Where a restart must resume so that replay rebuilds every window in
+    /// memory exactly. `None` before the first message.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let closed_max_ts = match (self.max_ts, self.restored_closed) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -310,21 +423,27 @@ impl PartitionWindows {
     }
 }
 
-fn emit(cfg: &WindowConfig, start: i64, w: &OpenWindow, is_final: bool, out: &mut Vec<WindowRow>) {
-    let mut idxs = w.touched.clone();
-    idxs.sort_unstable();
-    for idx in idxs {
-        let cell = &w.cells[idx as usize];
+/// Emits the window's changed cells (all touched cells when final), in key
+/// order.
+fn emit(cfg: &WindowConfig, start: i64, w: &mut OpenWindow, is_final: bool, out: &mut Vec<WindowRow>) {
+    w.touched.sort_unstable();
+    for &idx in &w.touched {
+        let cell = &mut w.cells[idx as usize];
+        if !is_final && cell.emitted == cell.version {
+            continue;
+        }
+        cell.emitted = cell.version;
         out.push(WindowRow {
             window_start_us: start,
             window_end_us: start + cfg.size_us,
             campaign: idx / 3,
             ad_format: AdFormat::ALL[(idx % 3) as usize],
             totals: cell.totals,
-            version: cell.version,
+            version: 2 * cell.version + u64::from(is_final),
             is_final,
         });
     }
+    w.dirty = false;
 }
 
 /// CTR in percent; `None` when there were no impressions (a window can hold
@@ -349,20 +468,21 @@ mod tests {
     type Table = BTreeMap<(i64, u32, AdFormat), (Totals, u64)>;
 
     fn obs(ts: i64, campaign: u32, ad_format: AdFormat, event_type: EventType, revenue_micros: i64) -> Observation {
-        Observation { ts, campaign, ad_format, event_type, revenue_micros }
+        // Distinct ids unless a test says otherwise.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Observation { ts, campaign, ad_format, event_type, revenue_micros, id }
     }
 
     fn cfg() -> WindowConfig {
         WindowConfig::new(10 * S, 5 * S, 3600 * S)
     }
 
-    /// Feeds (ts seconds as f64, campaign, format, type, revenue) in order,
-    /// offsets 0.., and returns everything emitted plus outcomes.
-    fn feed(
-        w: &mut PartitionWindows,
-        first_offset: i64,
-        events: &[(f64, u32, AdFormat, EventType, i64)],
-    ) -> (Vec<WindowRow>, Vec<Outcome>) {
+    type Ev = (f64, u32, AdFormat, EventType, i64);
+
+    /// Feeds (ts seconds, campaign, format, type, revenue) at offsets
+    /// `first_offset..`, returning the final rows closed and the outcomes.
+    fn feed(w: &mut PartitionWindows, first_offset: i64, events: &[Ev]) -> (Vec<WindowRow>, Vec<Outcome>) {
         let mut out = Vec::new();
         let mut outcomes = Vec::new();
         for (i, &(t, c, f, ty, r)) in events.iter().enumerate() {
@@ -370,6 +490,12 @@ mod tests {
             outcomes.push(w.observe(first_offset + i as i64, &obs(ts, c, f, ty, r), &mut out));
         }
         (out, outcomes)
+    }
+
+    fn updates(w: &mut PartitionWindows) -> Vec<WindowRow> {
+        let mut out = Vec::new();
+        w.emit_updates(&mut out);
+        out
     }
 
     #[test]
@@ -385,13 +511,9 @@ mod tests {
     #[test]
     fn event_exactly_on_the_boundary_goes_to_the_next_window() {
         let mut w = PartitionWindows::new(cfg());
-        let (_, _) = feed(
-            &mut w,
-            0,
-            &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)],
-        );
-        let mut out = Vec::new();
-        w.emit_open(&mut out);
+        feed(&mut w, 0, &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)]);
+        w.fire_all();
+        let out = updates(&mut w);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].window_start_us, 0);
         assert_eq!(out[1].window_start_us, 10 * S);
@@ -400,36 +522,69 @@ mod tests {
     }
 
     #[test]
-    fn window_closes_when_watermark_reaches_its_end() {
+    fn window_fires_at_its_end_and_closes_after_the_allowed_lateness() {
         let mut w = PartitionWindows::new(cfg());
-        let (out, _) =
-            feed(&mut w, 0, &[(1.0, 0, AdFormat::Banner, Impression, 0), (14.999, 0, AdFormat::Banner, Impression, 0)]);
-        assert!(out.is_empty(), "watermark 9.999 < 10");
-        assert_eq!(w.watermark(), Some(9_999_000));
-        let (out, _) = feed(&mut w, 2, &[(15.0, 0, AdFormat::Banner, Click, 20_000)]);
-        assert_eq!(out.len(), 1, "watermark 10 closes [0,10)");
-        assert!(out[0].is_final);
-        assert_eq!(out[0].totals, Totals { impressions: 1, clicks: 0, revenue_micros: 0 });
-        assert_eq!(out[0].version, 1);
+        feed(&mut w, 0, &[(1.0, 0, AdFormat::Banner, Impression, 0), (9.999, 0, AdFormat::Banner, Impression, 0)]);
+        assert!(!w.has_updates(), "watermark 9.999 < end 10");
+        assert!(updates(&mut w).is_empty());
+        let (closed, _) = feed(&mut w, 2, &[(10.0, 0, AdFormat::Banner, Click, 20_000)]);
+        assert!(closed.is_empty());
+        assert!(w.has_updates());
+        let fired = updates(&mut w);
+        assert_eq!(fired.len(), 1, "watermark 10 fires [0,10)");
+        assert!(!fired[0].is_final);
+        assert_eq!(fired[0].totals, Totals { impressions: 2, clicks: 0, revenue_micros: 0 });
+        assert_eq!(fired[0].version, 2 * 2);
+        assert!(updates(&mut w).is_empty(), "nothing changed since");
+        let (closed, _) = feed(&mut w, 3, &[(14.999, 0, AdFormat::Banner, Impression, 0)]);
+        assert!(closed.is_empty(), "still within the 5 s lateness");
+        let (closed, _) = feed(&mut w, 4, &[(15.0, 0, AdFormat::Banner, Impression, 0)]);
+        assert_eq!(closed.len(), 1, "watermark 15 = end + lateness closes [0,10)");
+        assert!(closed[0].is_final);
+        assert_eq!(closed[0].totals, fired[0].totals);
+        assert_eq!(closed[0].version, 2 * 2 + 1, "the final row outranks the fired one");
+        assert_eq!(w.open_windows(), 1);
     }
 
     #[test]
-    fn out_of_order_within_lateness_is_counted() {
+    fn late_event_within_lateness_updates_the_fired_window() {
         let mut w = PartitionWindows::new(cfg());
-        let (out, outcomes) = feed(
+        let (_, outcomes) =
+            feed(&mut w, 0, &[(8.0, 0, AdFormat::Banner, Impression, 0), (13.0, 0, AdFormat::Banner, Impression, 0)]);
+        assert_eq!(outcomes, vec![Outcome::Counted, Outcome::Counted]);
+        let first = updates(&mut w);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].totals, Totals { impressions: 1, clicks: 0, revenue_micros: 0 });
+        // 3.5 s behind the watermark, 1.5 s before lateness runs out.
+        let (_, outcomes) = feed(&mut w, 2, &[(9.5, 0, AdFormat::Banner, Click, 50_000)]);
+        assert_eq!(outcomes, vec![Outcome::Updated]);
+        let second = updates(&mut w);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].totals, Totals { impressions: 1, clicks: 1, revenue_micros: 50_000 });
+        assert!(second[0].version > first[0].version);
+        let (closed, _) = feed(&mut w, 3, &[(16.0, 0, AdFormat::Banner, Impression, 0)]);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].totals, second[0].totals);
+        assert!(closed[0].is_final && closed[0].version > second[0].version);
+    }
+
+    #[test]
+    fn only_changed_cells_are_emitted_again() {
+        let mut w = PartitionWindows::new(cfg());
+        feed(
             &mut w,
             0,
             &[
-                (8.0, 0, AdFormat::Banner, Impression, 0),
-                (13.0, 0, AdFormat::Banner, Impression, 0),
-                (9.5, 0, AdFormat::Banner, Click, 50_000), // late by 3.5 s, watermark 8
-                (16.0, 0, AdFormat::Banner, Impression, 0),
+                (1.0, 0, AdFormat::Banner, Impression, 0),
+                (1.0, 1, AdFormat::Banner, Impression, 0),
+                (11.0, 0, AdFormat::Banner, Impression, 0),
             ],
         );
-        assert!(outcomes.iter().all(|o| *o == Outcome::Counted));
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].totals, Totals { impressions: 1, clicks: 1, revenue_micros: 50_000 });
-        assert_eq!(out[0].version, 3);
+        assert_eq!(updates(&mut w).len(), 2);
+        feed(&mut w, 3, &[(2.0, 1, AdFormat::Banner, Click, 5)]);
+        let again = updates(&mut w);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].campaign, again[0].totals.clicks), (1, 1));
     }
 
     #[test]
@@ -445,7 +600,7 @@ mod tests {
             ],
         );
         assert_eq!(out.len(), 1);
-        assert_eq!(outcomes[2], Outcome::Late { window_start_us: 0, watermark_us: 11 * S });
+        assert_eq!(outcomes[2], Outcome::Late { window_start_us: 0, watermark_us: 16 * S });
     }
 
     #[test]
@@ -454,12 +609,65 @@ mod tests {
         let (_, outcomes) = feed(
             &mut w,
             0,
-            &[(100.0, 0, AdFormat::Banner, Impression, 0), (100.0 + 3600.0 + 6.0, 0, AdFormat::Banner, Impression, 0)],
+            &[(100.0, 0, AdFormat::Banner, Impression, 0), (100.0 + 3600.0 + 1.0, 0, AdFormat::Banner, Impression, 0)],
         );
-        assert_eq!(outcomes[1], Outcome::TooFarAhead { watermark_us: 95 * S });
-        assert_eq!(w.watermark(), Some(95 * S));
-        let (_, outcomes) = feed(&mut w, 2, &[(95.0 + 3600.0, 0, AdFormat::Banner, Impression, 0)]);
+        assert_eq!(outcomes[1], Outcome::TooFarAhead { watermark_us: 100 * S });
+        assert_eq!(w.watermark(), Some(100 * S));
+        let (_, outcomes) = feed(&mut w, 2, &[(100.0 + 3600.0, 0, AdFormat::Banner, Impression, 0)]);
         assert_eq!(outcomes[0], Outcome::Counted);
+    }
+
+    #[test]
+    fn a_redelivered_event_id_is_counted_once_while_its_window_is_in_memory() {
+        let mut w = PartitionWindows::new(cfg());
+        let mut out = Vec::new();
+        let click = |ts: i64, id: u128| Observation {
+            ts,
+            campaign: 0,
+            ad_format: AdFormat::Banner,
+            event_type: Click,
+            revenue_micros: 30_000,
+            id,
+        };
+        assert_eq!(w.observe(0, &click(S, 7), &mut out), Outcome::Counted);
+        assert_eq!(w.observe(1, &click(S, 7), &mut out), Outcome::Duplicate);
+        assert_eq!(w.observe(2, &click(12 * S, 8), &mut out), Outcome::Counted);
+        // After the window fired, within lateness: still recognised.
+        assert_eq!(w.observe(3, &click(S, 7), &mut out), Outcome::Duplicate);
+        assert_eq!(w.dedup_footprint().0, 2);
+        w.fire_all();
+        let rows = updates(&mut w);
+        assert_eq!(rows[0].totals, Totals { impressions: 0, clicks: 1, revenue_micros: 30_000 });
+        assert_eq!(rows[0].version, 2, "the duplicate did not bump the version");
+        // Once the window closed, its ids are gone with it: a redelivery is late.
+        w.observe(4, &click(20 * S, 9), &mut out);
+        assert_eq!(w.observe(5, &click(S, 7), &mut out), Outcome::Late { window_start_us: 0, watermark_us: 20 * S });
+        assert_eq!(w.dedup_footprint().0, 2, "ids 8 and 9");
+    }
+
+    #[test]
+    fn dedup_memory_per_million_events_in_flight() {
+        let mut w = PartitionWindows::new(WindowConfig::new(3600 * S, 0, 3600 * S));
+        let mut out = Vec::new();
+        let n = 1_000_000u64;
+        for i in 0..n {
+            // Generator-shaped ids: a constant run id and a sequence number.
+            let id = (0xDEAD_BEEF_u128 << 64) | u128::from(i);
+            let o = Observation {
+                ts: S + i as i64,
+                campaign: (i % 5) as u32,
+                ad_format: AdFormat::Banner,
+                event_type: Impression,
+                revenue_micros: 0,
+                id,
+            };
+            assert_eq!(w.observe(i as i64, &o, &mut out), Outcome::Counted);
+        }
+        let (ids, bytes) = w.dedup_footprint();
+        assert_eq!(ids as u64, n);
+        let per_million_mb = bytes as f64 / ids as f64 * 1e6 / (1024.0 * 1024.0);
+        println!("dedup: {ids} ids in flight take {bytes} bytes = {per_million_mb:.1} MiB per million events");
+        assert!(per_million_mb < 40.0, "{per_million_mb} MiB per million");
     }
 
     #[test]
@@ -475,12 +683,11 @@ mod tests {
                 (1.0, 0, AdFormat::Banner, Impression, 0),
             ],
         );
-        let mut out = Vec::new();
-        feed(&mut w, 4, &[(30.0, 0, AdFormat::Banner, Impression, 0)]).0.into_iter().for_each(|r| out.push(r));
+        let (out, _) = feed(&mut w, 4, &[(30.0, 0, AdFormat::Banner, Impression, 0)]);
         let keys: Vec<_> = out.iter().map(|r| (r.campaign, r.ad_format)).collect();
         assert_eq!(keys, vec![(0, AdFormat::Banner), (0, AdFormat::Interstitial), (2, AdFormat::RewardedVideo)]);
         assert_eq!(out[2].totals, Totals { impressions: 1, clicks: 1, revenue_micros: 9 });
-        assert_eq!(out[2].version, 3);
+        assert_eq!(out[2].version, 2 * 3 + 1);
     }
 
     #[test]
@@ -494,14 +701,18 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_points_at_the_oldest_open_window() {
+    fn checkpoint_points_at_the_oldest_window_in_memory() {
         let mut w = PartitionWindows::new(cfg());
         assert_eq!(w.checkpoint(), None);
         w.skip(41);
         assert_eq!(w.checkpoint().unwrap().offset, 42);
         feed(&mut w, 42, &[(1.0, 0, AdFormat::Banner, Impression, 0), (12.0, 0, AdFormat::Banner, Impression, 0)]);
         let cp = w.checkpoint().unwrap();
-        assert_eq!(cp, Checkpoint { offset: 42, max_ts_at_offset: None, closed_max_ts: Some(12 * S) });
+        assert_eq!(
+            cp,
+            Checkpoint { offset: 42, max_ts_at_offset: None, closed_max_ts: Some(12 * S) },
+            "[0,10) fired but not closed: still replayed"
+        );
         feed(&mut w, 44, &[(16.0, 0, AdFormat::Banner, Impression, 0)]);
         let cp = w.checkpoint().unwrap();
         assert_eq!(cp, Checkpoint { offset: 43, max_ts_at_offset: Some(S), closed_max_ts: Some(16 * S) });
@@ -512,14 +723,16 @@ mod tests {
         let cp = Checkpoint { offset: 7, max_ts_at_offset: Some(-5), closed_max_ts: None };
         assert_eq!(Checkpoint::from_metadata(7, &cp.metadata()), Some(cp));
         assert_eq!(Checkpoint::from_metadata(7, ""), None);
-        assert_eq!(Checkpoint::from_metadata(7, "adstream/1 at=x closed=-"), None);
+        assert_eq!(Checkpoint::from_metadata(7, "adstream/2 at=x closed=-"), None);
+        assert_eq!(Checkpoint::from_metadata(7, "adstream/1 at=1 closed=2"), None, "older clock meaning");
         assert_eq!(Checkpoint::from_metadata(7, "someone else"), None);
     }
 
-    /// A deterministic pseudo-random jittered stream, used to check that
-    /// "crash anywhere, restore from the last checkpoint, replay" yields the
-    /// same final rows and the same late set as one uninterrupted pass.
-    fn jittered_stream(n: usize, seed: u64) -> Vec<(f64, u32, AdFormat, EventType, i64)> {
+    /// A deterministic pseudo-random jittered stream with some redelivered
+    /// events (same id, same content), used to check that "crash anywhere,
+    /// restore from the last checkpoint, replay" yields the same final rows
+    /// and the same late set as one uninterrupted pass.
+    fn jittered_stream(n: usize, seed: u64) -> Vec<Observation> {
         let mut x = seed;
         let mut next = || {
             x ^= x << 13;
@@ -527,28 +740,46 @@ mod tests {
             x ^= x << 17;
             x
         };
-        (0..n)
-            .map(|i| {
-                let base = i as f64 * 0.05;
-                let jitter = (next() % 8000) as f64 / 1000.0;
-                let c = (next() % 5) as u32;
-                let f = AdFormat::ALL[(next() % 3) as usize];
-                let click = next() % 10 == 0;
-                (
-                    base - jitter,
-                    c,
-                    f,
-                    if click { Click } else { Impression },
-                    if click { (next() % 1000) as i64 } else { 0 },
-                )
-            })
-            .collect()
+        let mut events: Vec<Observation> = Vec::with_capacity(n);
+        for i in 0..n {
+            if i > 10 && next() % 50 == 0 {
+                let back = (next() % 10) as usize + 1;
+                events.push(events[i - back]);
+                continue;
+            }
+            let base = i as f64 * 0.05;
+            let jitter = (next() % 8000) as f64 / 1000.0;
+            let click = next() % 10 == 0;
+            events.push(Observation {
+                ts: ((base - jitter) * S as f64).round() as i64,
+                campaign: (next() % 5) as u32,
+                ad_format: AdFormat::ALL[(next() % 3) as usize],
+                event_type: if click { Click } else { Impression },
+                revenue_micros: if click { (next() % 1000) as i64 } else { 0 },
+                id: u128::from(i as u64) | (7 << 64),
+            });
+        }
+        events
     }
 
-    fn run_with_crashes(events: &[(f64, u32, AdFormat, EventType, i64)], crash_at: &[usize]) -> (Table, Vec<i64>) {
+    fn upsert(table: &mut Table, rows: &mut Vec<WindowRow>) {
+        for row in rows.drain(..) {
+            let e =
+                table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
+            if row.version >= e.1 {
+                *e = (row.totals, row.version);
+            }
+        }
+    }
+
+    /// Runs the stream through one partition with crashes (state lost,
+    /// restored from the last commit) and idle firings at the given
+    /// positions; "writes" every 37 events, then commits.
+    fn run_with_crashes(events: &[Observation], crash_at: &[usize], fire_at: &[usize]) -> (Table, Vec<i64>, u64) {
         // The "downstream": a ReplacingMergeTree keeping the highest version.
         let mut table: Table = BTreeMap::new();
         let mut late: std::collections::BTreeSet<i64> = Default::default();
+        let mut dups = std::collections::BTreeSet::new();
         let mut committed: Option<Checkpoint> = None;
         let mut w = PartitionWindows::new(cfg());
         let mut pos = 0usize;
@@ -557,56 +788,62 @@ mod tests {
         while pos < events.len() {
             if crashes.peek() == Some(&pos) {
                 crashes.next();
-                // Crash: lose in-memory state, resume at the committed checkpoint.
+                // Crash: lose in-memory state and the unwritten output,
+                // resume at the committed checkpoint.
+                out.clear();
                 w = committed.map_or_else(|| PartitionWindows::new(cfg()), |cp| PartitionWindows::restore(cfg(), &cp));
                 pos = committed.map_or(0, |cp| cp.offset as usize);
                 continue;
             }
-            let (t, c, f, ty, r) = events[pos];
-            let ts = (t * S as f64).round() as i64;
-            match w.observe(pos as i64, &obs(ts, c, f, ty, r), &mut out) {
+            if fire_at.contains(&pos) {
+                w.fire_all();
+            }
+            match w.observe(pos as i64, &events[pos], &mut out) {
                 Outcome::Late { .. } => {
                     late.insert(pos as i64);
                 }
-                Outcome::Counted | Outcome::AlreadyEmitted => {}
+                Outcome::Duplicate => {
+                    dups.insert(pos);
+                }
+                Outcome::Counted | Outcome::Updated | Outcome::AlreadyEmitted => {}
                 Outcome::TooFarAhead { .. } => unreachable!(),
             }
             pos += 1;
-            // Every 37 events: "write" the batch durably, then commit.
             if pos.is_multiple_of(37) {
-                for row in out.drain(..) {
-                    let e = table
-                        .entry((row.window_start_us, row.campaign, row.ad_format))
-                        .or_insert((row.totals, row.version));
-                    if row.version >= e.1 {
-                        *e = (row.totals, row.version);
-                    }
-                }
+                w.emit_updates(&mut out);
+                upsert(&mut table, &mut out);
                 committed = w.checkpoint();
             }
         }
-        w.emit_open(&mut out);
-        for row in out.drain(..) {
-            let e =
-                table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
-            if row.version >= e.1 {
-                *e = (row.totals, row.version);
-            }
-        }
-        (table, late.into_iter().collect())
+        w.fire_all();
+        w.emit_updates(&mut out);
+        upsert(&mut table, &mut out);
+        (table, late.into_iter().collect(), dups.len() as u64)
     }
 
     #[test]
     fn replay_from_any_checkpoint_reproduces_the_uninterrupted_result() {
         let events = jittered_stream(5_000, 0x9E3779B97F4A7C15);
-        let (clean, clean_late) = run_with_crashes(&events, &[]);
+        let (clean, clean_late, dups) = run_with_crashes(&events, &[], &[]);
         assert!(!clean_late.is_empty(), "the stream must exercise lateness");
+        assert!(dups > 0, "the stream must exercise dedup");
         let total: u64 = clean.values().map(|(t, _)| t.impressions + t.clicks).sum();
-        assert_eq!(total as usize + clean_late.len(), events.len(), "every event counted once or late");
-        for crashes in [vec![100], vec![1_000, 1_001, 2_500], vec![37, 74, 4_999], (1..40).map(|i| i * 123).collect()] {
-            let (t, l) = run_with_crashes(&events, &crashes);
-            assert_eq!(t, clean, "crashes at {crashes:?}");
-            assert_eq!(l, clean_late, "crashes at {crashes:?}");
+        assert_eq!(
+            total + clean_late.len() as u64 + dups,
+            events.len() as u64,
+            "every event counted once, late or dup"
+        );
+        let scenarios: Vec<(Vec<usize>, Vec<usize>)> = vec![
+            (vec![100], vec![]),
+            (vec![1_000, 1_001, 2_500], vec![999, 2_000]),
+            (vec![37, 74, 4_999], vec![50]),
+            ((1..40).map(|i| i * 123).collect(), (1..20).map(|i| i * 250).collect()),
+            (vec![], (0..5_000).step_by(7).collect()),
+        ];
+        for (crashes, fires) in scenarios {
+            let (t, l, _) = run_with_crashes(&events, &crashes, &fires);
+            assert_eq!(t, clean, "crashes at {crashes:?}, fires at {fires:?}");
+            assert_eq!(l, clean_late, "crashes at {crashes:?}, fires at {fires:?}");
         }
     }
 }

@@ -39,7 +39,11 @@ impl OutRow {
 }
 
 /// Prints batches to stdout. In `run` mode a line is one source
-/// partition's contribution, so it is tagged with the partition.
+/// partition's contribution, so it is tagged with the partition. The output
+/// is a changelog: a window's rows are printed when it fires (tagged
+/// `(early)`), again when late events update them, and a last time when the
+/// window closes; the latest line for a window × campaign × format ×
+/// partition replaces the earlier ones.
 #[derive(Default)]
 pub struct ConsoleSink;
 
@@ -49,7 +53,7 @@ impl ConsoleSink {
         let mut out = stdout.lock();
         for r in &batch.rows {
             let line = r.console_line();
-            let tag = if r.row.is_final { "" } else { " (partial)" };
+            let tag = if r.row.is_final { "" } else { " (early)" };
             let _ = writeln!(out, "{line} | partition {}{tag}", r.partition);
         }
         for l in &batch.late {

@@ -223,3 +223,24 @@ pub fn commit(c: &PipelineConsumer, topic: &str, checkpoints: &[(i32, Checkpoint
     let mode = if sync { rdkafka::consumer::CommitMode::Sync } else { rdkafka::consumer::CommitMode::Async };
     c.commit(&tpl, mode)
 }
+
+/// The high watermark of `topic`/`p` as of the last fetch response, without
+/// a network round trip (librdkafka caches it), or `None` if not known yet.
+/// Used for the lag figure of the stats line.
+pub fn cached_high_watermark(consumer: &PipelineConsumer, topic: &str, p: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, the
+    // topic is a NUL-terminated string that outlives the call, and the two
+    // out-pointers point at live locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            p,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
