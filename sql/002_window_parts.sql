@@ -1,9 +1,10 @@
 -- One row per (window, campaign, format, source topic partition): each
 -- partition's contribution is written separately, so contributions built by
 -- different processes (after a rebalance) never overwrite each other.
--- `version` = 1 + the highest Kafka offset counted in the row; a replay
--- writes the same row with the same version, a late update a higher one,
--- and ReplacingMergeTree keeps the highest.
+-- `version` = 2 × (1 + the highest Kafka offset counted in the row), + 1
+-- once the row is final; a replay writes the same row with the same
+-- version, a late update a higher one, the final row outranks all earlier
+-- ones, and ReplacingMergeTree keeps the highest.
 CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 (
     window_start DateTime64(3, 'UTC'),

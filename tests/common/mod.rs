@@ -211,8 +211,9 @@ pub async fn actual_windows(db: &str) -> Windows {
     w
 }
 
-/// The oracle: the same windows computed by SQL over the raw events, minus
-/// the events adstream reported late (those are checked separately).
+/// The oracle: the same windows computed by SQL over the raw events (each
+/// event_id once: a redelivered event is one event), minus the events
+/// adstream reported late (those are checked separately).
 pub async fn oracle_windows(db: &str, raw: &str) -> Windows {
     let text = tsv(&format!(
         "SELECT ws, campaign_id, ad_format, imps, clks, toString(rev), \
@@ -221,7 +222,8 @@ pub async fn oracle_windows(db: &str, raw: &str) -> Windows {
            SELECT toInt64(toUnixTimestamp(toStartOfInterval(parseDateTime64BestEffort(timestamp, 6, 'UTC'), INTERVAL 10 SECOND))) AS ws, \
                   campaign_id, ad_format, countIf(event_type = 'impression') AS imps, countIf(event_type = 'click') AS clks, \
                   CAST(sum(revenue) AS Decimal(18, 6)) AS rev \
-           FROM {db}.{raw} WHERE event_id NOT IN (SELECT event_id FROM {db}.ad_late_events) \
+           FROM (SELECT * FROM {db}.{raw} LIMIT 1 BY event_id) \
+           WHERE event_id NOT IN (SELECT event_id FROM {db}.ad_late_events) \
            GROUP BY ws, campaign_id, ad_format) ORDER BY 1, 2, 3"
     ))
     .await;
