@@ -72,8 +72,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || demo::demo(args, stop)).await??;
         }
         Command::Migrate(args) => {
-            schema::migrate(&sink::clickhouse::client(&args), &args.database).await?;
-            println!("schema applied: database {} at {}", args.database, args.clickhouse_url);
+            schema::migrate(&sink::clickhouse::client(&args)?, &args.database).await?;
+            println!("schema applied: database {} at {}", args.database, args.display_url());
         }
         Command::Run(args) => {
             let stop = stop_flag();
