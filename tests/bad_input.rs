@@ -299,3 +299,58 @@ async fn every_bad_message_is_rejected_by_reason_forwarded_whole_to_the_dlq_and_
         injected.iter().map(|m| m.payload.len()).max().unwrap_or(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn a_dead_letter_topic_too_small_for_a_message_gets_its_prefix_flagged_instead_of_a_stall() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let (topic, group, db, dlq) = (unique("ad_events"), unique("g"), unique("e2e"), unique("ad_events_dlq"));
+    const N: u64 = 2_000;
+    let jsonl = generate(&topic, N, 21, "0s", &scratch_dir());
+    // An operator-made DLQ topic with a limit below the message to forward.
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let t = NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "100000");
+    let r = admin.create_topics([&t], &AdminOptions::new()).await.unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    // Incompressible (xorshift), or lz4 would squeeze it under the limit.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    let injected = inject(&topic, vec![("too_large", "200 kB message", big.clone())]).await;
+
+    let out = run_ok(
+        adstream().args([
+            "run",
+            "--topic",
+            &topic,
+            "--group",
+            &group,
+            "--database",
+            &db,
+            "--dlq-topic",
+            &dlq,
+            "--drain",
+        ]),
+        Duration::from_secs(120),
+    );
+    load_raw_events(&db, "raw_events", &jsonl).await;
+    let (rows, _) = assert_matches_oracle_with_rejects(&db, "raw_events", N, 1).await;
+    let records = read_topic(&dlq);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(header(r, "adstream.truncated_from").as_deref(), Some("200000"));
+    assert_eq!(header(r, "adstream.source.offset"), Some(injected[0].offset.to_string()));
+    assert_eq!(r.payload().unwrap_or_default(), &big[..4096], "the first 4 KiB, like ClickHouse keeps");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too large for the dead-letter topic"));
+    println!(
+        "small DLQ topic: a {} byte reject forwarded as its first 4096 bytes with adstream.truncated_from; \
+         {rows} rows of {N} events equal the oracle",
+        big.len()
+    );
+}
