@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::secret::{redact_option, redact_url, Secret};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "adstream",
@@ -18,6 +20,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Produce synthetic ad events into Kafka.
@@ -34,7 +38,7 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 250ms, 1m)"))
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "ADSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
@@ -42,17 +46,60 @@ pub struct KafkaArgs {
     /// Topic holding the ad events.
     #[arg(long, env = "ADSTREAM_TOPIC", default_value = "ad-events")]
     pub topic: String,
+    /// Kafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, env = "ADSTREAM_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// Kafka sasl.mechanism, e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    #[arg(long, env = "ADSTREAM_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// Kafka sasl.username.
+    #[arg(long, env = "ADSTREAM_KAFKA_SASL_USERNAME", hide_env_values = true)]
+    pub kafka_sasl_username: Option<String>,
+    /// Kafka sasl.password. Set it through the environment or
+    /// --kafka-sasl-password-file, not on the command line (visible in ps).
+    #[arg(long, env = "ADSTREAM_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
+    /// File holding the Kafka sasl.password (e.g. a mounted secret).
+    #[arg(long, env = "ADSTREAM_KAFKA_SASL_PASSWORD_FILE", hide_env_values = true)]
+    pub kafka_sasl_password_file: Option<PathBuf>,
     /// Extra librdkafka setting as key=value (repeatable), e.g.
-    /// security.protocol=SASL_SSL. Secrets belong in the environment:
-    /// ADSTREAM_KAFKA_OPTIONS="sasl.username=u,sasl.password=p".
+    /// ssl.ca.location=/etc/ca.pem. Values are never printed.
     #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true)]
     pub kafka_options: Vec<String>,
 }
 
-#[derive(Args, Debug, Clone)]
+/// Written by hand so that no secret reaches a log line: the password is a
+/// [`Secret`], and `--kafka-option` values are shown by key only.
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field("kafka_sasl_password", &self.kafka_sasl_password)
+            .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
+            .field("kafka_options", &self.kafka_options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KafkaArgs {
+    /// The SASL password from the environment/flag or its file.
+    pub fn sasl_password(&self) -> anyhow::Result<Option<Secret>> {
+        crate::secret::resolve(
+            self.kafka_sasl_password.as_ref(),
+            self.kafka_sasl_password_file.as_deref(),
+            "Kafka SASL password (ADSTREAM_KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)",
+        )
+    }
+}
+
+#[derive(Args, Clone)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP endpoint.
-    #[arg(long, env = "ADSTREAM_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", hide_env_values = true)]
     pub clickhouse_url: String,
     /// Database that holds adstream's tables and views.
     #[arg(long, env = "ADSTREAM_DATABASE", default_value = "adtech")]
@@ -60,9 +107,42 @@ pub struct ClickHouseArgs {
     /// ClickHouse user.
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_USER", default_value = "default")]
     pub clickhouse_user: String,
-    /// ClickHouse password; prefer the environment variable (never logged).
+    /// ClickHouse password. Set it through the environment or
+    /// --clickhouse-password-file, not on the command line (visible in ps).
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_PASSWORD", hide_env_values = true)]
-    pub clickhouse_password: Option<String>,
+    pub clickhouse_password: Option<Secret>,
+    /// File holding the ClickHouse password (e.g. a mounted secret).
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_PASSWORD_FILE", hide_env_values = true)]
+    pub clickhouse_password_file: Option<PathBuf>,
+}
+
+/// Written by hand so that a password in the URL's userinfo is not printed.
+impl std::fmt::Debug for ClickHouseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseArgs")
+            .field("clickhouse_url", &redact_url(&self.clickhouse_url))
+            .field("database", &self.database)
+            .field("clickhouse_user", &self.clickhouse_user)
+            .field("clickhouse_password", &self.clickhouse_password)
+            .field("clickhouse_password_file", &self.clickhouse_password_file)
+            .finish()
+    }
+}
+
+impl ClickHouseArgs {
+    /// The password from the environment/flag or its file.
+    pub fn password(&self) -> anyhow::Result<Option<Secret>> {
+        crate::secret::resolve(
+            self.clickhouse_password.as_ref(),
+            self.clickhouse_password_file.as_deref(),
+            "ClickHouse password (ADSTREAM_CLICKHOUSE_PASSWORD / --clickhouse-password-file)",
+        )
+    }
+
+    /// The endpoint for log lines: any password in it replaced.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.clickhouse_url)
+    }
 }
 
 /// The traffic model's knobs, shared by `generate`, `demo` and `run --self-feed`.
@@ -175,6 +255,11 @@ pub struct RunArgs {
     /// How often to log a stats line.
     #[arg(long, env = "ADSTREAM_STATS_INTERVAL", value_parser = duration, default_value = "10s")]
     pub stats_interval: Duration,
+    /// Dead-letter topic: every rejected message is forwarded here, original
+    /// bytes and key, with the reason and source position in headers,
+    /// before its offset is committed. Empty disables it.
+    #[arg(long, env = "ADSTREAM_DLQ_TOPIC", default_value = "ad-events-dlq")]
+    pub dlq_topic: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -224,4 +309,38 @@ impl WindowArgs {
 
 pub fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_every_secret() {
+        let cli = Cli::try_parse_from([
+            "adstream",
+            "run",
+            "--clickhouse-url",
+            "https://ch:url-pass-1@ch.example:8443",
+            "--clickhouse-password",
+            "ch-pass-2",
+            "--kafka-sasl-username",
+            "kafka-user",
+            "--kafka-sasl-password",
+            "kafka-pass-3",
+            "--kafka-option",
+            "ssl.key.password=key-pass-4,sasl.oauthbearer.config=token-5",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("ssl.key.password=<redacted>"), "{text}");
+        assert!(text.contains("https://ch:<redacted>@ch.example:8443"), "{text}");
+        let Command::Run(args) = cli.command else { panic!("run") };
+        assert_eq!(args.clickhouse.password().unwrap().unwrap().expose(), "ch-pass-2");
+        assert_eq!(args.kafka.sasl_password().unwrap().unwrap().expose(), "kafka-pass-3");
+        assert_eq!(args.dlq_topic, "ad-events-dlq");
+    }
 }

@@ -42,7 +42,7 @@ pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             continue;
         }
         gen.next_into(now_micros, &mut key, &mut json);
-        proc.process(0, sent as i64, &json);
+        proc.process(0, sent as i64, None, &json);
         sent += 1;
         if proc.pending() && !printer.print(&proc.take_batch()) {
             break; // stdout closed (e.g. piped into `head`)

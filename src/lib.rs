@@ -16,6 +16,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod processor;
 pub mod schema;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod stats;

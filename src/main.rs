@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 use adstream::cli::{Cli, Command};
@@ -72,8 +73,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || demo::demo(args, stop)).await??;
         }
         Command::Migrate(args) => {
-            schema::migrate(&sink::clickhouse::client(&args), &args.database).await?;
-            println!("schema applied: database {} at {}", args.database, args.clickhouse_url);
+            schema::migrate(&sink::clickhouse::client(&args)?, &args.database)
+                .await
+                .with_context(|| format!("ClickHouse at {}", args.display_url()))?;
+            println!("schema applied: database {} at {}", args.database, args.display_url());
         }
         Command::Run(args) => {
             let stop = stop_flag();

@@ -34,7 +34,7 @@ use crate::window::{Checkpoint, WindowConfig};
 
 /// How long shutdown may keep retrying a failing sink before giving up
 /// (uncommitted work is replayed by the next start, so giving up is safe).
-const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(8);
+pub(crate) const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(8);
 
 pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let cfg = args.window.config()?;
@@ -47,6 +47,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
         SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
     };
+    let mut dlq = sink::dlq::DlqSink::connect(&args.kafka, &args.dlq_topic, stats.clone()).await?;
 
     // Self-feed: the bundled generator in this process, producing to the
     // topic we consume.
@@ -106,13 +107,20 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         })
     };
 
-    // Sink task (this task): write, then commit.
+    // Sink task (this task): write, forward rejects to the dead-letter
+    // topic, then commit.
     let mut last_commits: Vec<(i32, Checkpoint)> = Vec::new();
     let mut sink_result = Ok(());
     while let Some(batch) = rx.recv().await {
         if let Err(e) = write_with_retry(&mut sink, &batch, &stop, &stats).await {
             sink_result = Err(e);
             break;
+        }
+        if let Some(dlq) = dlq.as_mut() {
+            if let Err(e) = dlq.write(&batch.rejected, &stop).await {
+                sink_result = Err(e);
+                break;
+            }
         }
         if !batch.commits.is_empty() {
             if let Err(e) = kafka::commit(&consumer, &topic, &batch.commits, false) {
@@ -124,6 +132,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
     }
     drop(rx);
+    if let Some(dlq) = &dlq {
+        dlq.finish();
+    }
     let loop_result = consume.await.context("consume loop panicked")?;
     // The final commit is synchronous so that it has landed before we leave
     // the group.
@@ -259,7 +270,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 if !proc.has_partition(p) && !init_partition(consumer, &ctx.topic, &mut proc, &mut sought, p, offset) {
                     continue;
                 }
-                proc.process(p, offset, msg.payload().unwrap_or(&[]));
+                proc.process(p, offset, msg.key(), msg.payload().unwrap_or(&[]));
             }
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {

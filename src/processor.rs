@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::event::{event_key, Interner};
 use crate::parse::{parse_event, Reject, RejectReason};
-use crate::sink::{Batch, LateRecord, OutRow, RejectRecord, REJECT_RAW_LIMIT};
+use crate::sink::{Batch, LateRecord, OutRow, RejectRecord};
 use crate::stats::Stats;
 use crate::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
 
@@ -72,7 +72,8 @@ impl Processor {
     }
 
     /// Processes one message of partition `p` (which must be initialised).
-    pub fn process(&mut self, p: i32, offset: i64, payload: &[u8]) {
+    /// The key only travels with a rejection, to the dead-letter topic.
+    pub fn process(&mut self, p: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) {
         let Some(w) = self.partitions.get_mut(&p) else {
             debug_assert!(false, "partition {p} not initialised");
             return;
@@ -86,7 +87,7 @@ impl Processor {
             Ok(ev) => ev,
             Err(rej) => {
                 w.skip(offset);
-                Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+                Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
                 return;
             }
         };
@@ -96,7 +97,7 @@ impl Processor {
                 reason: RejectReason::TooManyCampaigns,
                 detail: format!("more than {MAX_CAMPAIGNS} campaign ids"),
             };
-            Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+            Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
             return;
         };
         let o = Observation {
@@ -147,22 +148,15 @@ impl Processor {
                         crate::time::format_event_timestamp(watermark_us)
                     ),
                 };
-                Self::reject(&mut self.batch, &self.stats, p, offset, rej, payload);
+                Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
             }
         }
         resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
     }
 
-    fn reject(batch: &mut Batch, stats: &Stats, p: i32, offset: i64, rej: Reject, payload: &[u8]) {
-        stats.reject(rej.reason);
-        batch.rejected.push(RejectRecord {
-            partition: p,
-            offset,
-            reason: rej.reason,
-            detail: rej.detail,
-            raw: payload[..payload.len().min(REJECT_RAW_LIMIT)].to_vec(),
-            raw_size: payload.len(),
-        });
+    fn reject(batch: &mut Batch, stats: &Stats, record: RejectRecord) {
+        stats.reject(record.reason);
+        batch.rejected.push(record);
     }
 
     /// Fires every window of partition `p` now (the partition has been idle
@@ -251,7 +245,7 @@ mod tests {
             ev("b", "2025-12-10T00:00:16", "banner", "click", "0.05"), // redelivered
         ];
         for (i, m) in msgs.iter().enumerate() {
-            p.process(0, i as i64, m);
+            p.process(0, i as i64, None, m);
         }
         let b = p.take_batch();
         assert_eq!(b.rows.len(), 1, "window [00:00:00, 00:00:10) closed");
@@ -284,7 +278,7 @@ mod tests {
             )]
         );
         assert!(!p.pending(), "nothing new since the batch");
-        p.process(0, 2, &msgs[2]);
+        p.process(0, 2, None, &msgs[2]);
         assert!(!p.pending(), "a redelivered offset is ignored");
         p.fire_partition(0);
         assert!(p.pending(), "an idle partition's open window goes out");

@@ -32,6 +32,8 @@ pub struct Stats {
     pub write_failures: AtomicU64,
     pub last_insert_ms: AtomicU64,
     pub commits: AtomicU64,
+    /// Rejected messages acknowledged by the dead-letter topic.
+    pub dlq_written: AtomicU64,
     pub open_windows: AtomicU64,
     /// Lowest partition watermark, µs (i64::MIN = none yet).
     pub min_watermark_us: AtomicI64,

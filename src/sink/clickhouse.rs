@@ -57,13 +57,14 @@ struct RejectedRow<'a> {
     raw_size: u64,
 }
 
-/// A client for `args`, not bound to a database.
-pub fn client(args: &ClickHouseArgs) -> Client {
+/// A client for `args`, not bound to a database. Fails only when the
+/// password file cannot be read.
+pub fn client(args: &ClickHouseArgs) -> anyhow::Result<Client> {
     let mut c = Client::default().with_url(&args.clickhouse_url).with_user(&args.clickhouse_user);
-    if let Some(p) = args.clickhouse_password.as_deref().filter(|p| !p.is_empty()) {
-        c = c.with_password(p);
+    if let Some(p) = args.password()? {
+        c = c.with_password(p.expose());
     }
-    c
+    Ok(c)
 }
 
 pub struct ClickHouseSink {
@@ -74,9 +75,9 @@ pub struct ClickHouseSink {
 impl ClickHouseSink {
     /// Applies the schema and returns a sink bound to `args.database`.
     pub async fn connect(args: &ClickHouseArgs, topic: &str) -> anyhow::Result<Self> {
-        let base = client(args);
+        let base = client(args)?;
         schema::migrate(&base, &args.database).await.with_context(|| {
-            format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.clickhouse_url)
+            format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.display_url())
         })?;
         Ok(ClickHouseSink { client: base.with_database(&args.database), topic: topic.to_string() })
     }
@@ -132,8 +133,8 @@ impl ClickHouseSink {
                     offset: r.offset,
                     reason: r.reason.as_str(),
                     detail: &r.detail,
-                    raw: &r.raw,
-                    raw_size: r.raw_size as u64,
+                    raw: r.raw_prefix(),
+                    raw_size: r.raw.len() as u64,
                 })
                 .await?;
             }

@@ -4,11 +4,12 @@
 
 pub mod clickhouse;
 pub mod console;
+pub mod dlq;
 
 use std::sync::Arc;
 
 use crate::event::{AdFormat, EventType};
-use crate::parse::RejectReason;
+use crate::parse::{Reject, RejectReason};
 use crate::window::{Checkpoint, WindowRow};
 
 /// A window row with its source partition and campaign name resolved.
@@ -35,7 +36,8 @@ pub struct LateRecord {
     pub reason: &'static str,
 }
 
-/// Most bytes of a rejected message kept for inspection.
+/// Most bytes of a rejected message kept in ClickHouse for inspection (the
+/// dead-letter topic gets the whole message).
 pub const REJECT_RAW_LIMIT: usize = 4096;
 
 /// A message that failed validation.
@@ -45,9 +47,32 @@ pub struct RejectRecord {
     pub offset: i64,
     pub reason: RejectReason,
     pub detail: String,
-    /// The first [`REJECT_RAW_LIMIT`] bytes of the message, verbatim.
+    /// The message key, verbatim, if it had one.
+    pub key: Option<Vec<u8>>,
+    /// The whole message, verbatim: the dead-letter topic must be able to
+    /// replay it byte for byte.
     pub raw: Vec<u8>,
-    pub raw_size: usize,
+    /// When it was rejected, µs since the epoch (wall clock).
+    pub rejected_at_us: i64,
+}
+
+impl RejectRecord {
+    pub fn new(partition: i32, offset: i64, key: Option<&[u8]>, reject: Reject, payload: &[u8]) -> Self {
+        RejectRecord {
+            partition,
+            offset,
+            reason: reject.reason,
+            detail: reject.detail,
+            key: key.map(<[u8]>::to_vec),
+            raw: payload.to_vec(),
+            rejected_at_us: crate::time::now_micros(),
+        }
+    }
+
+    /// The first [`REJECT_RAW_LIMIT`] bytes, as stored in ClickHouse.
+    pub fn raw_prefix(&self) -> &[u8] {
+        &self.raw[..self.raw.len().min(REJECT_RAW_LIMIT)]
+    }
 }
 
 #[derive(Debug, Default)]

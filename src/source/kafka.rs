@@ -17,38 +17,75 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cli::KafkaArgs;
+use crate::secret::redact_option;
 use crate::window::Checkpoint;
 
-/// Base client configuration: brokers plus any `--kafka-option key=value`.
+/// Largest record the topics adstream creates accept (`max.message.bytes`),
+/// and what its producers may send. Kafka's default (~1 MB) refuses a 1 MiB
+/// message outright; this leaves room for oversized input to reach the
+/// consumer, be rejected, and be forwarded whole to the dead-letter topic.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// Base client configuration: brokers, security/SASL settings, plus any
+/// `--kafka-option key=value`. The result holds secrets: never `Debug` it.
 pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &args.brokers);
+    let named = [
+        ("security.protocol", args.kafka_security_protocol.as_deref()),
+        ("sasl.mechanism", args.kafka_sasl_mechanism.as_deref()),
+        ("sasl.username", args.kafka_sasl_username.as_deref()),
+    ];
+    for (k, v) in named {
+        if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
+            cfg.set(k, v);
+        }
+    }
+    if let Some(p) = args.sasl_password()? {
+        cfg.set("sasl.password", p.expose());
+    }
     for opt in &args.kafka_options {
         let opt = opt.trim();
         if opt.is_empty() {
             continue;
         }
         let Some((k, v)) = opt.split_once('=') else {
-            bail!("--kafka-option {opt:?}: expected key=value");
+            // Not the option itself: it may be a mistyped secret.
+            bail!("--kafka-option {}: expected key=value", redact_option(opt));
         };
         cfg.set(k.trim(), v.trim());
     }
     Ok(cfg)
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists.
+/// Creates `args.topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
+    ensure_named_topic(args, &args.topic, partitions, replication, MAX_MESSAGE_BYTES).await
+}
+
+/// Creates `topic` unless it exists, accepting records up to
+/// `max_message_bytes`. `-1` partitions or replication means the broker's
+/// default. An existing topic is left as it is (its limits included).
+pub async fn ensure_named_topic(
+    args: &KafkaArgs,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    max_message_bytes: usize,
+) -> anyhow::Result<()> {
     let admin: AdminClient<QuietContext> =
         client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka admin client")?;
-    let topic = NewTopic::new(&args.topic, partitions, TopicReplication::Fixed(replication));
+    let max_bytes = max_message_bytes.to_string();
+    let new =
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)).set("max.message.bytes", &max_bytes);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .create_topics([&topic], &opts)
+        .create_topics([&new], &opts)
         .await
-        .with_context(|| format!("creating topic {:?} on {}", args.topic, args.brokers))?;
+        .with_context(|| format!("creating topic {topic:?} on {}", args.brokers))?;
     for r in results {
         match r {
-            Ok(_) => tracing::info!(topic = %args.topic, partitions, "created topic"),
+            Ok(_) => tracing::info!(topic, partitions, max_message_bytes, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => bail!("creating topic {t:?} on {}: {e}", args.brokers),
         }
@@ -176,6 +213,10 @@ pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsume
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
+        // Well above MAX_MESSAGE_BYTES. Records larger than
+        // max.partition.fetch.bytes (1 MiB default), such as a 1 MiB message
+        // to reject, are still fetched whole: a fetch always returns the
+        // first record batch, and librdkafka grows the partition fetch size.
         .set("fetch.max.bytes", "52428800")
         .set("queued.max.messages.kbytes", "65536")
         // librdkafka >= 2.1 pauses fetching for fetch.queue.backoff.ms

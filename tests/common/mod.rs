@@ -101,11 +101,17 @@ pub fn tail(b: &[u8]) -> String {
 
 /// Seeded events into `topic`, also written to the returned JSONL file.
 pub fn generate(topic: &str, count: u64, seed: u64, jitter: &str, dir: &Path) -> PathBuf {
+    generate_with(topic, count, seed, jitter, dir, &[])
+}
+
+/// [`generate`] with extra `adstream generate` flags (e.g. `--start-time`).
+pub fn generate_with(topic: &str, count: u64, seed: u64, jitter: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     let jsonl = dir.join(format!("{topic}.jsonl"));
     let out = run_ok(
         adstream()
             .args(["generate", "--topic", topic, "--rate", "0", "--seed", &seed.to_string(), "--jitter", jitter])
-            .args(["--count", &count.to_string(), "--out-jsonl", jsonl.to_str().unwrap()]),
+            .args(["--count", &count.to_string(), "--out-jsonl", jsonl.to_str().unwrap()])
+            .args(extra),
         Duration::from_secs(300),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -274,6 +280,12 @@ pub fn assert_windows_equal(actual: &Windows, expected: &Windows) -> usize {
 /// Full check: every window equals the oracle, and every raw event is either
 /// in a window or in the late table. Returns (rows compared, late events).
 pub async fn assert_matches_oracle(db: &str, raw: &str, events: u64) -> (usize, u64) {
+    assert_matches_oracle_with_rejects(db, raw, events, 0).await
+}
+
+/// [`assert_matches_oracle`] for a topic that also holds `rejected` invalid
+/// messages besides the `events` valid ones of `raw`.
+pub async fn assert_matches_oracle_with_rejects(db: &str, raw: &str, events: u64, rejected: i64) -> (usize, u64) {
     let actual = actual_windows(db).await;
     let expected = oracle_windows(db, raw).await;
     let rows = assert_windows_equal(&actual, &expected);
@@ -284,7 +296,7 @@ pub async fn assert_matches_oracle(db: &str, raw: &str, events: u64) -> (usize, 
             .await as u64;
     assert_eq!(late, late_known, "late events are real input events");
     assert_eq!(counted + late, events, "every event counted exactly once or reported late");
-    let rejected = scalar(&format!("SELECT count() FROM {db}.ad_rejected_events")).await;
-    assert_eq!(rejected, 0, "generated events are all valid");
+    let got = scalar(&format!("SELECT count() FROM {db}.ad_rejected_events")).await;
+    assert_eq!(got, rejected, "rejected messages (generated events are all valid)");
     (rows, late)
 }
