@@ -448,11 +448,7 @@ pub fn vm_hwm_kb(pid: u32) -> Option<u64> {
 impl RssWatch {
     pub fn new() -> Self {
         use std::sync::atomic::Ordering::Relaxed;
-        let w = RssWatch {
-            pids: Default::default(),
-            peak_kb: Default::default(),
-            stop: Default::default(),
-        };
+        let w = RssWatch { pids: Default::default(), peak_kb: Default::default(), stop: Default::default() };
         let (pids, peak, stop) = (w.pids.clone(), w.peak_kb.clone(), w.stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Relaxed) {
