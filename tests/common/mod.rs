@@ -551,6 +551,18 @@ pub fn service(script: &str, action: &str) -> Duration {
     t0.elapsed()
 }
 
+/// host:port of the Kafka broker or of ClickHouse's HTTP interface.
+fn service_addr(script: &str) -> String {
+    match script {
+        "kafka" => brokers().split(',').next().unwrap_or_default().to_string(),
+        _ => {
+            let url = clickhouse_url();
+            let rest = url.split("://").nth(1).unwrap_or(&url).to_string();
+            rest.split('/').next().unwrap_or_default().to_string()
+        }
+    }
+}
+
 /// Whether `scripts/<script>.sh status` reports the service running.
 pub fn service_running(script: &str) -> bool {
     Command::new("bash")
@@ -571,11 +583,18 @@ pub struct Outage {
 }
 
 impl Outage {
-    /// `scripts/<script>.sh down`, checked with `status`.
+    /// `scripts/<script>.sh down`, checked with `status` and by the port
+    /// refusing connections.
     pub fn begin(script: &'static str) -> (Self, Duration) {
         let took = service(script, "down");
+        let outage = Outage { script, up: false };
         assert!(!service_running(script), "scripts/{script}.sh down left it running");
-        (Outage { script, up: false }, took)
+        let addr = service_addr(script);
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "{addr} still accepts connections after {script}.sh down"
+        );
+        (outage, took)
     }
 
     /// `scripts/<script>.sh up`, checked with `status`.
