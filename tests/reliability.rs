@@ -28,6 +28,12 @@ static SERVICES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const FAST_GROUP: &str = "session.timeout.ms=6000,heartbeat.interval.ms=1000";
 
+/// 3 s of jitter against 1 s of allowed lateness: a few percent of the
+/// events are late, and every replay after a kill, outage or rebalance must
+/// classify exactly the same ones as late.
+const JITTER: &str = "3s";
+const LATENESS: &str = "1s";
+
 fn names() -> (String, String, String) {
     (unique("ad_events"), unique("g"), unique("rel"))
 }
@@ -45,6 +51,8 @@ fn run_args(topic: &str, group: &str, db: &str) -> Vec<String> {
         "1s",
         "--kafka-option",
         FAST_GROUP,
+        "--allowed-lateness",
+        LATENESS,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -66,8 +74,9 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// How far a caught-up group's committed offsets may trail the end of the
 /// topic: a commit points at the oldest open window (see `window.rs`), and
-/// with 10 s windows, 5 s lateness and 1000 events per simulated second at
-/// most two windows per partition are open, about 20,000 events in all.
+/// with 10 s windows, 1 s lateness, 3 s jitter and 1000 events per simulated
+/// second at most two windows per partition are open, about 20,000 events
+/// in all.
 const OPEN_TAIL: i64 = 30_000;
 
 fn produced(topic: &str) -> i64 {
@@ -101,6 +110,7 @@ async fn check_oracle(db: &str, topic: &str, jsonls: &[&std::path::Path], events
         load_raw_events(db, "raw_events", j).await;
     }
     let (rows, late) = assert_matches_oracle(db, "raw_events", events).await;
+    assert!(late > 0, "the stream must exercise the late path");
     let raw = scalar(&format!("SELECT count() FROM {db}.raw_events")).await as u64;
     assert_eq!(raw, events, "the oracle saw every generated event");
     let lengths = high_watermarks(topic).expect("high watermarks");
@@ -132,7 +142,7 @@ async fn kill_9_at_three_random_points_loses_and_duplicates_nothing() {
     let points: Vec<i64> = (0..3).map(|k| N as i64 / 10 + k * third + rng.random_range(0..third)).collect();
     println!("kill -9: {N} events at 20k/s, SIGKILL when the topic holds {points:?} events (seeded)");
 
-    let gen = Generator::start(&topic, GenSpec::new(N, 101, "2s", 20_000), &dir);
+    let gen = Generator::start(&topic, GenSpec::new(N, 101, JITTER, 20_000), &dir);
     wait_for_topic(&topic);
     let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
@@ -185,7 +195,7 @@ async fn broker_restart_mid_stream_keeps_adstream_running_and_exact() {
     let (topic, group, db) = names();
     let dir = scratch_dir();
     const N: u64 = 300_000;
-    let gen = Generator::start(&topic, GenSpec::new(N, 202, "2s", 20_000), &dir);
+    let gen = Generator::start(&topic, GenSpec::new(N, 202, JITTER, 20_000), &dir);
     wait_for_topic(&topic);
     let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
@@ -253,7 +263,7 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     let (topic, group, db) = names();
     let dir = scratch_dir();
     const N: u64 = 400_000;
-    let gen = Generator::start(&topic, GenSpec::new(N, 303, "2s", 20_000), &dir);
+    let gen = Generator::start(&topic, GenSpec::new(N, 303, JITTER, 20_000), &dir);
     wait_for_topic(&topic);
     let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
@@ -360,7 +370,7 @@ async fn scale_out_to_three_and_back_rebuilds_moved_partitions_exactly() {
     let (topic, group, db) = names();
     let dir = scratch_dir();
     const N: u64 = 300_000;
-    let gen = Generator::start(&topic, GenSpec::new(N, 404, "2s", 15_000), &dir);
+    let gen = Generator::start(&topic, GenSpec::new(N, 404, JITTER, 15_000), &dir);
     wait_for_topic(&topic);
     let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
@@ -430,7 +440,7 @@ async fn restart_on_a_drained_topic_changes_no_row() {
     let (topic, group, db) = names();
     let dir = scratch_dir();
     const N: u64 = 100_000;
-    let jsonl = generate(&topic, N, 505, "2s", &dir);
+    let jsonl = generate(&topic, N, 505, JITTER, &dir);
     let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
     let first = Runner::start("first", &with(&args, &["--drain"]), &dir);
@@ -484,10 +494,11 @@ async fn sigterm_under_full_load_exits_within_10s_and_restart_is_exact() {
     // backlog's event time.
     const BACKLOG: u64 = 200_000;
     const LIVE: u64 = 400_000;
-    let backlog = Generator::start(&topic, GenSpec::new(BACKLOG, 606, "2s", 0), &dir).finish(Duration::from_secs(300));
+    let backlog =
+        Generator::start(&topic, GenSpec::new(BACKLOG, 606, JITTER, 0), &dir).finish(Duration::from_secs(300));
     let mut live = Generator::start(
         &topic,
-        GenSpec { start_time: "2025-12-10T00:03:20Z", ..GenSpec::new(LIVE, 607, "2s", 40_000) },
+        GenSpec { start_time: "2025-12-10T00:03:20Z", ..GenSpec::new(LIVE, 607, JITTER, 40_000) },
         &dir,
     );
     let args = run_args(&topic, &group, &db);
