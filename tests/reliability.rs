@@ -266,12 +266,20 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     let gen = Generator::start(&topic, GenSpec::new(N, 303, JITTER, 20_000), &dir);
     wait_for_topic(&topic);
     let args = run_args(&topic, &group, &db);
+    // A second pipeline (own group and database) lives through the same
+    // outage but is SIGKILLed at its end: had it committed anything it had
+    // not written, its restart would skip those events and miss the oracle.
+    let (group_k, db_k) = (unique("g"), unique("rel"));
+    let args_k = run_args(&topic, &group_k, &db_k);
     let rss = RssWatch::new();
     let mut run = Runner::start("run", &with(&args, &[]), &dir);
+    let mut run_k = Runner::start("killed", &with(&args_k, &[]), &dir);
     rss.watch(run.pid());
-    wait_until("adstream to commit and the stream to reach 20%", Duration::from_secs(120), || {
+    rss.watch(run_k.pid());
+    wait_until("both pipelines to commit and the stream to reach 20%", Duration::from_secs(120), || {
         run.assert_alive("before the ClickHouse outage");
-        committed(&group, &topic) > 0 && produced(&topic) >= N as i64 / 5
+        run_k.assert_alive("before the ClickHouse outage");
+        committed(&group, &topic) > 0 && committed(&group_k, &topic) > 0 && produced(&topic) >= N as i64 / 5
     });
     let rows_before = scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await;
     let rss_before = vm_hwm_kb(run.pid()).unwrap_or(0) as f64 / 1024.0;
@@ -295,6 +303,8 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     let in_at_30s = events_in(&run.log_text());
     let rss_at_30s = vm_hwm_kb(run.pid()).unwrap_or(0) as f64 / 1024.0;
     let produced_during = produced(&topic);
+    run_k.assert_alive("through the ClickHouse outage");
+    run_k.kill9();
     let took_up = outage.end();
     let outage_s = t_out.elapsed().as_secs_f64();
     let rows_after = scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await;
@@ -312,10 +322,11 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
         "memory grew from {rss_at_15s:.0} MiB to {rss_at_30s:.0} MiB while ClickHouse was down"
     );
     println!(
-        "ClickHouse outage: down ({:.1} s) for {outage_s:.1} s in all, up ({:.1} s); committed offsets frozen at \
-         {frozen:?} throughout; events consumed at 15 s / 30 s into the outage: {a} / {b} \
-         (topic at {produced_during}); {failures} write-failure warnings (first 3, then every 20th) and retries; peak RSS {rss_before:.0} MiB \
-         before, {rss_at_15s:.0} MiB at 15 s, {rss_at_30s:.0} MiB at 30 s; rows kept {rows_before} -> {rows_after}",
+        "ClickHouse outage: down ({:.1} s) for {outage_s:.1} s in all, up ({:.1} s); committed offsets frozen \
+         at {frozen:?} throughout; events consumed at 15 s / 30 s into the outage: {a} / {b} (topic at \
+         {produced_during}); {failures} write-failure warnings (first 3, then every 20th) and retries; peak RSS \
+         {rss_before:.0} MiB before, {rss_at_15s:.0} MiB at 15 s, {rss_at_30s:.0} MiB at 30 s; rows kept \
+         {rows_before} -> {rows_after}; the second pipeline SIGKILLed at the end of the outage",
         took_down.as_secs_f64(),
         took_up.as_secs_f64(),
     );
@@ -329,12 +340,17 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     let (status, took) = run.sigterm(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM after the outage: {status}");
     let tail_run = Runner::start("run-drain", &with(&args, &["--drain"]), &dir);
+    let restart_k = Runner::start("killed-restart-drain", &with(&args_k, &["--drain"]), &dir);
     rss.watch(tail_run.pid());
+    rss.watch(restart_k.pid());
     tail_run.wait_ok(Duration::from_secs(300));
+    restart_k.wait_ok(Duration::from_secs(300));
     let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
+    let (rows_k, late_k) = check_oracle(&db_k, &topic, &[&jsonl], N).await;
     println!(
-        "ClickHouse outage: caught up (committed {caught_up} of {N}), SIGTERM exit 0 in {:.1} s; {N} events checked, {rows} rows equal the SQL \
-         oracle ({late} late); peak RSS {:.0} MiB; took {:.1} s",
+        "ClickHouse outage: caught up (committed {caught_up} of {N}), SIGTERM exit 0 in {:.1} s; {N} events \
+         checked, {rows} rows equal the SQL oracle ({late} late); the pipeline SIGKILLed at the end of the outage \
+         and restarted: {rows_k} rows equal the oracle ({late_k} late); peak RSS {:.0} MiB; took {:.1} s",
         took.as_secs_f64(),
         rss.peak_mib(),
         t_test.elapsed().as_secs_f64()
