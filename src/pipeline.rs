@@ -34,6 +34,9 @@ use crate::source::producer::{self, ProduceConfig, ProduceStats};
 use crate::stats::Stats;
 use crate::window::{Checkpoint, WindowConfig};
 
+/// How long shutdown waits for the final, synchronous offset commit.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long shutdown may keep retrying a failing sink before giving up
 /// (uncommitted work is replayed by the next start, so giving up is safe).
 pub(crate) const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(8);
@@ -139,15 +142,21 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     let loop_result = consume.await.context("consume loop panicked")?;
     // The final commit is synchronous so that it has landed before we leave
-    // the group.
+    // the group, but bounded: with the broker unreachable it would wait out
+    // the session timeout, and an orchestrator's grace period is shorter.
+    // A commit that does not land only means the tail is replayed.
     if sink_result.is_ok() && !last_commits.is_empty() {
         let (c, t, lc) = (consumer.clone(), topic.clone(), last_commits.clone());
-        match tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let commit = tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true));
+        match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
                 tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)")
             }
-            Err(e) => tracing::warn!("final offset commit: {e}"),
+            Ok(Err(e)) => tracing::warn!("final offset commit: {e}"),
+            Err(_) => tracing::warn!(
+                "final offset commit: no answer within {FINAL_COMMIT_TIMEOUT:?} (the uncommitted tail is replayed idempotently on restart)"
+            ),
         }
     }
     stats_task.abort();
