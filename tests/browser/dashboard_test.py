@@ -237,7 +237,7 @@ def browser(latest_window):
             if problem:
                 failures.append((name, f"chart {name!r} {problem}: {s['text'][:300]!r}"))
             else:
-                log(f"chart {name!r}: rendered ({s["canvas"]} canvas, {s['tableRows']} table rows)")
+                log(f"chart {name!r}: rendered ({s['canvas']} canvas, {s['tableRows']} table rows)")
         if len(data) < len(CHARTS):
             failures.append((None, f"only {len(data)} chart data requests answered, expected {len(CHARTS)}"))
         for key, (status, rows, err) in sorted(data.items(), key=str):
