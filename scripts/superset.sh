@@ -36,6 +36,10 @@ export SUPERSET_HOME="$RUN"
 export SUPERSET_CONFIG_PATH="$ROOT/superset/superset_config.py"
 export FLASK_APP=superset
 export SCARF_ANALYTICS=false # no usage pings
+# Superset evaluates relative time ranges ("last hour": DATEADD(DATETIME("now")…))
+# in its process's local time and compares them with the columns as they are;
+# adstream's are UTC, so Superset must run in UTC too.
+export TZ=UTC
 export ADSTREAM_CLICKHOUSE_URL="${ADSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_PORT:-8123}}"
 
 running_pid() {
