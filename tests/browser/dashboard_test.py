@@ -58,18 +58,31 @@ def log(msg):
 
 
 def ch(sql, data=None):
-    """One statement over ClickHouse's HTTP interface; returns the body text."""
-    url = CH_URL.rstrip("/") + "/?" + urllib.parse.urlencode({"query": sql} if data is not None else {})
+    """One statement over ClickHouse's HTTP interface; returns the body text.
+    Credentials come from the URL's userinfo or ADSTREAM_CLICKHOUSE_USER /
+    _PASSWORD, as for adstream."""
+    u = urllib.parse.urlsplit(CH_URL)
+    base = urllib.parse.urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path, "", ""))
+    url = base.rstrip("/") + "/?" + urllib.parse.urlencode({"query": sql} if data is not None else {})
     body = data if data is not None else sql.encode()
+    headers = {}
+    user = urllib.parse.unquote(u.username or "") or os.environ.get("ADSTREAM_CLICKHOUSE_USER")
+    password = urllib.parse.unquote(u.password or "") or os.environ.get("ADSTREAM_CLICKHOUSE_PASSWORD")
+    if user or password:
+        headers = {"X-ClickHouse-User": user or "default", "X-ClickHouse-Key": password or ""}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=120) as r:
+        req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        with urllib.request.urlopen(req, timeout=120) as r:
             return r.read().decode()
     except urllib.error.HTTPError as e:
         raise AssertionError(f"ClickHouse: {sql[:200]}: {e.read().decode()[:500]}") from None
 
 
 def adstream(*args, env_extra=None, limit=300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADSTREAM_")}
+    # Like the cargo tests: no stray ADSTREAM_* settings, except how to reach
+    # the services.
+    keep = ("ADSTREAM_CLICKHOUSE_USER", "ADSTREAM_CLICKHOUSE_PASSWORD", "ADSTREAM_CLICKHOUSE_PASSWORD_FILE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADSTREAM_") or k in keep}
     env.update({"ADSTREAM_BROKERS": BROKERS, "ADSTREAM_CLICKHOUSE_URL": CH_URL, **(env_extra or {})})
     r = subprocess.run([str(ADSTREAM), *args], env=env, capture_output=True, text=True, timeout=limit)
     if r.returncode != 0:
