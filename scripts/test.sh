@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: lint, unit tests, and the
 # end-to-end tests against a real Apache Kafka broker and the real ClickHouse
-# engine, both installed and started by this repo's own scripts.
+# engine, both installed and started by this repo's own scripts, then the
+# Superset dashboard rendered in headless Chromium (scripts/test-dashboard.sh).
 #
 #   scripts/test.sh
 #
@@ -56,4 +57,9 @@ start=$(date +%s)
 status=0
 cargo test --all-targets -- --include-ignored --nocapture || status=$?
 echo "tests took $(( $(date +%s) - start )) s"
+
+# Slower, and needs a browser: runs even when a cargo test failed, so one
+# run reports both. First run installs Superset and Chromium (~5 min).
+step "Superset dashboard in headless Chromium (scripts/test-dashboard.sh)"
+scripts/test-dashboard.sh || status=$?
 exit "$status"

@@ -10,6 +10,7 @@ const FILES: &[(&str, &str)] = &[
     ("002_window_parts.sql", include_str!("../sql/002_window_parts.sql")),
     ("003_metrics_views.sql", include_str!("../sql/003_metrics_views.sql")),
     ("004_late_and_rejected.sql", include_str!("../sql/004_late_and_rejected.sql")),
+    ("005_dashboard_views.sql", include_str!("../sql/005_dashboard_views.sql")),
 ];
 
 /// Identifiers reach SQL only through this check: letters, digits and `_`,

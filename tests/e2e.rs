@@ -214,6 +214,8 @@ async fn migrate_is_idempotent() {
             "ad_late_events_log",
             "ad_metrics",
             "ad_metrics_10s",
+            "ad_metrics_1m",
+            "ad_metrics_latest",
             "ad_rejected_events",
             "ad_rejected_events_log",
             "ad_window_parts"

@@ -49,6 +49,22 @@ Covered:
   * HTTP/1.1 keep-alive (always an exact Content-Length; a connection whose
     request body could not be read is closed).
 
+Clients checked against it: the Rust crate `clickhouse` (adstream and its
+tests), curl, and clickhouse-connect 1.12 (Superset's ClickHouse driver; the
+dashboard test in tests/browser/ drives it through Superset). What
+clickhouse-connect sends, and how it is served: `SELECT version(),
+timezone()` and `system.settings` (with its `readonly` column) at connect;
+queries with ` FORMAT Native` appended (the engine writes Native); the
+settings date_time_input_format, cast_string_to_dynamic_use_inference,
+cancel_http_readonly_queries_on_client_close, send_progress_in_http_headers
+and http_headers_progress_interval_ms as URL parameters (engine settings,
+applied with SET); session_id, client_protocol_version, wait_end_of_query
+and query_id (transport, accepted); `Authorization: Basic` (ignored, like
+user/password); `Accept-Encoding: lz4,zstd,br,gzip,deflate` (answered with
+lz4). It reads X-ClickHouse-Timezone and X-ClickHouse-Summary. Superset's
+schema browser and column sync use system.tables, system.columns and
+DESCRIBE, which the engine answers itself.
+
 Not covered (honestly): no authentication (user/password are ignored);
 unknown URL parameters are ignored where ClickHouse would fail with
 UNKNOWN_SETTING; INSERT ... SELECT ... FROM input() with body data; no
@@ -91,15 +107,6 @@ from chwire import ChError  # noqa: E402
 log = logging.getLogger("chfront")
 # One log line per request; CHFRONT_ACCESS_LOG=0 keeps only errors and requests > 1 s.
 ACCESS_LOG = os.environ.get("CHFRONT_ACCESS_LOG", "1") not in ("0", "false", "no")
-
-# URL parameters that are not engine settings (ClickHouse handles them in the
-# HTTP layer); accepted and ignored unless handled explicitly.
-TRANSPORT_PARAMS = {
-    "query", "database", "default_format", "compress", "decompress",
-    "query_id", "session_id", "session_timeout", "session_check", "close_session",
-    "user", "password", "quota_key", "role", "stacktrace", "buffer_size",
-    "wait_end_of_query", "client_protocol_version", "with_stacktrace",
-}
 
 # ClickHouse's HTTP handler maps some error names to HTTP statuses.
 STATUS_BY_ERROR = {}
@@ -412,16 +419,7 @@ class Handler(BaseHTTPRequestHandler):
 
         database = params.get("database") or hdr.get("X-ClickHouse-Database") or ""
         fmt = params.get("default_format") or hdr.get("X-ClickHouse-Format") or "TabSeparated"
-        qparams, settings, ignored = {}, {}, []
-        for k, v in params.items():
-            if k.startswith("param_"):
-                qparams[k[6:]] = v
-            elif k in TRANSPORT_PARAMS:
-                continue
-            elif k in eng.settings:
-                settings[k] = v
-            else:
-                ignored.append(k)
+        qparams, settings, ignored = chwire.classify_params(params, eng.settings)
         if ignored:
             log.info("ignoring unknown URL parameters: %s", ", ".join(ignored))
         if self.command == "GET" and "readonly" not in settings:

@@ -1,5 +1,5 @@
 """Wire-level helpers for chfront: ClickHouse's compressed block framing,
-HTTP content encodings, multipart bodies and a tiny SQL lexer that finds the
+HTTP content encodings, URL parameters, multipart bodies and a tiny SQL lexer that finds the
 `FORMAT <name>` clause of an INSERT (so the data after it can be fed to the
 engine as bytes, never decoded as text).
 
@@ -177,6 +177,40 @@ def http_decode(data, enc):
     except Exception as e:
         raise ChError(271, "CANNOT_DECOMPRESS", f"Cannot decode {enc} request body: {e}")
     raise ChError(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown HTTP Content-Encoding: {enc}")
+
+
+# --------------------------------------------------------------------------
+# URL parameters
+# --------------------------------------------------------------------------
+
+# Parameters ClickHouse handles in its HTTP layer, not engine settings;
+# accepted and ignored unless chfront handles them explicitly (query,
+# database, default_format, compress, decompress, query_id). Sessions are not
+# kept, so session_* are accepted without effect; clickhouse-connect sends a
+# session_id, client_protocol_version and wait_end_of_query with its queries.
+TRANSPORT_PARAMS = frozenset({
+    "query", "database", "default_format", "compress", "decompress",
+    "query_id", "session_id", "session_timeout", "session_check", "close_session",
+    "user", "password", "quota_key", "role", "stacktrace", "buffer_size",
+    "wait_end_of_query", "client_protocol_version", "with_stacktrace",
+})
+
+
+def classify_params(params, setting_names):
+    """Splits URL (or multipart) parameters into (query parameters without
+    the `param_` prefix, engine settings to SET for the request, names that
+    are neither). Transport parameters are in none of the three."""
+    qparams, settings, ignored = {}, {}, []
+    for k, v in params.items():
+        if k.startswith("param_"):
+            qparams[k[6:]] = v
+        elif k in TRANSPORT_PARAMS:
+            continue
+        elif k in setting_names:
+            settings[k] = v
+        else:
+            ignored.append(k)
+    return qparams, settings, ignored
 
 
 # --------------------------------------------------------------------------

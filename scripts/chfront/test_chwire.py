@@ -9,6 +9,7 @@ The vectors were produced by the Rust crates the ClickHouse client uses:
 
 import gzip
 import unittest
+from urllib.parse import parse_qsl, urlsplit
 
 import chwire
 from chwire import ChError
@@ -153,6 +154,53 @@ class SqlTest(unittest.TestCase):
                 b"name=\"param_x\"\r\n\r\nit\\'s\r\n--b1--\r\n")
         self.assertEqual(chwire.parse_multipart(body, "multipart/form-data; boundary=b1"),
                          {"query": b"SELECT {x:String}", "param_x": b"it\\'s"})
+
+
+# What clickhouse-connect 1.12.0 (Superset's driver) put in the URL of a
+# query and of its connect check, recorded between it and chfront.
+CLICKHOUSE_CONNECT_QUERY_URL = (
+    "/?date_time_input_format=best_effort&cast_string_to_dynamic_use_inference=1"
+    "&session_id=a4cd78ee-07fe-4f6a-abaf-b9bc49626d96&cancel_http_readonly_queries_on_client_close=1"
+    "&wait_end_of_query=1&send_progress_in_http_headers=1&http_headers_progress_interval_ms=120000"
+    "&database=adtech&query_id=decad42c-9791-4ce2-b2a5-1e7937d5e405")
+CLICKHOUSE_CONNECT_CHECK_URL = (
+    "/?wait_end_of_query=1&client_protocol_version=54405&database=adtech"
+    "&query_id=e2194308-cc37-49f0-ba77-2192704af07c")
+# Some of the engine's setting names (chfront reads all of them from
+# system.settings at startup).
+SETTING_NAMES = {"date_time_input_format", "cast_string_to_dynamic_use_inference",
+                 "cancel_http_readonly_queries_on_client_close", "send_progress_in_http_headers",
+                 "http_headers_progress_interval_ms", "readonly", "max_result_rows"}
+
+
+def _url_params(url):
+    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+
+
+class ParamsTest(unittest.TestCase):
+    def test_clickhouse_connect_query(self):
+        qparams, settings, ignored = chwire.classify_params(_url_params(CLICKHOUSE_CONNECT_QUERY_URL), SETTING_NAMES)
+        self.assertEqual(qparams, {})
+        self.assertEqual(ignored, [], "every parameter clickhouse-connect sends is understood")
+        self.assertEqual(settings, {
+            "date_time_input_format": "best_effort",
+            "cast_string_to_dynamic_use_inference": "1",
+            "cancel_http_readonly_queries_on_client_close": "1",
+            "send_progress_in_http_headers": "1",
+            "http_headers_progress_interval_ms": "120000",
+        })
+
+    def test_clickhouse_connect_check(self):
+        self.assertEqual(chwire.classify_params(_url_params(CLICKHOUSE_CONNECT_CHECK_URL), SETTING_NAMES),
+                         ({}, {}, []))
+
+    def test_query_params_settings_and_unknown_names(self):
+        qparams, settings, ignored = chwire.classify_params(
+            {"param_x": "1", "param_param_y": "2", "max_result_rows": "5", "no_such_setting": "1",
+             "session_id": "s", "user": "u", "password": "p"}, SETTING_NAMES)
+        self.assertEqual(qparams, {"x": "1", "param_y": "2"})
+        self.assertEqual(settings, {"max_result_rows": "5"})
+        self.assertEqual(ignored, ["no_such_setting"])
 
 
 if __name__ == "__main__":

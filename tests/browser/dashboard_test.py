@@ -1,0 +1,288 @@
+"""The Superset dashboard, end to end, in a real browser (run by
+scripts/test-dashboard.sh, which scripts/test.sh calls after the cargo tests).
+
+1. Feeds data through the real pipeline: `adstream generate` (seeded, event
+   times over the 10 minutes before now) into a fresh Kafka topic, then
+   `adstream run --drain` into a fresh ClickHouse database.
+2. Checks the dashboard's views against an oracle computed by SQL over the
+   raw events (ClickHouse's own JSON parser reads the generator's JSONL):
+   every (minute, campaign, format) of ad_metrics_1m, and ad_metrics_latest
+   = the six newest windows.
+3. `scripts/superset.sh up` pointed at that database, logs in with headless
+   Chromium (Debian's /usr/bin/chromium driven by Playwright), opens the
+   dashboard, waits until every chart has rendered, saves
+   target/screenshots/dashboard.png.
+4. Fails if a chart is missing, shows an error or "No results", its data
+   request failed or returned no rows, or it rendered nothing (no canvas /
+   no table rows); the table must show the latest window.
+
+Env: ADSTREAM_BROKERS, ADSTREAM_CLICKHOUSE_URL (as the cargo tests),
+SUPERSET_PORT (8088), DASHBOARD_TEST_DATABASE (adtech_dashboard_test),
+DASHBOARD_TEST_EVENTS (60000), CHROMIUM (/usr/bin/chromium).
+"""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ADSTREAM = ROOT / "target" / "debug" / "adstream"
+SHOTS = ROOT / "target" / "screenshots"
+CH_URL = os.environ.get("ADSTREAM_CLICKHOUSE_URL") or "http://127.0.0.1:8123"
+BROKERS = os.environ.get("ADSTREAM_BROKERS") or "127.0.0.1:9092"
+DB = os.environ.get("DASHBOARD_TEST_DATABASE") or "adtech_dashboard_test"
+EVENTS = int(os.environ.get("DASHBOARD_TEST_EVENTS") or "60000")
+EVENT_RATE = 100  # event-time rate: EVENTS / 100 s of traffic
+SUPERSET = f"http://{os.environ.get('SUPERSET_HOST') or '127.0.0.1'}:{os.environ.get('SUPERSET_PORT') or '8088'}"
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
+USER = os.environ.get("SUPERSET_ADMIN_USER") or "admin"
+PASSWORD = os.environ.get("SUPERSET_ADMIN_PASSWORD") or "admin"
+CHARTS = [
+    "CTR by ad format",
+    "eCPM by campaign",
+    "Revenue per 10 s window by ad format",
+    "Impressions vs clicks",
+    "Latest windows",
+]
+
+
+def log(msg):
+    print(f"dashboard test: {msg}", flush=True)
+
+
+def ch(sql, data=None):
+    """One statement over ClickHouse's HTTP interface; returns the body text.
+    Credentials come from the URL's userinfo or ADSTREAM_CLICKHOUSE_USER /
+    _PASSWORD, as for adstream."""
+    u = urllib.parse.urlsplit(CH_URL)
+    base = urllib.parse.urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path, "", ""))
+    url = base.rstrip("/") + "/?" + urllib.parse.urlencode({"query": sql} if data is not None else {})
+    body = data if data is not None else sql.encode()
+    headers = {}
+    user = urllib.parse.unquote(u.username or "") or os.environ.get("ADSTREAM_CLICKHOUSE_USER")
+    password = urllib.parse.unquote(u.password or "") or os.environ.get("ADSTREAM_CLICKHOUSE_PASSWORD")
+    if user or password:
+        headers = {"X-ClickHouse-User": user or "default", "X-ClickHouse-Key": password or ""}
+    try:
+        req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"ClickHouse: {sql[:200]}: {e.read().decode()[:500]}") from None
+
+
+def adstream(*args, env_extra=None, limit=300):
+    # Like the cargo tests: no stray ADSTREAM_* settings, except how to reach
+    # the services.
+    keep = ("ADSTREAM_CLICKHOUSE_USER", "ADSTREAM_CLICKHOUSE_PASSWORD", "ADSTREAM_CLICKHOUSE_PASSWORD_FILE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADSTREAM_") or k in keep}
+    env.update({"ADSTREAM_BROKERS": BROKERS, "ADSTREAM_CLICKHOUSE_URL": CH_URL, **(env_extra or {})})
+    r = subprocess.run([str(ADSTREAM), *args], env=env, capture_output=True, text=True, timeout=limit)
+    if r.returncode != 0:
+        raise AssertionError(f"adstream {' '.join(args)} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def feed(scratch):
+    """Seeded events through Kafka and `adstream run --drain` into DB."""
+    ch(f"DROP DATABASE IF EXISTS {DB}")
+    topic = f"dashboard_{os.getpid()}_{int(time.time())}"
+    now = int(time.time())
+    start = (now - 60 - EVENTS // EVENT_RATE) // 60 * 60  # whole minutes, ending about a minute ago
+    start_s = dt.datetime.fromtimestamp(start, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    jsonl = scratch / f"{topic}.jsonl"
+    t0 = time.monotonic()
+    out = adstream("generate", "--topic", topic, "--rate", "0", "--seed", "11", "--count", str(EVENTS),
+                   "--event-rate", str(EVENT_RATE), "--start-time", start_s, "--out-jsonl", str(jsonl))
+    assert "Failed deliveries: 0" in out.stdout, out.stdout
+    adstream("run", "--topic", topic, "--group", topic, "--drain", "--dlq-topic", "",
+             env_extra={"ADSTREAM_DATABASE": DB})
+    log(f"injected {EVENTS} seeded events (event time {start_s} + {EVENTS // EVENT_RATE} s) into topic {topic}, "
+        f"drained into ClickHouse database {DB} in {time.monotonic() - t0:.1f} s")
+    return jsonl
+
+
+def check_views_against_oracle(jsonl):
+    """ad_metrics_1m and ad_metrics_latest equal SQL over the raw events."""
+    ch(f"CREATE TABLE {DB}.raw_events (event_id String, timestamp String, user_id String, campaign_id String, "
+       "ad_format String, country String, device String, event_type String, revenue Decimal(18, 6)) "
+       "ENGINE = MergeTree ORDER BY tuple()")
+    ch(f"INSERT INTO {DB}.raw_events FORMAT JSONEachRow", jsonl.read_bytes())
+    late = int(ch(f"SELECT count() FROM {DB}.ad_late_events"))
+    assert late == 0, f"{late} late events (seeded in order, none expected)"
+    events = f"(SELECT *, parseDateTime64BestEffort(timestamp, 6, 'UTC') AS t FROM {DB}.raw_events)"
+    oracle_1m = ch(
+        f"SELECT toDateTime(toStartOfMinute(t)) AS m, campaign_id, ad_format, uniqExact(toStartOfInterval(t, INTERVAL 10 SECOND)), "
+        f"countIf(event_type = 'impression') AS i, countIf(event_type = 'click') AS c, "
+        f"toString(CAST(sum(revenue) AS Decimal(18, 6))) FROM {events} GROUP BY m, campaign_id, ad_format "
+        f"ORDER BY m, campaign_id, ad_format FORMAT TSV")
+    actual_1m = ch(f"SELECT toDateTime(minute), campaign_id, ad_format, windows, impressions, clicks, toString(revenue) "
+                   f"FROM {DB}.ad_metrics_1m ORDER BY minute, campaign_id, ad_format FORMAT TSV")
+    rows = oracle_1m.splitlines()
+    assert rows and actual_1m == oracle_1m, diff("ad_metrics_1m", actual_1m, oracle_1m)
+    # ratios recomputed from the sums, never averaged
+    bad = ch(f"SELECT count() FROM {DB}.ad_metrics_1m WHERE abs(ctr - clicks / impressions * 100) > 1e-9 "
+             f"OR abs(ecpm - toFloat64(revenue) / impressions * 1000) > 1e-9")
+    assert int(bad) == 0, f"{bad.strip()} rows of ad_metrics_1m with ctr/ecpm not from their sums"
+    oracle_latest = ch(
+        f"SELECT ws, campaign_id, ad_format, countIf(event_type = 'impression'), countIf(event_type = 'click'), "
+        f"toString(CAST(sum(revenue) AS Decimal(18, 6))) FROM "
+        f"(SELECT *, toDateTime(toStartOfInterval(t, INTERVAL 10 SECOND)) AS ws FROM {events}) "
+        f"WHERE ws IN (SELECT DISTINCT toDateTime(toStartOfInterval(t, INTERVAL 10 SECOND)) AS w FROM {events} "
+        f"ORDER BY w DESC LIMIT 6) GROUP BY ws, campaign_id, ad_format ORDER BY ws, campaign_id, ad_format FORMAT TSV")
+    actual_latest = ch(f"SELECT toDateTime(window_start), campaign_id, ad_format, impressions, clicks, "
+                       f"toString(revenue) FROM {DB}.ad_metrics_latest ORDER BY 1, 2, 3 FORMAT TSV")
+    assert actual_latest == oracle_latest, diff("ad_metrics_latest", actual_latest, oracle_latest)
+    latest = oracle_latest.splitlines()[-1].split("\t")[0]
+    log(f"oracle: {EVENTS} raw events, 0 late; ad_metrics_1m {len(rows)} rows (minute x campaign x format) equal, "
+        f"ad_metrics_latest {len(oracle_latest.splitlines())} rows (6 windows, newest {latest}) equal")
+    return latest
+
+
+def diff(name, actual, expected):
+    a, e = set(actual.splitlines()), set(expected.splitlines())
+    return (f"{name} differs from the oracle: {len(a - e)} unexpected rows, {len(e - a)} missing; "
+            f"unexpected {sorted(a - e)[:5]} missing {sorted(e - a)[:5]}")
+
+
+def superset_up():
+    env = dict(os.environ, ADSTREAM_DATABASE=DB, ADSTREAM_CLICKHOUSE_URL=CH_URL)
+    t0 = time.monotonic()
+    r = subprocess.run([str(ROOT / "scripts" / "superset.sh"), "up"], env=env, text=True, capture_output=True,
+                       timeout=1200)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr[-5000:])
+    assert r.returncode == 0, "scripts/superset.sh up failed"
+    log(f"superset up (provisioned for database {DB}) in {time.monotonic() - t0:.0f} s")
+
+
+# Runs in the page: one entry per chart on the dashboard, read from the DOM.
+CHART_STATE_JS = """
+() => [...document.querySelectorAll('.dashboard-component-chart-holder')].map(h => {
+  const title = (h.querySelector('[data-test="editable-title"], .header-title, [data-test="slice-header"]')
+                 || {}).innerText || '';
+  const text = h.innerText || '';
+  return {
+    title: title.trim(),
+    loading: !!h.querySelector('.loading, [aria-label="Loading"], [data-test="loading-indicator"]'),
+    error: !!h.querySelector('[data-test="alert"], .alert-danger, [role="alert"], .ant-alert-error')
+           || /Unexpected error|DB engine Error|Error:/i.test(text),
+    noResults: /No results were returned|No data/i.test(text),
+    canvas: h.querySelectorAll('canvas').length,
+    tableRows: h.querySelectorAll('table tbody tr').length,
+    text: text.slice(0, 4000),
+  };
+})
+"""
+
+
+def browser(latest_window):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / "dashboard.png"
+    failures = []  # (chart name or None, message)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        data = {}  # chart data responses: slice_id -> (status, rowcount, error)
+        console_errors = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+        def on_response(resp):
+            if "/api/v1/chart/data" not in resp.url:
+                return
+            try:
+                body = resp.json()
+                res = body.get("result") or [{}]
+                rows = sum(int(r.get("rowcount") or 0) for r in res)
+                err = "; ".join(str(r.get("error")) for r in res if r.get("error")) or body.get("message")
+            except Exception as e:  # noqa: BLE001 - a non-JSON answer is itself the failure
+                rows, err = 0, f"unreadable response: {e}"
+            qs = urllib.parse.parse_qs(urllib.parse.urlsplit(resp.url).query)
+            key = json.loads(qs.get("form_data", ["{}"])[0]).get("slice_id", resp.url)
+            data[key] = (resp.status, rows, err)
+
+        page.on("response", on_response)
+        t0 = time.monotonic()
+        page.goto(f"{SUPERSET}/login/")
+        page.fill("#username, input[name=username]", USER)
+        page.fill("#password, input[name=password]", PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda u: "/login" not in u, timeout=60_000)
+        log(f"logged in as {USER} with headless Chromium ({browser.version})")
+        page.goto(f"{SUPERSET}/superset/dashboard/ad-performance/", wait_until="domcontentloaded")
+        deadline = time.monotonic() + 180
+        states = []
+        while time.monotonic() < deadline:
+            states = page.evaluate(CHART_STATE_JS)
+            done = [s for s in states if not s["loading"] and (s["error"] or s["noResults"] or s["canvas"]
+                                                                  or s["tableRows"])]
+            if len(states) == len(CHARTS) and len(done) == len(CHARTS) and len(data) >= len(CHARTS):
+                break
+            page.wait_for_timeout(500)
+        page.wait_for_timeout(1500)  # let the ECharts entry animations finish before the screenshot
+        states = page.evaluate(CHART_STATE_JS)
+        page.screenshot(path=str(shot), full_page=True)
+        log(f"dashboard rendered in {time.monotonic() - t0:.1f} s; screenshot {shot.relative_to(ROOT)}")
+
+        titles = [s["title"] for s in states]
+        for name in CHARTS:
+            s = next((s for s in states if s["title"] == name), None)
+            if s is None:
+                failures.append((name, f"chart {name!r} not on the dashboard (found {titles})"))
+                continue
+            problem = ("still loading after 180 s" if s["loading"] else "shows an error" if s["error"]
+                       else "shows no data" if s["noResults"] else
+                       "rendered nothing" if not (s["canvas"] or s["tableRows"]) else None)
+            if name == "Latest windows" and not problem:
+                if s["tableRows"] < 15:
+                    problem = f"table has {s['tableRows']} rows, expected >= 15 (5 campaigns x 3 formats)"
+                elif latest_window not in s["text"]:
+                    problem = f"table does not show the latest window {latest_window}"
+            if problem:
+                failures.append((name, f"chart {name!r} {problem}: {s['text'][:300]!r}"))
+            else:
+                log(f"chart {name!r}: rendered ({s['canvas']} canvas, {s['tableRows']} table rows)")
+        if len(data) < len(CHARTS):
+            failures.append((None, f"only {len(data)} chart data requests answered, expected {len(CHARTS)}"))
+        for key, (status, rows, err) in sorted(data.items(), key=str):
+            if status != 200 or err or rows == 0:
+                failures.append((None, f"chart data request slice {key}: HTTP {status}, {rows} rows, error {err}"))
+            else:
+                log(f"chart data request slice {key}: HTTP 200, {rows} rows")
+        if console_errors:
+            log(f"browser console errors (not failures by themselves): {console_errors[:5]}")
+        browser.close()
+    return failures
+
+
+def main():
+    for need in (ADSTREAM, Path(CHROMIUM)):
+        if not need.exists():
+            sys.exit(f"dashboard test: {need} missing (scripts/test-dashboard.sh builds and installs it)")
+    scratch = ROOT / "target" / "dashboard-test"
+    scratch.mkdir(parents=True, exist_ok=True)
+    jsonl = feed(scratch)
+    latest = check_views_against_oracle(jsonl)
+    superset_up()
+    failures = browser(latest)
+    for _, msg in failures:
+        log("FAIL " + msg)
+    # one check per chart, plus one for the data requests as a whole
+    bad_charts = {name for name, _ in failures if name}
+    checks = len(CHARTS) + 1
+    failed = len(bad_charts) + (1 if any(name is None for name, _ in failures) else 0)
+    print(f"dashboard: {checks - failed} passed, {failed} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
