@@ -29,7 +29,7 @@ use crate::processor::Processor;
 use crate::sink::{self, Batch, Sink};
 use crate::source::kafka::{self, PipelineConsumer, RebalanceEvent};
 use crate::source::producer::{self, ProduceConfig, ProduceStats};
-use crate::stats::Stats;
+use crate::stats::{PartitionGauges, Stats};
 use crate::window::{Checkpoint, WindowConfig};
 
 /// How long shutdown may keep retrying a failing sink before giving up
@@ -47,6 +47,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
         SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
     };
+    let kafka_args = args.kafka.clone();
+    tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_args)).await??;
+    let ops = crate::health::Ops::start(&args, stats.clone()).await?;
     let mut dlq = sink::dlq::DlqSink::connect(&args.kafka, &args.dlq_topic, stats.clone()).await?;
 
     // Self-feed: the bundled generator in this process, producing to the
@@ -94,6 +97,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         stats: stats.clone(),
     };
     let consume = tokio::task::spawn_blocking(move || consume_loop(loop_ctx, tx));
+    let _probes = ops.probe(consumer.clone(), &topic);
 
     let stats_task = {
         let (stats, interval) = (stats.clone(), args.stats_interval);
@@ -173,16 +177,13 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
         let t0 = Instant::now();
         match sink.write(batch).await {
             Ok(()) => {
-                stats.last_insert_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-                stats.rows_written.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
-                stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                stats.insert_done(t0.elapsed(), batch.rows.len());
                 return Ok(());
             }
             Err(e) => {
-                let n = stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                if n < 3 || n.is_multiple_of(20) {
-                    tracing::warn!("sink write failed ({} so far), retrying in {backoff:?}: {e:#}", n + 1);
-                }
+                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                // Logged once per outage plus a reminder every 30 s.
+                stats.health.clickhouse.failed(&format!("sink write failed, retrying with backoff: {e:#}"));
                 if stop.load(Ordering::Relaxed) {
                     let since = *stopping_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > SHUTDOWN_WRITE_GRACE {
@@ -276,14 +277,17 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             fire_idle(&mut proc, &assigned, &last_msg, &mut idle, ctx.idle_timeout);
-            let lag: i64 = assigned
+            let gauges: std::collections::BTreeMap<i32, PartitionGauges> = assigned
                 .iter()
-                .filter_map(|&p| {
-                    let high = kafka::cached_high_watermark(consumer, &ctx.topic, p)?;
-                    Some((high - proc.next_offset(p)?).max(0))
+                .map(|&p| {
+                    let high = kafka::cached_high_watermark(consumer, &ctx.topic, p);
+                    let lag = high.zip(proc.next_offset(p)).map(|(h, n)| (h - n).max(0));
+                    (p, PartitionGauges { lag, watermark_us: proc.watermark(p) })
                 })
-                .sum();
+                .collect();
+            let lag: i64 = gauges.values().filter_map(|g| g.lag).sum();
             ctx.stats.lag.store(lag as u64, Ordering::Relaxed);
+            ctx.stats.set_partitions(gauges);
         }
         if last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
             if tx.blocking_send(proc.take_batch()).is_err() {

@@ -58,6 +58,55 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
     Ok(cfg)
 }
 
+/// Records librdkafka's complaints instead of logging them: used by
+/// [`check_reachable`], whose one error line quotes the last of them.
+#[derive(Default)]
+struct ProbeContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: RDKafkaLogLevel, _fac: &str, msg: &str) {
+        if (level as i32) <= RDKafkaLogLevel::Warning as i32 {
+            if let Ok(mut e) = self.last_error.lock() {
+                *e = Some(msg.to_string());
+            }
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// Fails with one line naming the brokers and what to set when no broker
+/// answers a metadata request within `--connect-timeout`: a wrong address
+/// at start is a configuration error, not something to retry forever.
+pub fn check_reachable(args: &KafkaArgs) -> anyhow::Result<()> {
+    let consumer: BaseConsumer<ProbeContext> = client_config(args)?
+        .set("log_level", "4")
+        .create_with_context(ProbeContext::default())
+        .context("creating Kafka client")?;
+    let timeout = args.connect_timeout.max(Duration::from_millis(100));
+    let result = consumer.fetch_metadata(None, timeout);
+    let detail = consumer.context().last_error.lock().ok().and_then(|e| e.clone());
+    match result {
+        Ok(md) if !md.brokers().is_empty() => Ok(()),
+        other => {
+            let why = detail.or_else(|| other.err().map(|e| e.to_string())).unwrap_or_else(|| "no broker".into());
+            bail!(
+                "Kafka at {} did not answer within {} ({}): check --brokers / ADSTREAM_BROKERS (and the security settings)",
+                args.brokers,
+                humantime::format_duration(timeout),
+                why.replace('\n', " ")
+            )
+        }
+    }
+}
+
 /// Creates `args.topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
     ensure_named_topic(args, &args.topic, partitions, replication, MAX_MESSAGE_BYTES).await
@@ -101,7 +150,12 @@ pub struct QuietContext {
 }
 
 impl QuietContext {
-    fn should_log(&self, key: &str) -> bool {
+    fn should_log(&self, msg: &str) -> bool {
+        // librdkafka varies its lines during an outage ("after 12ms in
+        // state CONNECT, 3 identical error(s) suppressed"): without digits,
+        // they are one message.
+        let key: String = msg.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let key = key.as_str();
         let Ok(mut last) = self.last.lock() else { return true };
         let now = Instant::now();
         match last.get(key) {
