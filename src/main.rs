@@ -35,11 +35,13 @@ fn main() -> ExitCode {
 /// print as usual.
 fn parse() -> Result<Cli, ExitCode> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut cmd = Cli::command();
-    if let Err(e) = config::apply(&args, &cmd) {
+    if let Err(e) = config::apply(&args, &Cli::command()) {
         eprintln!("error: {e:#}");
         return Err(ExitCode::from(2));
     }
+    // Built after the file is applied: clap reads the environment when the
+    // command is defined.
+    let mut cmd = Cli::command();
     let matches = match cmd.try_get_matches_from_mut(&args) {
         Ok(m) => m,
         Err(e) => return Err(usage_error(e)),

@@ -219,7 +219,6 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
     // sought back once; the checkpoint is applied on the next message.
     let mut sought: HashMap<i32, Option<Checkpoint>> = HashMap::new();
     let mut last_flush = Instant::now();
-    let mut poll_errors: u64 = 0;
     // Wall-clock time of each partition's last message, for --idle-timeout;
     // `idle` holds the partitions fired since their last message.
     let mut last_msg: HashMap<i32, Instant> = HashMap::new();
@@ -258,10 +257,9 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 at_eof.insert(p);
             }
             Some(Err(e)) => {
-                poll_errors += 1;
-                if poll_errors < 5 || poll_errors.is_power_of_two() {
-                    tracing::warn!("consumer: {e} ({poll_errors} errors so far)");
-                }
+                // Logged once per outage plus a reminder every 30 s; the
+                // health probe logs the recovery.
+                ctx.stats.health.kafka.failed(&format!("consumer: {e}"));
             }
             Some(Ok(msg)) => {
                 let (p, offset) = (msg.partition(), msg.offset());

@@ -150,12 +150,7 @@ pub struct QuietContext {
 }
 
 impl QuietContext {
-    fn should_log(&self, msg: &str) -> bool {
-        // librdkafka varies its lines during an outage ("after 12ms in
-        // state CONNECT, 3 identical error(s) suppressed"): without digits,
-        // they are one message.
-        let key: String = msg.chars().filter(|c| !c.is_ascii_digit()).collect();
-        let key = key.as_str();
+    fn should_log(&self, key: &str) -> bool {
         let Ok(mut last) = self.last.lock() else { return true };
         let now = Instant::now();
         match last.get(key) {
@@ -173,7 +168,10 @@ impl QuietContext {
 
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        if !self.should_log(msg) {
+        // Keyed by facility and level, not by text: during an outage every
+        // broker thread repeats the same complaint with changing details
+        // ("after 12ms in state CONNECT, 3 identical error(s) suppressed").
+        if !self.should_log(&format!("log {fac} {}", level as i32)) {
             return;
         }
         match level {
@@ -194,7 +192,8 @@ impl ClientContext for QuietContext {
         {
             return;
         }
-        if self.should_log(reason) {
+        // Keyed by the error code, for the same reason as `log`.
+        if self.should_log(&format!("error {error}")) {
             tracing::warn!(target: "librdkafka", "{error}: {reason} (repeats are suppressed for 30 s)");
         }
     }
@@ -338,4 +337,26 @@ pub fn cached_high_watermark(consumer: &PipelineConsumer, topic: &str, p: i32) -
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_logs_each_kind_of_complaint_once_per_30_s() {
+        let q = QuietContext::default();
+        let mut logged = 0;
+        for _ in 0..300 {
+            // Whatever the text (broker thread, counters), the key is the
+            // facility and level, or the error code.
+            if q.should_log(&format!("log FAIL {}", RDKafkaLogLevel::Error as i32)) {
+                logged += 1;
+            }
+            if q.should_log(&format!("error {}", KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure))) {
+                logged += 1;
+            }
+        }
+        assert_eq!(logged, 2, "one FAIL line and one BrokerTransportFailure line for 300 of each");
+    }
 }
