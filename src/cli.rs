@@ -407,6 +407,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_addr_is_an_ip_and_port_or_off() {
+        let p = |s: &str| s.parse::<ListenAddr>();
+        assert_eq!(p("127.0.0.1:9464").unwrap().0, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(p("[::]:0").unwrap().0, Some("[::]:0".parse().unwrap()));
+        assert_eq!(p("off").unwrap().0, None);
+        assert!(p("localhost:9464").is_err() && p("9464").is_err());
+    }
+
+    #[test]
     fn debug_output_redacts_every_secret() {
         let cli = Cli::try_parse_from([
             "adstream",
