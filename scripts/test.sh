@@ -6,7 +6,10 @@
 #   scripts/test.sh
 #
 # Point ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL at your own services to
-# test against them instead; the local ones are then not started.
+# test against them instead; the local ones are then not started, and the
+# tests that stop and restart services (tests/reliability.rs: broker restart,
+# ClickHouse outage) are skipped (ADSTREAM_TEST_EXTERNAL_SERVICES=1), since
+# those services are not ours to take down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,10 @@ cargo clippy --all-targets -- -D warnings
 
 step "build"
 cargo build --all-targets
+
+if [ -n "${ADSTREAM_BROKERS:-}" ] || [ -n "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
+  export ADSTREAM_TEST_EXTERNAL_SERVICES=1
+fi
 
 started=()
 cleanup() {

@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format, &format!("starting runtime: {e}")),
     };
-    match rt.block_on(dispatch(cli.command)) {
+    let result = rt.block_on(dispatch(cli.command));
+    // Blocking work still running (a final commit to an unreachable broker)
+    // must not hold the exit; what it did not finish is replayed.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => fail(format, &format!("{e:#}")),
     }

@@ -3,8 +3,10 @@
 //!
 //! Two threads of control:
 //! - the **consume loop** (a blocking thread) polls Kafka, feeds the
-//!   processor and cuts a [`Batch`] every `--flush-interval`; it blocks when
-//!   the sink falls behind (bounded channel), which is the backpressure;
+//!   processor and cuts a [`Batch`] every `--flush-interval`; when the sink
+//!   falls behind (bounded channel full) it holds the batch and pauses the
+//!   assigned partitions until there is room again, which is the
+//!   backpressure; it also fires the windows of idle partitions;
 //! - the **sink task** writes each batch (retrying with backoff) and only
 //!   then commits the batch's checkpoints to Kafka.
 //!
@@ -31,6 +33,9 @@ use crate::source::kafka::{self, PipelineConsumer, RebalanceEvent};
 use crate::source::producer::{self, ProduceConfig, ProduceStats};
 use crate::stats::{PartitionGauges, Stats};
 use crate::window::{Checkpoint, WindowConfig};
+
+/// How long shutdown waits for the final, synchronous offset commit.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long shutdown may keep retrying a failing sink before giving up
 /// (uncommitted work is replayed by the next start, so giving up is safe).
@@ -141,15 +146,21 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     let loop_result = consume.await.context("consume loop panicked")?;
     // The final commit is synchronous so that it has landed before we leave
-    // the group.
+    // the group, but bounded: with the broker unreachable it would wait out
+    // the session timeout, and an orchestrator's grace period is shorter.
+    // A commit that does not land only means the tail is replayed.
     if sink_result.is_ok() && !last_commits.is_empty() {
         let (c, t, lc) = (consumer.clone(), topic.clone(), last_commits.clone());
-        match tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let commit = tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true));
+        match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
                 tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)")
             }
-            Err(e) => tracing::warn!("final offset commit: {e}"),
+            Ok(Err(e)) => tracing::warn!("final offset commit: {e}"),
+            Err(_) => tracing::warn!(
+                "final offset commit: no answer within {FINAL_COMMIT_TIMEOUT:?} (the uncommitted tail is replayed idempotently on restart)"
+            ),
         }
     }
     stats_task.abort();
@@ -224,6 +235,10 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
     let mut last_msg: HashMap<i32, Instant> = HashMap::new();
     let mut idle: BTreeSet<i32> = BTreeSet::new();
     let mut last_tick = Instant::now();
+    // A batch the sink had no room for yet, and whether fetching is paused
+    // because of it.
+    let mut held: Option<Batch> = None;
+    let mut paused = false;
 
     loop {
         if ctx.stop.load(Ordering::Relaxed) {
@@ -234,6 +249,9 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         for ev in consumer.context().take_rebalances() {
             match ev {
                 RebalanceEvent::Assigned(ps) => {
+                    // librdkafka may keep a partition's pause across a
+                    // revoke/assign, so state it either way.
+                    set_paused(consumer, &ctx.topic, &ps, held.is_some());
                     for p in ps {
                         assigned.insert(p);
                         at_eof.remove(&p);
@@ -287,11 +305,34 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             ctx.stats.lag.store(lag as u64, Ordering::Relaxed);
             ctx.stats.set_partitions(gauges);
         }
-        if last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
-            if tx.blocking_send(proc.take_batch()).is_err() {
-                bail!("sink stopped");
-            }
+        if held.is_none() && last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
+            held = Some(proc.take_batch());
             last_flush = Instant::now();
+        }
+        // Backpressure: when the sink is behind (e.g. ClickHouse is down and
+        // the writer is retrying), hold the batch and pause fetching instead
+        // of blocking here, so the loop keeps serving rebalances and Kafka's
+        // max.poll.interval, and memory stays bounded by one held batch plus
+        // the channel.
+        if let Some(batch) = held.take() {
+            match tx.try_send(batch) {
+                Ok(()) => {
+                    if paused {
+                        tracing::info!("sink caught up: resuming consumption");
+                        set_paused(consumer, &ctx.topic, &assigned.iter().copied().collect::<Vec<_>>(), false);
+                        paused = false;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    held = Some(batch);
+                    if !paused {
+                        tracing::warn!("sink is behind: pausing consumption until it catches up");
+                        set_paused(consumer, &ctx.topic, &assigned.iter().copied().collect::<Vec<_>>(), true);
+                        paused = true;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => bail!("sink stopped"),
+            }
         }
         let feed_done = ctx.feed_done.load(Ordering::SeqCst);
         if ctx.drain && feed_done && !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p)) {
@@ -310,11 +351,30 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(batch) = held.take() {
+        if tx.blocking_send(batch).is_err() {
+            bail!("sink stopped before the final batch");
+        }
+    }
     proc.fire_all();
     if tx.blocking_send(proc.take_batch()).is_err() {
         bail!("sink stopped before the final batch");
     }
     Ok(())
+}
+
+/// Pauses or resumes fetching `partitions` of `topic`. Pausing also drops
+/// librdkafka's prefetched messages for them (they are fetched again on
+/// resume), so a long sink outage costs no memory.
+fn set_paused(consumer: &PipelineConsumer, topic: &str, partitions: &[i32], pause: bool) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        tracing::warn!("{} partitions {partitions:?}: {e}", if pause { "pausing" } else { "resuming" });
+    }
 }
 
 /// Fires the windows of partitions that received nothing for

@@ -21,17 +21,9 @@ fn run_args<'a>(topic: &'a str, group: &'a str, db: &'a str) -> Vec<&'a str> {
     vec!["run", "--topic", topic, "--group", group, "--database", db, "--stats-interval", "2s"]
 }
 
-async fn parts_snapshot(db: &str) -> String {
-    tsv(&format!(
-        "SELECT window_start, campaign_id, ad_format, topic, partition, impressions, clicks, revenue, version, is_final \
-         FROM {db}.ad_window_parts FINAL ORDER BY window_start, campaign_id, ad_format, topic, partition"
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
-async fn every_window_equals_the_sql_oracle_and_a_restart_changes_nothing() {
+async fn every_window_equals_the_sql_oracle_and_a_new_group_replays_exactly() {
     let _ = NEEDS;
     let (topic, group, db) = (unique("ad_events"), unique("g"), unique("e2e"));
     let dir = scratch_dir();
@@ -50,12 +42,8 @@ async fn every_window_equals_the_sql_oracle_and_a_restart_changes_nothing() {
     assert_eq!(rows as i64, windows * 15, "5 campaigns x 3 formats in every window");
     println!("e2e: {N} events, {windows} windows, {rows} rows equal to the SQL oracle, {late} late, run took {run_secs:.1} s");
 
-    // Restarting on the drained topic (same group) must change no row.
-    let before = parts_snapshot(&db).await;
-    run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(120));
-    assert_eq!(parts_snapshot(&db).await, before, "a restart on a drained topic is a no-op");
-    assert_matches_oracle(&db, "raw_events", N).await;
-
+    // (A restart with the same group changing no row is checked in
+    // tests/reliability.rs.)
     // A new group replays the topic from the start: idempotent writes keep
     // the numbers exact (no double counting).
     run_ok(adstream().args(run_args(&topic, &unique("g2"), &db)).arg("--drain"), Duration::from_secs(300));

@@ -303,3 +303,343 @@ pub async fn assert_matches_oracle_with_rejects(db: &str, raw: &str, events: u64
     assert_eq!(got, rejected, "rejected messages (generated events are all valid)");
     (rows, late)
 }
+
+// ---------------------------------------------------------------------------
+// Failure injection (tests/reliability.rs): generators running beside the
+// pipeline, peak memory, committed offsets, and the repo's service scripts.
+
+/// Whether Kafka and ClickHouse belong to someone else (`scripts/test.sh`
+/// sets this when the user gives ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL):
+/// then tests must not stop and start them.
+pub fn external_services() -> bool {
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The knobs of one `adstream generate` run.
+#[derive(Debug, Clone)]
+pub struct GenSpec {
+    pub count: u64,
+    pub seed: u64,
+    pub jitter: &'static str,
+    /// Send rate, events/s (0 = as fast as possible).
+    pub rate: u64,
+    /// First event's time; a second generator on the same topic starts where
+    /// the first one's event time ends, so its events are not all late.
+    pub start_time: &'static str,
+}
+
+impl GenSpec {
+    pub fn new(count: u64, seed: u64, jitter: &'static str, rate: u64) -> Self {
+        GenSpec { count, seed, jitter, rate, start_time: "2025-12-10T00:00:00Z" }
+    }
+}
+
+/// A generator running in the background; [`Generator::finish`] waits for it
+/// and checks that every event was delivered and recorded.
+pub struct Generator {
+    child: KillOnDrop,
+    pub jsonl: PathBuf,
+    pub spec: GenSpec,
+}
+
+impl Generator {
+    /// Starts `adstream generate` into `topic` (created with 3 partitions).
+    /// Event time always advances 1000 events per simulated second, whatever
+    /// the send rate, so every test sees the same window sizes.
+    pub fn start(topic: &str, spec: GenSpec, dir: &Path) -> Self {
+        let jsonl = dir.join(format!("{topic}_{}.jsonl", spec.seed));
+        let child = adstream()
+            .args(["generate", "--topic", topic, "--rate", &spec.rate.to_string(), "--event-rate", "1000"])
+            .args(["--seed", &spec.seed.to_string(), "--jitter", spec.jitter, "--start-time", spec.start_time])
+            .args(["--count", &spec.count.to_string(), "--out-jsonl", jsonl.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn adstream generate");
+        Generator { child: KillOnDrop(Some(child)), jsonl, spec }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for the generator; panics unless all `count` events were
+    /// delivered and written to the JSONL file.
+    pub fn finish(mut self, limit: Duration) -> PathBuf {
+        let out = wait_with_limit(self.child.take(), limit);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("Failed deliveries: 0"),
+            "generate failed: {}\n{}\n{}",
+            out.status,
+            tail(&out.stdout),
+            tail(&out.stderr)
+        );
+        let lines = std::fs::read_to_string(&self.jsonl).unwrap().lines().count() as u64;
+        assert_eq!(lines, self.spec.count, "--out-jsonl holds exactly the delivered events");
+        self.jsonl.clone()
+    }
+}
+
+/// `adstream run` in the background with its log in `dir/<name>.log`.
+pub struct Runner {
+    child: KillOnDrop,
+    pub name: String,
+    pub log: PathBuf,
+    pub started: Instant,
+}
+
+impl Runner {
+    pub fn start(name: &str, args: &[&str], dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = adstream().args(args).stdout(Stdio::null()).stderr(file).spawn().expect("spawn adstream run");
+        Runner { child: KillOnDrop(Some(child)), name: name.to_string(), log, started: Instant::now() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.as_ref().expect("runner already stopped").id()
+    }
+
+    /// Alive (not exited, not a zombie).
+    pub fn is_alive(&mut self) -> bool {
+        self.child.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log's tail unless the process is still running.
+    pub fn assert_alive(&mut self, when: &str) {
+        if !self.is_alive() {
+            panic!("{} exited {when}:\n{}", self.name, tail(self.log_text().as_bytes()));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs at all.
+    pub fn kill9(mut self) {
+        let mut c = self.child.take();
+        c.kill().expect("SIGKILL");
+        let _ = c.wait();
+    }
+
+    /// SIGTERM, then waits up to `limit`; returns the exit status and how
+    /// long the exit took.
+    pub fn sigterm(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let c = self.child.take();
+        signal(c.id(), "TERM");
+        let t0 = Instant::now();
+        let out = wait_with_limit(c, limit);
+        (out.status, t0.elapsed())
+    }
+
+    /// Waits for a `--drain` run to finish and asserts it exited 0.
+    pub fn wait_ok(mut self, limit: Duration) {
+        let out = wait_with_limit(self.child.take(), limit);
+        assert!(out.status.success(), "{} failed: {}\n{}", self.name, out.status, tail(self.log_text().as_bytes()));
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill").success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Peak resident memory (VmHWM) of every process handed to [`RssWatch::watch`],
+/// sampled every 100 ms while they run: VmHWM is the kernel's own high-water
+/// mark, so only growth in a process's last 100 ms can escape it.
+pub struct RssWatch {
+    pids: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    peak_kb: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// VmHWM (peak RSS) of `pid` in KiB, if it is still running.
+pub fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl RssWatch {
+    pub fn new() -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = RssWatch { pids: Default::default(), peak_kb: Default::default(), stop: Default::default() };
+        let (pids, peak, stop) = (w.pids.clone(), w.peak_kb.clone(), w.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                let list = pids.lock().map(|p| p.clone()).unwrap_or_default();
+                for pid in list {
+                    if let Some(kb) = vm_hwm_kb(pid) {
+                        peak.fetch_max(kb, Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        w
+    }
+
+    pub fn watch(&self, pid: u32) {
+        if let Ok(mut p) = self.pids.lock() {
+            p.push(pid);
+        }
+        if let Some(kb) = vm_hwm_kb(pid) {
+            self.peak_kb.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Highest VmHWM seen so far, MiB.
+    pub fn peak_mib(&self) -> f64 {
+        self.peak_kb.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Default for RssWatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Committed offsets of `group` on partitions 0..3 of `topic` (-1: none),
+/// read without joining the group.
+pub fn committed_offsets(group: &str, topic: &str) -> Option<[i64; 3]> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let mut out = [-1i64; 3];
+    for (p, o) in out.iter_mut().enumerate() {
+        if let Some(rdkafka::Offset::Offset(n)) = got.find_partition(topic, p as i32).map(|e| e.offset()) {
+            *o = n;
+        }
+    }
+    Some(out)
+}
+
+/// High watermarks (messages so far) of partitions 0..3 of `topic`.
+pub fn high_watermarks(topic: &str) -> Option<[i64; 3]> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().ok()?;
+    let mut out = [0i64; 3];
+    for (p, o) in out.iter_mut().enumerate() {
+        *o = c.fetch_watermarks(topic, p as i32, Duration::from_secs(5)).ok()?.1;
+    }
+    Some(out)
+}
+
+pub fn sum3(a: [i64; 3]) -> i64 {
+    a.iter().map(|&x| x.max(0)).sum()
+}
+
+/// Runs `scripts/<script>.sh <action>` of this repo with the test's own
+/// environment (so KAFKA_PORT, CLICKHOUSE_PORT etc. carry over); returns how
+/// long it took.
+pub fn service(script: &str, action: &str) -> Duration {
+    let t0 = Instant::now();
+    let out = Command::new("bash")
+        .arg(format!("scripts/{script}.sh"))
+        .arg(action)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run service script");
+    assert!(
+        out.status.success(),
+        "scripts/{script}.sh {action}: {}\n{}\n{}",
+        out.status,
+        tail(&out.stdout),
+        tail(&out.stderr)
+    );
+    t0.elapsed()
+}
+
+/// host:port of the Kafka broker or of ClickHouse's HTTP interface.
+fn service_addr(script: &str) -> String {
+    match script {
+        "kafka" => brokers().split(',').next().unwrap_or_default().to_string(),
+        _ => {
+            let url = clickhouse_url();
+            let rest = url.split("://").nth(1).unwrap_or(&url).to_string();
+            rest.split('/').next().unwrap_or_default().to_string()
+        }
+    }
+}
+
+/// Whether `scripts/<script>.sh status` reports the service running.
+pub fn service_running(script: &str) -> bool {
+    Command::new("bash")
+        .arg(format!("scripts/{script}.sh"))
+        .arg("status")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops a service and brings it back when dropped, so a failing test does
+/// not leave the next tests without Kafka or ClickHouse.
+pub struct Outage {
+    script: &'static str,
+    up: bool,
+}
+
+impl Outage {
+    /// `scripts/<script>.sh down`, checked with `status` and by the port
+    /// refusing connections.
+    pub fn begin(script: &'static str) -> (Self, Duration) {
+        let took = service(script, "down");
+        let outage = Outage { script, up: false };
+        assert!(!service_running(script), "scripts/{script}.sh down left it running");
+        let addr = service_addr(script);
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "{addr} still accepts connections after {script}.sh down"
+        );
+        (outage, took)
+    }
+
+    /// `scripts/<script>.sh up`, checked with `status`.
+    pub fn end(mut self) -> Duration {
+        self.up = true;
+        let took = service(self.script, "up");
+        assert!(service_running(self.script), "scripts/{}.sh up did not bring it back", self.script);
+        took
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if !self.up {
+            let _ = Command::new("bash")
+                .arg(format!("scripts/{}.sh", self.script))
+                .arg("up")
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+        }
+    }
+}
+
+/// Every row of `ad_window_parts` after FINAL, for before/after comparisons.
+pub async fn parts_snapshot(db: &str) -> String {
+    tsv(&format!(
+        "SELECT window_start, campaign_id, ad_format, topic, partition, impressions, clicks, revenue, version, is_final \
+         FROM {db}.ad_window_parts FINAL ORDER BY window_start, campaign_id, ad_format, topic, partition"
+    ))
+    .await
+}
