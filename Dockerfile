@@ -1,6 +1,8 @@
-# Multi-stage build of the adstream binary. The build command is the same
-# `cargo build --release --locked` the benchmarks use; librdkafka is built
-# from the source rdkafka vendors, so no system Kafka library is needed.
+# Multi-stage build of the adstream binary. The build command,
+# `cargo build --release --locked --bin adstream`, is pinned by
+# tests/deploy_consistency.rs (which also checks that Cargo.lock satisfies
+# --locked); librdkafka is built from the source rdkafka vendors, so no
+# system Kafka library is needed.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
@@ -9,8 +11,12 @@ COPY sql ./sql
 RUN cargo build --release --locked --bin adstream
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+# curl: for the container health check on /healthz.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/adstream /usr/local/bin/adstream
 USER nobody
+# /metrics and /healthz; inside a container, listen on every interface.
+ENV ADSTREAM_METRICS_ADDR=0.0.0.0:9464
+EXPOSE 9464
 ENTRYPOINT ["adstream"]
 CMD ["run", "--self-feed", "1000"]

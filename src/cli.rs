@@ -16,8 +16,24 @@ use crate::secret::{redact_option, redact_url, Secret};
     about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse"
 )]
 pub struct Cli {
+    /// Settings file (TOML; keys are flag names, e.g. `brokers = "k1:9092"`,
+    /// optionally under a `[run]`/`[generate]`/... table). Precedence:
+    /// flags > ADSTREAM_* environment > this file > defaults. See
+    /// adstream.example.toml.
+    #[arg(long, global = true, env = "ADSTREAM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr: `text` (human-readable) or `json` (one object
+    /// per line, for log shippers). Filter with ADSTREAM_LOG (e.g. debug).
+    #[arg(long, global = true, env = "ADSTREAM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once per process: the size difference between variants is moot.
@@ -32,6 +48,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Apply the ClickHouse schema (sql/*.sql, embedded in the binary) idempotently.
     Migrate(ClickHouseArgs),
+    /// Print the latest windows from ClickHouse (ad_metrics_10s) as console
+    /// lines, to check the pipeline without a dashboard.
+    Report(ReportArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -66,6 +85,10 @@ pub struct KafkaArgs {
     /// ssl.ca.location=/etc/ca.pem. Values are never printed.
     #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true)]
     pub kafka_options: Vec<String>,
+    /// How long to wait at start for the brokers to answer before giving up
+    /// with an error.
+    #[arg(long, env = "ADSTREAM_CONNECT_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub connect_timeout: Duration,
 }
 
 /// Written by hand so that no secret reaches a log line: the password is a
@@ -81,6 +104,7 @@ impl std::fmt::Debug for KafkaArgs {
             .field("kafka_sasl_password", &self.kafka_sasl_password)
             .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
             .field("kafka_options", &self.kafka_options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -142,6 +166,24 @@ impl ClickHouseArgs {
     /// The endpoint for log lines: any password in it replaced.
     pub fn display_url(&self) -> String {
         redact_url(&self.clickhouse_url)
+    }
+
+    /// Checks the URL and the database name before anything is sent.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "--clickhouse-url {}: {why}; expected http://HOST:PORT or https://HOST:PORT (ADSTREAM_CLICKHOUSE_URL)",
+                self.display_url()
+            )
+        };
+        let url = url::Url::parse(&self.clickhouse_url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(&format!("scheme {:?} is not http or https", url.scheme())));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        crate::schema::validate_identifier("database", &self.database)
     }
 }
 
@@ -260,6 +302,48 @@ pub struct RunArgs {
     /// before its offset is committed. Empty disables it.
     #[arg(long, env = "ADSTREAM_DLQ_TOPIC", default_value = "ad-events-dlq")]
     pub dlq_topic: String,
+    /// Serve GET /metrics (Prometheus) and GET /healthz here, as IP:PORT
+    /// (0.0.0.0:9464 for all interfaces, port 0 for any free port); `off`
+    /// disables the endpoint.
+    #[arg(long, env = "ADSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: ListenAddr,
+    /// /healthz answers 503 once Kafka or ClickHouse has been failing for
+    /// this long (200 before).
+    #[arg(long, env = "ADSTREAM_UNHEALTHY_AFTER", value_parser = duration, default_value = "30s")]
+    pub unhealthy_after: Duration,
+}
+
+/// `--metrics-addr`: a socket address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" | "none" | "false" | "" => Ok(ListenAddr(None)),
+            a => a
+                .parse()
+                .map(|a| ListenAddr(Some(a)))
+                .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464) or off".to_string()),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    /// How many of the latest windows to print (each window prints one line
+    /// per campaign and format).
+    #[arg(long, env = "ADSTREAM_LAST", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub last: u32,
+    /// Only this campaign (e.g. C001).
+    #[arg(long, env = "ADSTREAM_CAMPAIGN")]
+    pub campaign: Option<String>,
+    /// Only this ad format.
+    #[arg(long = "format", env = "ADSTREAM_FORMAT", value_parser = ["banner", "interstitial", "rewarded_video"])]
+    pub ad_format: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -303,6 +387,13 @@ impl WindowArgs {
             size % 1_000 == 0,
             "--window must be a whole number of milliseconds (ClickHouse stores DateTime64(3))"
         );
+        // Windows aligned to the epoch then also align to every minute, so
+        // per-minute rollups and dashboards add up whole windows.
+        anyhow::ensure!(
+            60_000_000 % size == 0,
+            "--window {} does not divide a minute: use one of 1s, 2s, 5s, 10s, 15s, 20s, 30s, 1m (or another divisor of 60 s)",
+            humantime::format_duration(self.window)
+        );
         Ok(crate::window::WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
     }
 }
@@ -314,6 +405,15 @@ pub fn micros(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_addr_is_an_ip_and_port_or_off() {
+        let p = |s: &str| s.parse::<ListenAddr>();
+        assert_eq!(p("127.0.0.1:9464").unwrap().0, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(p("[::]:0").unwrap().0, Some("[::]:0".parse().unwrap()));
+        assert_eq!(p("off").unwrap().0, None);
+        assert!(p("localhost:9464").is_err() && p("9464").is_err());
+    }
 
     #[test]
     fn debug_output_redacts_every_secret() {

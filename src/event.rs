@@ -50,6 +50,13 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 2] = [EventType::Impression, EventType::Click];
+
+    /// Dense index 0..2, for per-type counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Impression => "impression",

@@ -8,13 +8,17 @@
 //! processor on in-process traffic.
 
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod event;
 pub mod generator;
+pub mod health;
+pub mod metrics;
 pub mod money;
 pub mod parse;
 pub mod pipeline;
 pub mod processor;
+pub mod report;
 pub mod schema;
 pub mod secret;
 pub mod sink;

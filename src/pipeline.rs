@@ -31,7 +31,7 @@ use crate::processor::Processor;
 use crate::sink::{self, Batch, Sink};
 use crate::source::kafka::{self, PipelineConsumer, RebalanceEvent};
 use crate::source::producer::{self, ProduceConfig, ProduceStats};
-use crate::stats::Stats;
+use crate::stats::{PartitionGauges, Stats};
 use crate::window::{Checkpoint, WindowConfig};
 
 /// How long shutdown waits for the final, synchronous offset commit.
@@ -52,6 +52,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
         SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
     };
+    let kafka_args = args.kafka.clone();
+    tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_args)).await??;
+    let ops = crate::health::Ops::start(&args, stats.clone()).await?;
     let mut dlq = sink::dlq::DlqSink::connect(&args.kafka, &args.dlq_topic, stats.clone()).await?;
 
     // Self-feed: the bundled generator in this process, producing to the
@@ -99,6 +102,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         stats: stats.clone(),
     };
     let consume = tokio::task::spawn_blocking(move || consume_loop(loop_ctx, tx));
+    let _probes = ops.probe(consumer.clone(), &topic);
 
     let stats_task = {
         let (stats, interval) = (stats.clone(), args.stats_interval);
@@ -184,16 +188,13 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
         let t0 = Instant::now();
         match sink.write(batch).await {
             Ok(()) => {
-                stats.last_insert_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-                stats.rows_written.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
-                stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                stats.insert_done(t0.elapsed(), batch.rows.len());
                 return Ok(());
             }
             Err(e) => {
-                let n = stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                if n < 3 || n.is_multiple_of(20) {
-                    tracing::warn!("sink write failed ({} so far), retrying in {backoff:?}: {e:#}", n + 1);
-                }
+                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                // Logged once per outage plus a reminder every 30 s.
+                stats.health.clickhouse.failed(&format!("sink write failed, retrying with backoff: {e:#}"));
                 if stop.load(Ordering::Relaxed) {
                     let since = *stopping_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > SHUTDOWN_WRITE_GRACE {
@@ -229,7 +230,6 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
     // sought back once; the checkpoint is applied on the next message.
     let mut sought: HashMap<i32, Option<Checkpoint>> = HashMap::new();
     let mut last_flush = Instant::now();
-    let mut poll_errors: u64 = 0;
     // Wall-clock time of each partition's last message, for --idle-timeout;
     // `idle` holds the partitions fired since their last message.
     let mut last_msg: HashMap<i32, Instant> = HashMap::new();
@@ -275,10 +275,9 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 at_eof.insert(p);
             }
             Some(Err(e)) => {
-                poll_errors += 1;
-                if poll_errors < 5 || poll_errors.is_power_of_two() {
-                    tracing::warn!("consumer: {e} ({poll_errors} errors so far)");
-                }
+                // Logged once per outage plus a reminder every 30 s; the
+                // health probe logs the recovery.
+                ctx.stats.health.kafka.failed(&format!("consumer: {e}"));
             }
             Some(Ok(msg)) => {
                 let (p, offset) = (msg.partition(), msg.offset());
@@ -294,14 +293,17 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             fire_idle(&mut proc, &assigned, &last_msg, &mut idle, ctx.idle_timeout);
-            let lag: i64 = assigned
+            let gauges: std::collections::BTreeMap<i32, PartitionGauges> = assigned
                 .iter()
-                .filter_map(|&p| {
-                    let high = kafka::cached_high_watermark(consumer, &ctx.topic, p)?;
-                    Some((high - proc.next_offset(p)?).max(0))
+                .map(|&p| {
+                    let high = kafka::cached_high_watermark(consumer, &ctx.topic, p);
+                    let lag = high.zip(proc.next_offset(p)).map(|(h, n)| (h - n).max(0));
+                    (p, PartitionGauges { lag, watermark_us: proc.watermark(p) })
                 })
-                .sum();
+                .collect();
+            let lag: i64 = gauges.values().filter_map(|g| g.lag).sum();
             ctx.stats.lag.store(lag as u64, Ordering::Relaxed);
+            ctx.stats.set_partitions(gauges);
         }
         if held.is_none() && last_flush.elapsed() >= ctx.flush_interval && proc.pending() {
             held = Some(proc.take_batch());

@@ -51,6 +51,11 @@ impl Processor {
         self.partitions.get(&p).and_then(|w| w.next_offset())
     }
 
+    /// Partition `p`'s watermark (max event time seen), µs.
+    pub fn watermark(&self, p: i32) -> Option<i64> {
+        self.partitions.get(&p).and_then(|w| w.watermark())
+    }
+
     /// Starts tracking partition `p`, from a committed checkpoint if any.
     pub fn init_partition(&mut self, p: i32, cp: Option<Checkpoint>) {
         let w = match cp {
@@ -111,9 +116,11 @@ impl Processor {
         match w.observe(offset, &o, &mut self.scratch) {
             Outcome::Counted => {
                 self.stats.counted.fetch_add(1, Relaxed);
+                self.stats.count_kind(o.ad_format, o.event_type);
             }
             Outcome::Updated => {
                 self.stats.counted.fetch_add(1, Relaxed);
+                self.stats.count_kind(o.ad_format, o.event_type);
                 self.stats.late_updates.fetch_add(1, Relaxed);
             }
             Outcome::Duplicate => {

@@ -1,10 +1,27 @@
 //! Counters shared by the consume loop, the sink task and the stats logger.
 //! Plain atomics: the consume loop bumps them per event, so no locks.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
 
+use crate::event::{AdFormat, EventType};
+use crate::health::Health;
 use crate::parse::RejectReason;
+
+/// Per-partition figures, refreshed by the consume loop once a second (not
+/// per event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionGauges {
+    /// Messages between the next offset to process and the broker's high
+    /// watermark (as of the last fetch response); `None` before either is
+    /// known.
+    pub lag: Option<i64>,
+    /// The partition's watermark (max event time seen), µs.
+    pub watermark_us: Option<i64>,
+}
 
 #[derive(Default)]
 pub struct Stats {
@@ -37,6 +54,14 @@ pub struct Stats {
     pub open_windows: AtomicU64,
     /// Lowest partition watermark, µs (i64::MIN = none yet).
     pub min_watermark_us: AtomicI64,
+    /// Events counted into windows, by [`AdFormat::index`] × [`EventType::index`].
+    pub counted_by_kind: [[AtomicU64; EventType::ALL.len()]; AdFormat::ALL.len()],
+    /// Assigned partitions' lag and watermark.
+    pub partitions: Mutex<BTreeMap<i32, PartitionGauges>>,
+    /// Total time spent in successful sink writes, µs (with `batches_written`,
+    /// the mean; the distribution goes to the metrics histogram).
+    pub insert_us_total: AtomicU64,
+    pub health: Health,
 }
 
 impl Stats {
@@ -48,6 +73,29 @@ impl Stats {
 
     pub fn reject(&self, r: RejectReason) {
         self.rejected[r.index()].fetch_add(1, Relaxed);
+    }
+
+    /// One event counted into a window.
+    pub fn count_kind(&self, f: AdFormat, t: EventType) {
+        self.counted_by_kind[f.index()][t.index()].fetch_add(1, Relaxed);
+    }
+
+    /// A sink write succeeded after `elapsed`.
+    pub fn insert_done(&self, elapsed: Duration, rows: usize) {
+        let ms = elapsed.as_millis() as u64;
+        self.last_insert_ms.store(ms, Relaxed);
+        self.insert_us_total.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.rows_written.fetch_add(rows as u64, Relaxed);
+        self.batches_written.fetch_add(1, Relaxed);
+        crate::metrics::record_insert(elapsed);
+        self.health.clickhouse.ok();
+    }
+
+    /// Replaces the per-partition figures (revoked partitions disappear).
+    pub fn set_partitions(&self, gauges: BTreeMap<i32, PartitionGauges>) {
+        if let Ok(mut p) = self.partitions.lock() {
+            *p = gauges;
+        }
     }
 
     pub fn rejected_total(&self) -> u64 {

@@ -21,7 +21,9 @@ fn adstream_with_secrets() -> Command {
         .env("ADSTREAM_KAFKA_SASL_USERNAME", SECRETS[2])
         .env("ADSTREAM_KAFKA_OPTIONS", format!("sasl.oauthbearer.config={}", SECRETS[3]))
         .env("ADSTREAM_CLICKHOUSE_URL", format!("http://adstream:{}@127.0.0.1:1", SECRETS[4]))
-        .env("ADSTREAM_BROKERS", "127.0.0.1:1");
+        .env("ADSTREAM_BROKERS", "127.0.0.1:1")
+        .env("ADSTREAM_METRICS_ADDR", "off")
+        .env("ADSTREAM_CONNECT_TIMEOUT", "1s");
     c
 }
 
@@ -100,4 +102,132 @@ fn hostile_database_names_are_refused_before_any_sql() {
             assert!(err.contains("is not a plain identifier"), "{sub} --database {db:?}: {err}");
         }
     }
+}
+
+/// `adstream` with no `ADSTREAM_*` from the caller and nothing listening
+/// where it would connect.
+fn bare() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ADSTREAM_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("ADSTREAM_BROKERS", "127.0.0.1:1").env("ADSTREAM_CLICKHOUSE_URL", "http://127.0.0.1:1");
+    c.env("ADSTREAM_METRICS_ADDR", "off").env("ADSTREAM_CONNECT_TIMEOUT", "1s");
+    c
+}
+
+/// Runs `cmd`, asserts a non-zero exit and exactly one stderr line that
+/// contains `hint`; returns that line.
+fn one_line_error(cmd: &mut Command, hint: &str) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{cmd:?} must fail:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{cmd:?}: one line, got:\n{err}");
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    assert!(lines[0].contains(hint), "{cmd:?}: {:?} lacks {hint:?}", lines[0]);
+    lines[0].to_string()
+}
+
+#[test]
+fn a_misconfiguration_exits_non_zero_with_one_line_saying_what_to_fix() {
+    let dir = std::env::temp_dir().join(format!("adstream-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "brokerz = \"x\"\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--clickhouse-url", "not a url"], "expected http://HOST:PORT"),
+        (vec!["migrate", "--clickhouse-url", "ftp://ch.example"], "scheme \"ftp\" is not http or https"),
+        (vec!["report", "--clickhouse-url", "http://"], "--clickhouse-url"),
+        (vec!["run", "--sink", "kafka"], "[possible values: clickhouse, console]"),
+        (vec!["run", "--window", "7s"], "does not divide a minute"),
+        (vec!["demo", "--window", "45s"], "does not divide a minute"),
+        (vec!["run", "--metrics-addr", "localhost"], "IP:PORT"),
+        (vec!["run", "--window", "ten"], "--window"),
+        (vec!["report", "--format", "native"], "[possible values: banner, interstitial, rewarded_video]"),
+        (vec!["report", "--last", "0"], "--last"),
+        (vec!["run", "--sink", "console"], "check --brokers / ADSTREAM_BROKERS"),
+        (vec!["generate", "--count", "1"], "Kafka at 127.0.0.1:1 did not answer within 1s"),
+        (vec!["run"], "ClickHouse at http://127.0.0.1:1 (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)"),
+        (vec!["migrate"], "http://127.0.0.1:1"),
+        (vec!["report"], "http://127.0.0.1:1"),
+        (vec!["--config", "/nonexistent/adstream.toml", "run"], "--config /nonexistent/adstream.toml: cannot read it"),
+        (vec!["--config", bad_toml.to_str().unwrap(), "run"], "unknown setting `brokerz`"),
+    ];
+    for (args, hint) in &cases {
+        let t0 = std::time::Instant::now();
+        let line = one_line_error(bare().args(args), hint);
+        println!("{:?} -> {line} ({:.1} s)", args, t0.elapsed().as_secs_f64());
+    }
+    println!("{} misconfigurations, each one line and a non-zero exit", cases.len());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_even_for_the_fatal_error() {
+    let out = bare().args(["--log-format", "json", "run", "--sink", "console"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["level"], "ERROR", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("Kafka at 127.0.0.1:1"), "{v}");
+    assert!(v["timestamp"].is_string(), "{v}");
+}
+
+#[test]
+fn settings_file_is_below_the_environment_and_flags_and_sections_win_over_the_top_level() {
+    let dir = std::env::temp_dir().join(format!("adstream-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("adstream.toml");
+    // The window is refused (7 s does not divide a minute), and the error
+    // names the value that won.
+    std::fs::write(&file, "window = \"7s\"\nsink = \"console\"\n[demo]\nwindow = \"9s\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    one_line_error(bare().args(["--config", f, "run"]), "--window 7s");
+    one_line_error(bare().args(["--config", f, "demo"]), "--window 9s");
+    one_line_error(bare().args(["run", "--config", f]).env("ADSTREAM_WINDOW", "11s"), "--window 11s");
+    one_line_error(
+        bare().args(["run", "--config", f, "--window", "13s"]).env("ADSTREAM_WINDOW", "11s"),
+        "--window 13s",
+    );
+    one_line_error(bare().arg("run").env("ADSTREAM_CONFIG", f), "--window 7s");
+    // Settings from the file appear as the environment in --help.
+    let out = bare().args(["--config", f, "run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[env: ADSTREAM_SINK=console]"));
+}
+
+/// Every flag of every subcommand is documented and has its own
+/// `ADSTREAM_*` variable, named after the flag.
+#[test]
+fn every_flag_has_help_and_an_adstream_env_var() {
+    use clap::CommandFactory;
+    let cmd = adstream::cli::Cli::command();
+    let mut checked = 0;
+    for sub in cmd.get_subcommands() {
+        let mut seen = std::collections::BTreeSet::new();
+        for a in sub.get_arguments().chain(cmd.get_arguments()) {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let long = a.get_long().unwrap_or_else(|| panic!("{} {id}: no long flag", sub.get_name()));
+            assert!(a.get_help().is_some_and(|h| !h.to_string().is_empty()), "{} --{long}: no help", sub.get_name());
+            let env = a.get_env().unwrap_or_else(|| panic!("{} --{long}: no env var", sub.get_name()));
+            let env = env.to_str().unwrap();
+            let from_flag = format!("ADSTREAM_{}", long.replace('-', "_").to_uppercase());
+            assert!(env == from_flag || env == format!("{from_flag}S"), "{} --{long}: {env}", sub.get_name());
+            assert!(seen.insert(env.to_string()), "{} {env} used twice", sub.get_name());
+            checked += 1;
+        }
+        let help = bare().args([sub.get_name(), "--help"]).output().unwrap();
+        assert!(help.status.success());
+        assert!(String::from_utf8_lossy(&help.stdout).contains("--config <FILE>"), "{}", sub.get_name());
+    }
+    println!(
+        "{checked} flags across {} subcommands: each with help and its ADSTREAM_* variable",
+        cmd.get_subcommands().count()
+    );
 }

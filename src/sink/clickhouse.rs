@@ -57,9 +57,10 @@ struct RejectedRow<'a> {
     raw_size: u64,
 }
 
-/// A client for `args`, not bound to a database. Fails only when the
-/// password file cannot be read.
+/// A client for `args`, not bound to a database. Fails when the URL or the
+/// database name is invalid or the password file cannot be read.
 pub fn client(args: &ClickHouseArgs) -> anyhow::Result<Client> {
+    args.validate()?;
     let mut c = Client::default().with_url(&args.clickhouse_url).with_user(&args.clickhouse_user);
     if let Some(p) = args.password()? {
         c = c.with_password(p.expose());

@@ -58,6 +58,55 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
     Ok(cfg)
 }
 
+/// Records librdkafka's complaints instead of logging them: used by
+/// [`check_reachable`], whose one error line quotes the last of them.
+#[derive(Default)]
+struct ProbeContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: RDKafkaLogLevel, _fac: &str, msg: &str) {
+        if (level as i32) <= RDKafkaLogLevel::Warning as i32 {
+            if let Ok(mut e) = self.last_error.lock() {
+                *e = Some(msg.to_string());
+            }
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// Fails with one line naming the brokers and what to set when no broker
+/// answers a metadata request within `--connect-timeout`: a wrong address
+/// at start is a configuration error, not something to retry forever.
+pub fn check_reachable(args: &KafkaArgs) -> anyhow::Result<()> {
+    let consumer: BaseConsumer<ProbeContext> = client_config(args)?
+        .set("log_level", "4")
+        .create_with_context(ProbeContext::default())
+        .context("creating Kafka client")?;
+    let timeout = args.connect_timeout.max(Duration::from_millis(100));
+    let result = consumer.fetch_metadata(None, timeout);
+    let detail = consumer.context().last_error.lock().ok().and_then(|e| e.clone());
+    match result {
+        Ok(md) if !md.brokers().is_empty() => Ok(()),
+        other => {
+            let why = detail.or_else(|| other.err().map(|e| e.to_string())).unwrap_or_else(|| "no broker".into());
+            bail!(
+                "Kafka at {} did not answer within {} ({}): check --brokers / ADSTREAM_BROKERS (and the security settings)",
+                args.brokers,
+                humantime::format_duration(timeout),
+                why.replace('\n', " ")
+            )
+        }
+    }
+}
+
 /// Creates `args.topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
     ensure_named_topic(args, &args.topic, partitions, replication, MAX_MESSAGE_BYTES).await
@@ -119,7 +168,10 @@ impl QuietContext {
 
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        if !self.should_log(msg) {
+        // Keyed by facility and level, not by text: during an outage every
+        // broker thread repeats the same complaint with changing details
+        // ("after 12ms in state CONNECT, 3 identical error(s) suppressed").
+        if !self.should_log(&format!("log {fac} {}", level as i32)) {
             return;
         }
         match level {
@@ -140,7 +192,8 @@ impl ClientContext for QuietContext {
         {
             return;
         }
-        if self.should_log(reason) {
+        // Keyed by the error code, for the same reason as `log`.
+        if self.should_log(&format!("error {error}")) {
             tracing::warn!(target: "librdkafka", "{error}: {reason} (repeats are suppressed for 30 s)");
         }
     }
@@ -315,4 +368,26 @@ pub fn cached_high_watermark(consumer: &PipelineConsumer, topic: &str, p: i32) -
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_logs_each_kind_of_complaint_once_per_30_s() {
+        let q = QuietContext::default();
+        let mut logged = 0;
+        for _ in 0..300 {
+            // Whatever the text (broker thread, counters), the key is the
+            // facility and level, or the error code.
+            if q.should_log(&format!("log FAIL {}", RDKafkaLogLevel::Error as i32)) {
+                logged += 1;
+            }
+            if q.should_log(&format!("error {}", KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure))) {
+                logged += 1;
+            }
+        }
+        assert_eq!(logged, 2, "one FAIL line and one BrokerTransportFailure line for 300 of each");
+    }
 }

@@ -84,7 +84,8 @@ pub struct ProduceConfig {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub out_jsonl: Option<std::path::PathBuf>,
-    /// Print `Sent N events | Rate: R events/sec` every second.
+    /// Print progress (`Sent N events | Rate: R events/sec | Failed: F`) on
+    /// stdout: see [`Progress`].
     pub progress: bool,
 }
 
@@ -123,8 +124,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
     let mut gen = Generator::new(cfg.generator);
     let (mut key, mut json) = (Vec::with_capacity(64), Vec::with_capacity(512));
     let pacer = Pacer::new(cfg.rate);
-    let mut last_progress = Instant::now();
-    let mut last_count = 0u64;
+    let mut progress = cfg.progress.then(Progress::new);
     let mut sent = 0u64;
     'outer: loop {
         if stop.load(Ordering::Relaxed)
@@ -155,13 +155,12 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
         }
         sent += 1;
         stats.enqueued.store(sent, Ordering::Relaxed);
-        if cfg.progress && last_progress.elapsed() >= Duration::from_secs(1) {
-            let now = Instant::now();
-            let rate = (sent - last_count) as f64 / now.duration_since(last_progress).as_secs_f64();
-            println!("Sent {} events | Rate: {} events/sec", thousands(sent), thousands_f(rate));
-            last_progress = now;
-            last_count = sent;
+        if let Some(p) = progress.as_mut() {
+            p.tick(sent, &stats);
         }
+    }
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
     // Wait for every delivery report: a message is only "sent" once acked.
     let flushed = producer.flush(Duration::from_secs(60));
@@ -177,6 +176,52 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
         anyhow::ensure!(ok && !producer.context().jsonl_error.load(Ordering::Relaxed), "writing --out-jsonl failed");
     }
     Ok(ProduceSummary { delivered, failed, elapsed })
+}
+
+/// The live progress line. On a terminal it is one line rewritten in place
+/// (`\r`) every second; in a pipe or file, where `\r` would pile up as
+/// garbage, a plain line every 10 s instead.
+struct Progress {
+    tty: bool,
+    every: Duration,
+    last: Instant,
+    last_count: u64,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        Progress { tty, every, last: Instant::now(), last_count: 0, drawn: false }
+    }
+
+    fn tick(&mut self, sent: u64, stats: &ProduceStats) {
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        let now = Instant::now();
+        let rate = (sent - self.last_count) as f64 / now.duration_since(self.last).as_secs_f64();
+        let line = format!(
+            "Sent {} events | Rate: {} events/sec | Failed: {}",
+            thousands(stats.delivered.load(Ordering::Relaxed)),
+            thousands_f(rate),
+            thousands(stats.failed.load(Ordering::Relaxed))
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = if self.tty { write!(out, "\r{line}\x1b[K") } else { writeln!(out, "{line}") };
+        let _ = out.flush();
+        self.drawn = self.tty;
+        self.last = now;
+        self.last_count = sent;
+    }
+
+    /// Ends the rewritten line so the summary starts on its own.
+    fn finish(&mut self) {
+        if self.drawn {
+            println!();
+        }
+    }
 }
 
 fn create(p: &Path) -> anyhow::Result<File> {

@@ -42,7 +42,10 @@ pub fn adstream() -> Command {
             c.env_remove(k);
         }
     }
-    c.env("ADSTREAM_BROKERS", brokers()).env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url());
+    // Tests run side by side: none may take the default metrics port.
+    c.env("ADSTREAM_BROKERS", brokers())
+        .env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url())
+        .env("ADSTREAM_METRICS_ADDR", "off");
     c
 }
 
