@@ -173,6 +173,10 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
         let t0 = Instant::now();
         match sink.write(batch).await {
             Ok(()) => {
+                let acked = Instant::now();
+                for &(due, n) in &batch.due {
+                    stats.visible_latency.record(acked.duration_since(due).as_micros() as u64, u64::from(n));
+                }
                 stats.last_insert_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
                 stats.rows_written.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
                 stats.batches_written.fetch_add(1, Ordering::Relaxed);

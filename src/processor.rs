@@ -2,9 +2,10 @@
 //! window rows / late records / rejections out, plus per-partition
 //! checkpoints. No I/O; the caller decides when a [`Batch`] leaves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::event::{event_key, Interner};
 use crate::parse::{parse_event, Reject, RejectReason};
@@ -26,6 +27,9 @@ pub struct Processor {
     batch: Batch,
     scratch: Vec<WindowRow>,
     stats: Arc<Stats>,
+    /// Per partition: when the watermark first passed a window end since
+    /// the last batch, i.e. since when fired rows have been waiting.
+    due_since: HashMap<i32, Instant>,
 }
 
 impl Processor {
@@ -39,6 +43,7 @@ impl Processor {
             batch: Batch::default(),
             scratch: Vec::new(),
             stats,
+            due_since: HashMap::new(),
         }
     }
 
@@ -68,6 +73,7 @@ impl Processor {
     pub fn drop_partition(&mut self, p: i32) {
         self.partitions.remove(&p);
         self.sent.remove(&p);
+        self.due_since.remove(&p);
         self.batch.commits.retain(|(q, _)| *q != p);
     }
 
@@ -108,7 +114,12 @@ impl Processor {
             revenue_micros: ev.revenue_micros,
             id: event_key(&ev.event_id),
         };
-        match w.observe(offset, &o, &mut self.scratch) {
+        let epoch = w.fire_epoch();
+        let outcome = w.observe(offset, &o, &mut self.scratch);
+        if w.fire_epoch() != epoch {
+            self.due_since.entry(p).or_insert_with(Instant::now);
+        }
+        match outcome {
             Outcome::Counted => {
                 self.stats.counted.fetch_add(1, Relaxed);
             }
@@ -183,8 +194,13 @@ impl Processor {
 
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
+        let now = Instant::now();
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);
+            let since = self.due_since.remove(&p).unwrap_or(now);
+            if !self.scratch.is_empty() {
+                self.batch.due.push((since, self.scratch.len() as u32));
+            }
             resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
         }
         let mut batch = std::mem::take(&mut self.batch);
@@ -215,8 +231,17 @@ impl Processor {
 }
 
 /// Moves emitted window rows of partition `p` into the batch, with their
-/// campaign names resolved.
+/// campaign names resolved. Rows not yet timed (final rows, emitted the
+/// moment the watermark closed their window) are due now.
 fn resolve_rows(batch: &mut Batch, interner: &Interner, p: i32, rows: &mut Vec<WindowRow>) {
+    if rows.is_empty() {
+        return;
+    }
+    let timed: u32 = batch.due.iter().map(|d| d.1).sum();
+    let untimed = ((batch.rows.len() + rows.len()) as u32).saturating_sub(timed);
+    if untimed > 0 {
+        batch.due.push((Instant::now(), untimed));
+    }
     for row in rows.drain(..) {
         batch.rows.push(OutRow { partition: p, campaign: interner.name(row.campaign).clone(), row });
     }
@@ -249,6 +274,7 @@ mod tests {
         }
         let b = p.take_batch();
         assert_eq!(b.rows.len(), 1, "window [00:00:00, 00:00:10) closed");
+        assert_eq!(b.due.iter().map(|d| d.1 as usize).sum::<usize>(), 1, "every row is timed once");
         assert_eq!(b.rows[0].row.totals.impressions, 1);
         assert_eq!(b.late.len(), 1);
         assert_eq!(b.late[0].event_id, "c");
@@ -284,6 +310,7 @@ mod tests {
         assert!(p.pending(), "an idle partition's open window goes out");
         let b = p.take_batch();
         assert_eq!(b.rows.len(), 1);
+        assert_eq!(b.due.len(), 1, "the forced row is timed from its emission");
         assert_eq!(b.rows[0].row.totals.clicks, 1);
         assert!(!b.rows[0].row.is_final);
         assert!(!p.pending());

@@ -247,11 +247,22 @@ pub struct PartitionWindows {
     restored_closed: Option<i64>,
     open: BTreeMap<i64, OpenWindow>,
     next_offset: Option<i64>,
+    /// Counts the times the watermark crossed a window end (so that some
+    /// window fired); lets the caller timestamp firings without this module
+    /// reading a clock.
+    fire_epoch: u64,
 }
 
 impl PartitionWindows {
     pub fn new(cfg: WindowConfig) -> Self {
-        PartitionWindows { cfg, max_ts: None, restored_closed: None, open: BTreeMap::new(), next_offset: None }
+        PartitionWindows {
+            cfg,
+            max_ts: None,
+            restored_closed: None,
+            open: BTreeMap::new(),
+            next_offset: None,
+            fire_epoch: 0,
+        }
     }
 
     /// State for replaying from a committed checkpoint.
@@ -262,6 +273,7 @@ impl PartitionWindows {
             restored_closed: cp.closed_max_ts,
             open: BTreeMap::new(),
             next_offset: Some(cp.offset),
+            fire_epoch: 0,
         }
     }
 
@@ -272,6 +284,13 @@ impl PartitionWindows {
     /// The max event time seen, or `None` before the first event.
     pub fn watermark(&self) -> Option<i64> {
         self.max_ts
+    }
+
+    /// Grows by one whenever the watermark passes a window end. The
+    /// processor compares it around [`observe`](Self::observe) to learn
+    /// *when* windows became due, for the fire-to-visible latency figure.
+    pub fn fire_epoch(&self) -> u64 {
+        self.fire_epoch
     }
 
     /// The next offset this partition expects (`None` before the first).
@@ -349,6 +368,9 @@ impl PartitionWindows {
         w.dirty = true;
 
         if self.max_ts.is_none_or(|m| ts > m) {
+            if max_ts_before.is_some_and(|m| self.cfg.window_start(m) < start) {
+                self.fire_epoch += 1;
+            }
             self.max_ts = Some(ts);
             self.close_expired(out);
         }
@@ -506,6 +528,24 @@ mod tests {
         assert_eq!(c.window_start(10 * S), 10 * S, "00:00:10.000 belongs to the next window");
         assert_eq!(c.window_start(-1), -10 * S);
         assert_eq!(c.window_start(1_765_327_581_994_570), 1_765_327_580_000_000);
+    }
+
+    #[test]
+    fn fire_epoch_moves_when_the_watermark_passes_a_window_end() {
+        let mut w = PartitionWindows::new(cfg());
+        let b = |t: f64| (t, 0, AdFormat::Banner, Impression, 0);
+        feed(&mut w, 0, &[b(1.0), b(9.9)]);
+        assert_eq!(w.fire_epoch(), 0, "window [0, 10) still open");
+        feed(&mut w, 2, &[b(10.0)]);
+        assert_eq!(w.fire_epoch(), 1, "watermark 10 s: [0, 10) fired");
+        feed(&mut w, 3, &[b(5.0), b(19.9)]);
+        assert_eq!(w.fire_epoch(), 1, "no window end passed");
+        feed(&mut w, 5, &[b(45.0)]);
+        assert_eq!(w.fire_epoch(), 2, "one jump past several ends is one firing moment");
+        let mut r = PartitionWindows::restore(cfg(), &w.checkpoint().unwrap());
+        assert_eq!(r.fire_epoch(), 0);
+        feed(&mut r, 6, &[b(46.0), b(50.0)]);
+        assert_eq!(r.fire_epoch(), 1, "a restored partition counts from its checkpointed watermark");
     }
 
     #[test]
