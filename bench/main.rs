@@ -90,6 +90,10 @@ enum Bench {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let reps = cli.reps.max(1);
+    if let Err(e) = std::fs::create_dir_all(&cli.out) {
+        eprintln!("adstream-bench: creating {}: {e}", cli.out.display());
+        return ExitCode::FAILURE;
+    }
     let result = match cli.bench {
         Bench::Engine { events, event_rate, flush_every } => engine::run(
             &engine::EngineArgs { events, reps, event_rate, flush_every: flush_every.max(1), seed: 42 },

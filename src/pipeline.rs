@@ -279,6 +279,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
+            proc.publish_stats();
             fire_idle(&mut proc, &assigned, &last_msg, &mut idle, ctx.idle_timeout);
             let lag: i64 = assigned
                 .iter()

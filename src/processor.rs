@@ -30,6 +30,25 @@ pub struct Processor {
     /// Per partition: when the watermark first passed a window end since
     /// the last batch, i.e. since when fired rows have been waiting.
     due_since: HashMap<i32, Instant>,
+    /// Per-event counters, published to `stats` by [`take_batch`] and
+    /// [`publish_stats`]: an atomic add per event and counter (a locked
+    /// instruction that also drains the store buffer) cost about 15 % of the
+    /// engine's time.
+    ///
+    /// [`take_batch`]: Processor::take_batch
+    /// [`publish_stats`]: Processor::publish_stats
+    counts: Counts,
+}
+
+/// Events since the last [`Processor::publish_stats`], by fate.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    consumed: u64,
+    counted: u64,
+    late_updates: u64,
+    duplicates: u64,
+    replay_skipped: u64,
+    late: u64,
 }
 
 impl Processor {
@@ -44,6 +63,7 @@ impl Processor {
             scratch: Vec::new(),
             stats,
             due_since: HashMap::new(),
+            counts: Counts::default(),
         }
     }
 
@@ -88,7 +108,7 @@ impl Processor {
             // Redelivered below the resume point: already accounted for.
             return;
         }
-        self.stats.consumed.fetch_add(1, Relaxed);
+        self.counts.consumed += 1;
         let ev = match parse_event(payload, self.max_event_bytes) {
             Ok(ev) => ev,
             Err(rej) => {
@@ -121,20 +141,20 @@ impl Processor {
         }
         match outcome {
             Outcome::Counted => {
-                self.stats.counted.fetch_add(1, Relaxed);
+                self.counts.counted += 1;
             }
             Outcome::Updated => {
-                self.stats.counted.fetch_add(1, Relaxed);
-                self.stats.late_updates.fetch_add(1, Relaxed);
+                self.counts.counted += 1;
+                self.counts.late_updates += 1;
             }
             Outcome::Duplicate => {
-                self.stats.duplicates.fetch_add(1, Relaxed);
+                self.counts.duplicates += 1;
             }
             Outcome::AlreadyEmitted => {
-                self.stats.replay_skipped.fetch_add(1, Relaxed);
+                self.counts.replay_skipped += 1;
             }
             Outcome::Late { window_start_us, watermark_us } => {
-                self.stats.late.fetch_add(1, Relaxed);
+                self.counts.late += 1;
                 self.batch.late.push(LateRecord {
                     partition: p,
                     offset,
@@ -192,8 +212,28 @@ impl Processor {
             || self.partitions.iter().any(|(p, w)| w.checkpoint().is_some_and(|cp| self.sent.get(p) != Some(&cp)))
     }
 
+    /// Adds the per-event counters gathered since the last call to the
+    /// shared [`Stats`] (done by every [`take_batch`](Self::take_batch) too).
+    pub fn publish_stats(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let s = &self.stats;
+        for (atomic, n) in [
+            (&s.consumed, c.consumed),
+            (&s.counted, c.counted),
+            (&s.late_updates, c.late_updates),
+            (&s.duplicates, c.duplicates),
+            (&s.replay_skipped, c.replay_skipped),
+            (&s.late, c.late),
+        ] {
+            if n > 0 {
+                atomic.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
+        self.publish_stats();
         let now = Instant::now();
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);

@@ -251,7 +251,15 @@ pub struct PartitionWindows {
     /// window fired); lets the caller timestamp firings without this module
     /// reading a clock.
     fire_epoch: u64,
+    /// Id sets of closed windows, cleared but keeping their capacity, for
+    /// the next windows: a window's set would otherwise grow from empty by
+    /// doubling (about a dozen reallocations and rehashes of every id so far
+    /// per window). At most [`SPARE_ID_SETS`] are kept.
+    spare_ids: Vec<IdSet>,
 }
+
+/// Spare id sets kept per partition (about the windows open at once).
+const SPARE_ID_SETS: usize = 2;
 
 impl PartitionWindows {
     pub fn new(cfg: WindowConfig) -> Self {
@@ -262,6 +270,7 @@ impl PartitionWindows {
             open: BTreeMap::new(),
             next_offset: None,
             fire_epoch: 0,
+            spare_ids: Vec::new(),
         }
     }
 
@@ -274,6 +283,7 @@ impl PartitionWindows {
             open: BTreeMap::new(),
             next_offset: Some(cp.offset),
             fire_epoch: 0,
+            spare_ids: Vec::new(),
         }
     }
 
@@ -305,8 +315,10 @@ impl PartitionWindows {
     }
 
     /// Event ids held for deduplication, and the heap bytes they take.
+    /// Spare (empty) sets kept for reuse count in the bytes.
     pub fn dedup_footprint(&self) -> (usize, usize) {
-        self.open.values().fold((0, 0), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
+        let spare: usize = self.spare_ids.iter().map(|s| s.capacity() * ID_SLOT_BYTES).sum();
+        self.open.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
     }
 
     /// Records that `offset` was consumed without touching any window (a
@@ -339,12 +351,13 @@ impl PartitionWindows {
         }
         let max_ts_before = self.max_ts;
         let fired_before = self.open.get(&start).map(|w| self.fired(start, w));
+        let spare = &mut self.spare_ids;
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             max_ts_before,
             cells: Vec::new(),
             touched: Vec::new(),
-            ids: IdSet::default(),
+            ids: spare.pop().unwrap_or_default(),
             forced: false,
             dirty: false,
         });
@@ -394,6 +407,10 @@ impl PartitionWindows {
             let start = *entry.key();
             let mut w = entry.remove();
             emit(&self.cfg, start, &mut w, true, out);
+            if self.spare_ids.len() < SPARE_ID_SETS {
+                w.ids.clear();
+                self.spare_ids.push(w.ids);
+            }
         }
     }
 
@@ -683,6 +700,9 @@ mod tests {
         w.observe(4, &click(20 * S, 9), &mut out);
         assert_eq!(w.observe(5, &click(S, 7), &mut out), Outcome::Late { window_start_us: 0, watermark_us: 20 * S });
         assert_eq!(w.dedup_footprint().0, 2, "ids 8 and 9");
+        // A new window reuses the closed one's id set, emptied.
+        assert_eq!(w.observe(6, &click(35 * S, 7), &mut out), Outcome::Counted, "a recycled id set starts empty");
+        assert_eq!(w.observe(7, &click(35 * S, 7), &mut out), Outcome::Duplicate);
     }
 
     #[test]
