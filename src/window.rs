@@ -561,8 +561,10 @@ mod tests {
         assert_eq!(w.fire_epoch(), 2, "one jump past several ends is one firing moment");
         let mut r = PartitionWindows::restore(cfg(), &w.checkpoint().unwrap());
         assert_eq!(r.fire_epoch(), 0);
-        feed(&mut r, 6, &[b(46.0), b(50.0)]);
-        assert_eq!(r.fire_epoch(), 1, "a restored partition counts from its checkpointed watermark");
+        // The checkpoint resumes at offset 5 (window [40, 50)) with the
+        // watermark seen before it, 19.9 s: 45 passes the end 20, 50 the end 50.
+        feed(&mut r, 5, &[b(45.0), b(46.0), b(50.0)]);
+        assert_eq!(r.fire_epoch(), 2, "a restored partition counts from its checkpointed watermark");
     }
 
     #[test]
