@@ -38,8 +38,11 @@ pub struct SparkArgs {
     pub jars: String,
 }
 
-/// (window start s, campaign, format) → (impressions, clicks, revenue µUSD, ctr, ecpm).
-type Windows = BTreeMap<(i64, String, String), (u64, u64, i64, Option<f64>, Option<f64>)>;
+/// (window start s, campaign, format).
+type WindowKey = (i64, String, String);
+/// (impressions, clicks, revenue µUSD, ctr, ecpm).
+type Numbers = (u64, u64, i64, Option<f64>, Option<f64>);
+type Windows = BTreeMap<WindowKey, Numbers>;
 
 pub fn run(args: &ConsumerArgs, out: &Path) -> anyhow::Result<Value> {
     let topic = unique("bench_e2e", 0);
@@ -328,7 +331,7 @@ fn clickhouse_windows(db: &str) -> anyhow::Result<Windows> {
 /// update (highest batch) is its final value.
 fn spark_windows(path: &Path) -> anyhow::Result<Windows> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut latest: BTreeMap<(i64, String, String), (i64, (u64, u64, i64, Option<f64>, Option<f64>))> = BTreeMap::new();
+    let mut latest: BTreeMap<WindowKey, (i64, Numbers)> = BTreeMap::new();
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(l).with_context(|| format!("Spark row {l:?}"))?;
         let key = (

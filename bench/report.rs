@@ -53,7 +53,7 @@ fn fmt_num(x: f64) -> String {
     let s = (x.abs().round() as u64).to_string();
     let mut out = String::from(if x < 0.0 { "-" } else { "" });
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -89,7 +89,7 @@ pub fn finish(
 ) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!("\n{title} (median of {} runs)", runs.len());
-    println!("  {:<44} {:>16}  {:<10} {:>16}  {}", "figure", "median", "unit", "target", "");
+    println!("  {:<44} {:>16}  {:<10} {:>16}", "figure", "median", "unit", "target");
     for f in figures {
         let values: Vec<f64> = runs.iter().filter_map(|r| r.get(f.metric).copied()).collect();
         let m = median(values.clone());
