@@ -30,7 +30,7 @@ wants() { local b; for b in "${benches[@]}"; do [ "$b" = "$1" ] && return 0; don
 step() { printf '\n== %s\n' "$*"; }
 
 step "build (release)"
-cargo build --release --bins
+cargo build --release --locked --bins
 BENCH=target/release/adstream-bench
 mkdir -p "$OUT"
 
