@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod demo;
 pub mod event;
+pub mod flat_json;
 pub mod generator;
 pub mod money;
 pub mod parse;
