@@ -8,6 +8,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
 COPY sql ./sql
+# Only for the manifest: Cargo.toml also names the bench binary.
+COPY bench ./bench
 RUN cargo build --release --locked --bin adstream
 
 FROM debian:bookworm-slim

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// The ad formats the traffic model knows. Anything else is rejected, so a
@@ -94,14 +95,14 @@ pub struct Event<'a> {
 /// campaign id per event must not grow memory without bound.
 #[derive(Debug)]
 pub struct Interner {
-    ids: HashMap<Arc<str>, u32>,
+    ids: HashMap<Arc<str>, u32, SeededXxh3>,
     names: Vec<Arc<str>>,
     cap: usize,
 }
 
 impl Interner {
     pub fn with_capacity_limit(cap: usize) -> Self {
-        Interner { ids: HashMap::new(), names: Vec::new(), cap }
+        Interner { ids: HashMap::with_hasher(SeededXxh3::new()), names: Vec::new(), cap }
     }
 
     /// The id of `name`, or `None` when the cap is reached.
@@ -132,6 +133,42 @@ impl Interner {
     }
 }
 
+/// XXH3 with a per-process random seed, for the interner: one lookup per
+/// event, where SipHash (std's default) cost more than the rest of the
+/// lookup. The random seed keeps what SipHash was there for: input cannot be
+/// crafted to collide (campaign ids come from the wire).
+#[derive(Debug, Clone)]
+pub struct SeededXxh3(u64);
+
+impl SeededXxh3 {
+    fn new() -> Self {
+        SeededXxh3(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+impl BuildHasher for SeededXxh3 {
+    type Hasher = Xxh3Hasher;
+    fn build_hasher(&self) -> Xxh3Hasher {
+        Xxh3Hasher(self.0)
+    }
+}
+
+/// Hashes each `write` with XXH3 seeded by the state so far (a `str` key is
+/// one `write` of its bytes plus a one-byte terminator).
+pub struct Xxh3Hasher(u64);
+
+impl Hasher for Xxh3Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
 /// Reduces an `event_id` to the 128-bit key deduplication remembers. A
 /// canonical lowercase UUID (what the generator and most producers send) is
 /// decoded exactly, so two different UUIDs never share a key; any other id is
@@ -142,26 +179,39 @@ pub fn event_key(id: &str) -> u128 {
 }
 
 fn parse_uuid(b: &[u8]) -> Option<u128> {
-    if b.len() != 36 {
+    let b: &[u8; 36] = b.try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
+    // The 32 hex digits, in order; a table lookup per digit, and one check
+    // for a non-digit (0xff in the table) at the end instead of a branch each.
     let mut v: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
+    let mut bad = 0u8;
+    for part in [&b[0..8], &b[9..13], &b[14..18], &b[19..23], &b[24..36]] {
+        for &c in part {
+            let d = HEX[c as usize];
+            bad |= d;
+            v = (v << 4) | u128::from(d & 0x0f);
         }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
     }
-    Some(v)
+    (bad & 0xf0 == 0).then_some(v)
 }
+
+/// Lowercase hex digit values; 0xff for every other byte.
+static HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -119,19 +119,47 @@ struct Wire<'a> {
     event_type: Cow<'a, str>,
     #[serde(borrow)]
     revenue: &'a RawValue,
-    #[serde(default, borrow)]
+    #[serde(default)]
     #[allow(dead_code)]
-    user_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    user_id: Option<AnyStr>,
+    #[serde(default)]
     #[allow(dead_code)]
-    country: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    country: Option<AnyStr>,
+    #[serde(default)]
     #[allow(dead_code)]
-    device: Option<Cow<'a, str>>,
+    device: Option<AnyStr>,
+}
+
+/// A string field that is type-checked and dropped. Deserializing it never
+/// allocates, unlike `Option<Cow<str>>`, which serde fills with an owned
+/// `String` (its zero-copy borrowing only applies to a bare `Cow` field):
+/// that was three heap allocations per event.
+struct AnyStr;
+
+impl<'de> Deserialize<'de> for AnyStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AnyStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyStr, E> {
+                Ok(AnyStr)
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Parses and validates one message payload.
 pub fn parse_event(payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Reject> {
+    parse_event_with(payload, max_bytes, true)
+}
+
+/// [`parse_event`], optionally without the fast path (for the test that
+/// compares the two).
+fn parse_event_with(payload: &[u8], max_bytes: usize, fast: bool) -> Result<Event<'_>, Reject> {
     if payload.is_empty() {
         return Err(Reject::new(RejectReason::EmptyMessage, "empty message"));
     }
@@ -140,8 +168,46 @@ pub fn parse_event(payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Reject
     }
     let text = std::str::from_utf8(payload)
         .map_err(|e| Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let wire: Wire<'_> = serde_json::from_str(text).map_err(classify_json_error)?;
+    let wire = match crate::flat_json::scan(text).filter(|_| fast) {
+        Some(f) => Fields {
+            event_id: Cow::Borrowed(f.event_id),
+            timestamp: Cow::Borrowed(f.timestamp),
+            campaign_id: Cow::Borrowed(f.campaign_id),
+            ad_format: Cow::Borrowed(f.ad_format),
+            event_type: Cow::Borrowed(f.event_type),
+            revenue: f.revenue,
+        },
+        None => parse_with_serde(text)?,
+    };
+    validate(wire)
+}
 
+/// The fields the engine needs, from either parser.
+struct Fields<'a> {
+    event_id: Cow<'a, str>,
+    timestamp: Cow<'a, str>,
+    campaign_id: Cow<'a, str>,
+    ad_format: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    /// The number's text (or whatever JSON value stood there).
+    revenue: &'a str,
+}
+
+/// The general parser: any valid JSON, with the error classified when it is
+/// not an event.
+fn parse_with_serde(text: &str) -> Result<Fields<'_>, Reject> {
+    let w: Wire<'_> = serde_json::from_str(text).map_err(classify_json_error)?;
+    Ok(Fields {
+        event_id: w.event_id,
+        timestamp: w.timestamp,
+        campaign_id: w.campaign_id,
+        ad_format: w.ad_format,
+        event_type: w.event_type,
+        revenue: w.revenue.get(),
+    })
+}
+
+fn validate(wire: Fields<'_>) -> Result<Event<'_>, Reject> {
     if wire.event_id.is_empty() || wire.event_id.len() > 128 {
         return Err(Reject::new(RejectReason::InvalidField, "event_id must be 1..=128 bytes"));
     }
@@ -157,7 +223,7 @@ pub fn parse_event(payload: &[u8], max_bytes: usize) -> Result<Event<'_>, Reject
     let timestamp_us = parse_timestamp_micros(&wire.timestamp).map_err(|_| {
         Reject::new(RejectReason::InvalidTimestamp, format!("timestamp {:?}", truncate(&wire.timestamp)))
     })?;
-    let revenue_micros = parse_revenue(wire.revenue.get())?;
+    let revenue_micros = parse_revenue(wire.revenue)?;
     if event_type == EventType::Impression && revenue_micros != 0 {
         return Err(Reject::new(
             RejectReason::RevenueOnImpression,
@@ -306,6 +372,68 @@ mod tests {
         assert_eq!(reason(GOOD.replace("0.0523", "NaN").as_bytes()), RejectReason::InvalidJson);
         assert_eq!(reason(with("event_type", r#""impression""#).as_bytes()), RejectReason::RevenueOnImpression);
         assert!(parse_event(with("revenue", "1000").as_bytes(), 1 << 20).is_ok());
+    }
+
+    /// `parse_event` without the fast path.
+    fn parse_serde_only(payload: &[u8]) -> Result<Event<'_>, Reject> {
+        parse_event_with(payload, DEFAULT_MAX_EVENT_BYTES, false)
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde_json() {
+        use crate::generator::{Generator, GeneratorConfig, DEFAULT_SEEDED_START_US};
+        let mut g = Generator::new(GeneratorConfig {
+            seed: Some(9),
+            start_time_us: DEFAULT_SEEDED_START_US,
+            event_rate: 1000.0,
+            jitter_us: 0,
+        });
+        let (mut key, mut json) = (Vec::new(), Vec::new());
+        // Bytes that matter to a JSON scanner, and some that do not.
+        const PROBES: &[u8] = b"\"\\ ,:{}[]0-.eE+anu7\x01\t";
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let (mut fast, mut variants, mut accepted, mut rejected) = (0, 0, 0, 0);
+        for _ in 0..3000 {
+            g.next_into(|| 0, &mut key, &mut json);
+            let mut cases = vec![json.clone()];
+            for _ in 0..8 {
+                let mut v = json.clone();
+                let k = next(v.len());
+                match next(4) {
+                    0 => v[k] = PROBES[next(PROBES.len())],
+                    1 => drop(v.remove(k)),
+                    2 => v.insert(k, PROBES[next(PROBES.len())]),
+                    _ => v.truncate(k),
+                }
+                cases.push(v);
+            }
+            for v in cases {
+                variants += 1;
+                if std::str::from_utf8(&v).ok().and_then(crate::flat_json::scan).is_some() {
+                    fast += 1;
+                }
+                match (parse_event(&v, DEFAULT_MAX_EVENT_BYTES), parse_serde_only(&v)) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a, b, "{}", String::from_utf8_lossy(&v));
+                        accepted += 1;
+                    }
+                    (Err(a), Err(b)) => {
+                        assert_eq!((a.reason, &a.detail), (b.reason, &b.detail), "{}", String::from_utf8_lossy(&v));
+                        rejected += 1;
+                    }
+                    (a, b) => panic!("{}: fast path {a:?}, serde_json {b:?}", String::from_utf8_lossy(&v)),
+                }
+            }
+        }
+        println!("{variants} variants: {fast} took the fast path, {accepted} accepted, {rejected} rejected, all as serde_json");
+        assert!(fast >= 3000, "every unmutated event takes the fast path ({fast})");
+        assert!(accepted > fast / 2 && rejected > variants / 5, "{accepted} accepted, {rejected} rejected");
     }
 
     #[test]

@@ -62,6 +62,76 @@ pub struct Stats {
     /// the mean; the distribution goes to the metrics histogram).
     pub insert_us_total: AtomicU64,
     pub health: Health,
+    /// Per written window row: from the moment it became due (the watermark
+    /// passed its window's end, or its end + allowed lateness for a final
+    /// row; a forced or late-update emission counts from its emission) to
+    /// ClickHouse acknowledging the INSERT that carried it.
+    pub visible_latency: LatencyHistogram,
+}
+
+/// Sub-buckets per power of two: values are kept within 1/8 (12.5 %).
+const SUB_BITS: u32 = 3;
+const BUCKETS: usize = 64 << SUB_BITS;
+
+/// A lock-free log-linear histogram of durations in microseconds (8 buckets
+/// per power of two), cheap enough to record from the sink task.
+pub struct LatencyHistogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl LatencyHistogram {
+    fn index(us: u64) -> usize {
+        if us < (1 << SUB_BITS) {
+            return us as usize;
+        }
+        let msb = 63 - us.leading_zeros();
+        let sub = (us >> (msb - SUB_BITS)) & ((1 << SUB_BITS) - 1);
+        (((msb - SUB_BITS + 1) << SUB_BITS) as u64 + sub) as usize
+    }
+
+    /// The largest value that falls in bucket `i`.
+    fn upper(i: usize) -> u64 {
+        let i = i as u64;
+        if i < (1 << SUB_BITS) {
+            return i;
+        }
+        let msb = (i >> SUB_BITS) + u64::from(SUB_BITS) - 1;
+        let sub = i & ((1 << SUB_BITS) - 1);
+        let low = (1u64 << msb) | (sub << (msb - u64::from(SUB_BITS)));
+        low + (1u64 << (msb - u64::from(SUB_BITS))) - 1
+    }
+
+    pub fn record(&self, us: u64, n: u64) {
+        self.buckets[Self::index(us).min(BUCKETS - 1)].fetch_add(n, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in µs, as the upper edge of its bucket;
+    /// `None` when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= rank {
+                return Some(Self::upper(i));
+            }
+        }
+        None
+    }
 }
 
 impl Stats {
@@ -73,11 +143,6 @@ impl Stats {
 
     pub fn reject(&self, r: RejectReason) {
         self.rejected[r.index()].fetch_add(1, Relaxed);
-    }
-
-    /// One event counted into a window.
-    pub fn count_kind(&self, f: AdFormat, t: EventType) {
-        self.counted_by_kind[f.index()][t.index()].fetch_add(1, Relaxed);
     }
 
     /// A sink write succeeded after `elapsed`.
@@ -140,10 +205,48 @@ impl Stats {
             g(&self.dedup_bytes) as f64 / (1024.0 * 1024.0),
             g(&self.replay_skipped),
         );
+        if let (Some(p50), Some(p99)) = (self.visible_latency.quantile(0.5), self.visible_latency.quantile(0.99)) {
+            let _ = write!(
+                s,
+                " | due-to-visible p50 {:.1} ms p99 {:.1} ms over {} rows",
+                p50 as f64 / 1000.0,
+                p99 as f64 / 1000.0,
+                self.visible_latency.count()
+            );
+        }
         let wm = self.min_watermark_us.load(Relaxed);
         if wm != i64::MIN {
             let _ = write!(s, " | watermark {}", crate::time::format_event_timestamp(wm));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_hold_values_within_an_eighth() {
+        for v in (0..5000u64).chain([65_535, 1_000_000, 123_456_789, u64::MAX / 2]) {
+            let i = LatencyHistogram::index(v);
+            let up = LatencyHistogram::upper(i);
+            assert!(up >= v, "{v}: bucket {i} ends at {up}");
+            assert!(up - v <= v / 8, "{v}: bucket {i} ends at {up}");
+            assert!(i == 0 || LatencyHistogram::upper(i - 1) < v, "{v}: bucket {i} is the first that holds it");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        h.record(1_000, 98);
+        h.record(500_000, 2);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((1_000..=1_125).contains(&p50), "{p50}");
+        assert!(h.quantile(0.98).unwrap() < 2_000);
+        assert!(h.quantile(0.99).unwrap() >= 500_000);
+        assert_eq!(h.count(), 100);
     }
 }

@@ -247,11 +247,31 @@ pub struct PartitionWindows {
     restored_closed: Option<i64>,
     open: BTreeMap<i64, OpenWindow>,
     next_offset: Option<i64>,
+    /// Counts the times the watermark crossed a window end (so that some
+    /// window fired); lets the caller timestamp firings without this module
+    /// reading a clock.
+    fire_epoch: u64,
+    /// Id sets of closed windows, cleared but keeping their capacity, for
+    /// the next windows: a window's set would otherwise grow from empty by
+    /// doubling (about a dozen reallocations and rehashes of every id so far
+    /// per window). At most [`SPARE_ID_SETS`] are kept.
+    spare_ids: Vec<IdSet>,
 }
+
+/// Spare id sets kept per partition (about the windows open at once).
+const SPARE_ID_SETS: usize = 2;
 
 impl PartitionWindows {
     pub fn new(cfg: WindowConfig) -> Self {
-        PartitionWindows { cfg, max_ts: None, restored_closed: None, open: BTreeMap::new(), next_offset: None }
+        PartitionWindows {
+            cfg,
+            max_ts: None,
+            restored_closed: None,
+            open: BTreeMap::new(),
+            next_offset: None,
+            fire_epoch: 0,
+            spare_ids: Vec::new(),
+        }
     }
 
     /// State for replaying from a committed checkpoint.
@@ -262,6 +282,8 @@ impl PartitionWindows {
             restored_closed: cp.closed_max_ts,
             open: BTreeMap::new(),
             next_offset: Some(cp.offset),
+            fire_epoch: 0,
+            spare_ids: Vec::new(),
         }
     }
 
@@ -272,6 +294,13 @@ impl PartitionWindows {
     /// The max event time seen, or `None` before the first event.
     pub fn watermark(&self) -> Option<i64> {
         self.max_ts
+    }
+
+    /// Grows by one whenever the watermark passes a window end. The
+    /// processor compares it around [`observe`](Self::observe) to learn
+    /// *when* windows became due, for the fire-to-visible latency figure.
+    pub fn fire_epoch(&self) -> u64 {
+        self.fire_epoch
     }
 
     /// The next offset this partition expects (`None` before the first).
@@ -286,8 +315,10 @@ impl PartitionWindows {
     }
 
     /// Event ids held for deduplication, and the heap bytes they take.
+    /// Spare (empty) sets kept for reuse count in the bytes.
     pub fn dedup_footprint(&self) -> (usize, usize) {
-        self.open.values().fold((0, 0), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
+        let spare: usize = self.spare_ids.iter().map(|s| s.capacity() * ID_SLOT_BYTES).sum();
+        self.open.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
     }
 
     /// Records that `offset` was consumed without touching any window (a
@@ -320,12 +351,13 @@ impl PartitionWindows {
         }
         let max_ts_before = self.max_ts;
         let fired_before = self.open.get(&start).map(|w| self.fired(start, w));
+        let spare = &mut self.spare_ids;
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             max_ts_before,
             cells: Vec::new(),
             touched: Vec::new(),
-            ids: IdSet::default(),
+            ids: spare.pop().unwrap_or_default(),
             forced: false,
             dirty: false,
         });
@@ -349,6 +381,9 @@ impl PartitionWindows {
         w.dirty = true;
 
         if self.max_ts.is_none_or(|m| ts > m) {
+            if max_ts_before.is_some_and(|m| self.cfg.window_start(m) < start) {
+                self.fire_epoch += 1;
+            }
             self.max_ts = Some(ts);
             self.close_expired(out);
         }
@@ -372,6 +407,10 @@ impl PartitionWindows {
             let start = *entry.key();
             let mut w = entry.remove();
             emit(&self.cfg, start, &mut w, true, out);
+            if self.spare_ids.len() < SPARE_ID_SETS {
+                w.ids.clear();
+                self.spare_ids.push(w.ids);
+            }
         }
     }
 
@@ -509,6 +548,26 @@ mod tests {
     }
 
     #[test]
+    fn fire_epoch_moves_when_the_watermark_passes_a_window_end() {
+        let mut w = PartitionWindows::new(cfg());
+        let b = |t: f64| (t, 0, AdFormat::Banner, Impression, 0);
+        feed(&mut w, 0, &[b(1.0), b(9.9)]);
+        assert_eq!(w.fire_epoch(), 0, "window [0, 10) still open");
+        feed(&mut w, 2, &[b(10.0)]);
+        assert_eq!(w.fire_epoch(), 1, "watermark 10 s: [0, 10) fired");
+        feed(&mut w, 3, &[b(5.0), b(19.9)]);
+        assert_eq!(w.fire_epoch(), 1, "no window end passed");
+        feed(&mut w, 5, &[b(45.0)]);
+        assert_eq!(w.fire_epoch(), 2, "one jump past several ends is one firing moment");
+        let mut r = PartitionWindows::restore(cfg(), &w.checkpoint().unwrap());
+        assert_eq!(r.fire_epoch(), 0);
+        // The checkpoint resumes at offset 5 (window [40, 50)) with the
+        // watermark seen before it, 19.9 s: 45 passes the end 20, 50 the end 50.
+        feed(&mut r, 5, &[b(45.0), b(46.0), b(50.0)]);
+        assert_eq!(r.fire_epoch(), 2, "a restored partition counts from its checkpointed watermark");
+    }
+
+    #[test]
     fn event_exactly_on_the_boundary_goes_to_the_next_window() {
         let mut w = PartitionWindows::new(cfg());
         feed(&mut w, 0, &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)]);
@@ -643,6 +702,9 @@ mod tests {
         w.observe(4, &click(20 * S, 9), &mut out);
         assert_eq!(w.observe(5, &click(S, 7), &mut out), Outcome::Late { window_start_us: 0, watermark_us: 20 * S });
         assert_eq!(w.dedup_footprint().0, 2, "ids 8 and 9");
+        // A new window reuses the closed one's id set, emptied.
+        assert_eq!(w.observe(6, &click(35 * S, 7), &mut out), Outcome::Counted, "a recycled id set starts empty");
+        assert_eq!(w.observe(7, &click(35 * S, 7), &mut out), Outcome::Duplicate);
     }
 
     #[test]

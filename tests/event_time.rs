@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -21,7 +22,12 @@ fn run_args<'a>(topic: &'a str, group: &'a str, db: &'a str) -> Vec<&'a str> {
 }
 
 fn producer() -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers()).set("linger.ms", "5").create().expect("producer")
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer")
 }
 
 async fn create_topic(topic: &str) {
@@ -186,39 +192,61 @@ async fn jittered_stream_is_exact_as_on_time_plus_late() {
     );
 }
 
+/// The generator's JSONL in the order the events were generated. The file
+/// is written from delivery reports, which interleave the partitions by
+/// broker batch; the ids (run id + sequence number, as fixed-width hex)
+/// sort in generation order.
+fn in_generation_order(jsonl: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(jsonl).unwrap().lines().map(str::to_string).collect();
+    lines.sort_by_cached_key(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].to_string());
+    lines
+}
+
 /// Copies `jsonl` into `topic` (keyed by event_id, so a copy lands in the
 /// original's partition), re-sending every `every`th event a few events
 /// later, like a producer retry. Returns (messages sent, duplicates).
 async fn produce_with_duplicates(topic: &str, jsonl: &Path, every: usize) -> (u64, u64) {
     let p = producer();
-    let lines: Vec<String> = std::fs::read_to_string(jsonl).unwrap().lines().map(str::to_string).collect();
+    let lines = in_generation_order(jsonl);
     let id_of =
         |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string();
+    // Enqueued in order from this one task (idempotent producer: retries
+    // keep the order), so each partition receives them in file order and a
+    // copy arrives 5 events after its original, well within the window.
     let mut pending = Vec::new();
     let (mut sent, mut dups) = (0u64, 0u64);
     for (i, line) in lines.iter().enumerate() {
-        let mut batch = vec![line.clone()];
+        let mut batch = vec![line.as_str()];
         if i >= 5 && i % every == 0 {
-            batch.push(lines[i - 5].clone());
+            batch.push(lines[i - 5].as_str());
             dups += 1;
         }
         for l in batch {
-            let id = id_of(&l);
-            let p = p.clone();
-            let topic = topic.to_string();
-            pending.push(tokio::spawn(async move {
-                p.send(FutureRecord::to(&topic).key(&id).payload(&l), Duration::from_secs(30)).await.map(|_| ())
-            }));
+            let id = id_of(l);
+            let mut record = FutureRecord::to(topic).key(&id).payload(l);
+            loop {
+                match p.send_result(record) {
+                    Ok(delivery) => break pending.push(delivery),
+                    Err((e, r)) => {
+                        // Local queue full: let deliveries drain, then retry.
+                        assert!(matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)), "{e}");
+                        record = r;
+                        for d in pending.drain(..) {
+                            d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
+                        }
+                    }
+                }
+            }
             sent += 1;
         }
         if pending.len() >= 5_000 {
-            for h in pending.drain(..) {
-                h.await.unwrap().map_err(|(e, _)| e).expect("delivery");
+            for d in pending.drain(..) {
+                d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
             }
         }
     }
-    for h in pending {
-        h.await.unwrap().map_err(|(e, _)| e).expect("delivery");
+    for d in pending {
+        d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
     }
     (sent, dups)
 }
@@ -241,7 +269,7 @@ async fn redelivered_events_are_counted_once() {
     // oracle counts each event_id once.
     let with_dups = dir.join("sent.jsonl");
     {
-        let lines: Vec<String> = std::fs::read_to_string(&jsonl).unwrap().lines().map(str::to_string).collect();
+        let lines = in_generation_order(&jsonl);
         let mut all = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             all.push(l.as_str());
@@ -254,6 +282,7 @@ async fn redelivered_events_are_counted_once() {
     load_raw_events(&db, "raw_events", &with_dups).await;
     assert_eq!(scalar(&format!("SELECT count() FROM {db}.raw_events")).await as u64, sent);
     let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    assert_eq!(late, 0, "1 s of jitter against 5 s of lateness: nothing is late");
     assert_eq!(final_stat(&log, "duplicates "), dups, "every redelivery recognised:\n{log}");
     let peak_ids = log
         .lines()

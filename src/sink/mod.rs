@@ -82,6 +82,10 @@ pub struct Batch {
     pub rejected: Vec<RejectRecord>,
     /// Safe to commit once everything above is durable.
     pub commits: Vec<(i32, Checkpoint)>,
+    /// When groups of `rows` became due (see `Stats::visible_latency`):
+    /// `(instant, number of rows)`, in no particular relation to the order
+    /// of `rows`.
+    pub due: Vec<(std::time::Instant, u32)>,
 }
 
 impl Batch {

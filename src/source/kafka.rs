@@ -44,6 +44,14 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
     if let Some(p) = args.sasl_password()? {
         cfg.set("sasl.password", p.expose());
     }
+    apply_options(&mut cfg, args)?;
+    Ok(cfg)
+}
+
+/// Sets every `--kafka-option key=value` on `cfg`. Called last by each
+/// client's constructor too, so an option overrides adstream's own defaults
+/// (fetch sizes, batching…), not the other way round.
+pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaArgs) -> anyhow::Result<()> {
     for opt in &args.kafka_options {
         let opt = opt.trim();
         if opt.is_empty() {
@@ -55,7 +63,7 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
         };
         cfg.set(k.trim(), v.trim());
     }
-    Ok(cfg)
+    Ok(())
 }
 
 /// Records librdkafka's complaints instead of logging them: used by
@@ -279,9 +287,9 @@ impl ConsumerContext for PipelineContext {
 
 pub type PipelineConsumer = BaseConsumer<PipelineContext>;
 
-/// A consumer-group member that never auto-commits: offsets are committed
-/// by the pipeline, and only once the results they cover are durable.
-pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsumer> {
+/// The consumer's librdkafka settings: adstream's defaults, then every
+/// `--kafka-option` (which wins).
+fn consumer_config(args: &KafkaArgs, group: &str) -> anyhow::Result<ClientConfig> {
     let mut cfg = client_config(args)?;
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -301,12 +309,16 @@ pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsume
         .set("fetch.queue.backoff.ms", "10");
     // A crashed member's partitions wait for its session to expire before
     // anyone else replays them; 10 s instead of Kafka's 45 s makes recovery
-    // after a kill -9 quick. --kafka-option overrides either.
-    for (k, v) in [("session.timeout.ms", "10000"), ("heartbeat.interval.ms", "3000")] {
-        if args.kafka_options.iter().all(|o| o.split('=').next().map(str::trim) != Some(k)) {
-            cfg.set(k, v);
-        }
-    }
+    // after a kill -9 quick. --kafka-option (applied next) overrides them.
+    cfg.set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "3000");
+    apply_options(&mut cfg, args)?;
+    Ok(cfg)
+}
+
+/// A consumer-group member that never auto-commits: offsets are committed
+/// by the pipeline, and only once the results they cover are durable.
+pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsumer> {
+    let cfg = consumer_config(args, group)?;
     let c: PipelineConsumer = cfg.create_with_context(PipelineContext::default()).context("creating Kafka consumer")?;
     c.subscribe(&[&args.topic]).with_context(|| format!("subscribing to {:?}", args.topic))?;
     Ok(c)
@@ -373,6 +385,7 @@ pub fn cached_high_watermark(consumer: &PipelineConsumer, topic: &str, p: i32) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn an_outage_logs_each_kind_of_complaint_once_per_30_s() {
@@ -389,5 +402,23 @@ mod tests {
             }
         }
         assert_eq!(logged, 2, "one FAIL line and one BrokerTransportFailure line for 300 of each");
+    }
+
+    #[test]
+    fn kafka_options_override_the_consumer_defaults() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "adstream",
+            "run",
+            "--kafka-option",
+            "fetch.queue.backoff.ms=50",
+            "--kafka-option",
+            "max.partition.fetch.bytes=4194304",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(args) = cli.command else { panic!("run") };
+        let cfg = consumer_config(&args.kafka, "g").unwrap();
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"), "the option wins over adstream's 10");
+        assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("4194304"));
+        assert_eq!(cfg.get("enable.auto.commit"), Some("false"), "defaults not overridden stay");
     }
 }

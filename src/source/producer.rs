@@ -118,6 +118,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "300000");
+    crate::source::kafka::apply_options(&mut kcfg, &cfg.kafka)?;
     let producer: ThreadedProducer<DeliveryContext> =
         kcfg.create_with_context(ctx).context("creating Kafka producer")?;
 

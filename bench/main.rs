@@ -1,0 +1,118 @@
+//! `adstream-bench`: the benchmark suite (`scripts/bench.sh` runs it; see
+//! BENCHMARKS.md for what each figure includes). Every bench repeats its
+//! measurement, prints the medians beside their targets and writes them as
+//! JSON to `--out` (default `target/bench/`).
+//!
+//! - `engine`: parse + validate + window from an in-memory buffer.
+//! - `generator`: `adstream generate --rate 0` into the real broker.
+//! - `consumer`: preloaded topic → `adstream run --drain` → ClickHouse, with
+//!   the Spark Structured Streaming peer on the same topic when configured.
+//!
+//! Sizes are flags, so `tests/bench_smoke.rs` runs the same code paths with
+//! a few thousand events.
+
+mod alloc;
+mod consumer;
+mod engine;
+mod generator;
+mod procstat;
+mod report;
+mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+#[derive(Parser)]
+#[command(name = "adstream-bench", about = "adstream's benchmark suite (see BENCHMARKS.md)")]
+struct Cli {
+    /// Where the JSON results (and run logs) go.
+    #[arg(long, global = true, default_value = "target/bench")]
+    out: PathBuf,
+    /// Runs per figure (the median is reported).
+    #[arg(long, global = true, default_value_t = 3)]
+    reps: usize,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Parse + validate + window from memory (no Kafka, no ClickHouse).
+    Engine {
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Simulated events per second of event time.
+        #[arg(long, default_value_t = 10_000.0)]
+        event_rate: f64,
+        /// Take a batch every this many events, as the consume loop does
+        /// every flush interval.
+        #[arg(long, default_value_t = 100_000)]
+        flush_every: u64,
+    },
+    /// `adstream generate --rate 0` into Kafka.
+    Generator {
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// The adstream binary to run.
+        #[arg(long, default_value = "target/release/adstream")]
+        adstream: String,
+    },
+    /// Preloaded topic → `adstream run --drain` → ClickHouse (and Spark).
+    Consumer {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value = "target/release/adstream")]
+        adstream: String,
+        #[arg(long, default_value_t = 10_000.0)]
+        event_rate: f64,
+        /// Python with pyspark, to run the Spark peer (omit to skip it).
+        #[arg(long)]
+        spark_python: Option<String>,
+        /// The Spark job.
+        #[arg(long, default_value = "bench/spark/job.py")]
+        spark_job: PathBuf,
+        /// Directory of the Kafka connector jars for Spark.
+        #[arg(long, default_value = "")]
+        spark_jars: String,
+        /// Keep the preloaded topic.
+        #[arg(long)]
+        keep_topic: bool,
+    },
+    /// Prints every figure of the JSON results in `--out` as one Markdown table.
+    Summary,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let reps = cli.reps.max(1);
+    if let Err(e) = std::fs::create_dir_all(&cli.out) {
+        eprintln!("adstream-bench: creating {}: {e}", cli.out.display());
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.bench {
+        Bench::Engine { events, event_rate, flush_every } => engine::run(
+            &engine::EngineArgs { events, reps, event_rate, flush_every: flush_every.max(1), seed: 42 },
+            &cli.out,
+        ),
+        Bench::Generator { events, adstream } => {
+            generator::run(&generator::GeneratorArgs { events, reps, adstream }, &cli.out)
+        }
+        Bench::Consumer { events, adstream, event_rate, spark_python, spark_job, spark_jars, keep_topic } => {
+            let spark = spark_python.map(|python| consumer::SparkArgs { python, job: spark_job, jars: spark_jars });
+            consumer::run(&consumer::ConsumerArgs { events, reps, adstream, event_rate, spark, keep_topic }, &cli.out)
+        }
+        Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adstream-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

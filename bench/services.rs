@@ -1,0 +1,71 @@
+//! The real broker and ClickHouse the end-to-end benches run against
+//! (`ADSTREAM_BROKERS`, `ADSTREAM_CLICKHOUSE_URL`, as for the tests), and
+//! the few admin calls the benches need.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+pub fn brokers() -> String {
+    std::env::var("ADSTREAM_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("ADSTREAM_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")
+}
+
+/// Deletes a bench topic (its data would otherwise stay on disk).
+pub fn delete_topic(topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().context("Kafka admin client")?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    runtime()?.block_on(admin.delete_topics(&[topic], &opts)).context("deleting topic")?;
+    Ok(())
+}
+
+/// A query's result as TabSeparated text.
+pub fn query_tsv(sql: &str) -> anyhow::Result<String> {
+    let client = clickhouse::Client::default().with_url(clickhouse_url());
+    runtime()?
+        .block_on(async {
+            let mut cur = client.query(sql).fetch_bytes("TabSeparated")?;
+            let mut out = Vec::new();
+            while let Some(chunk) = cur.next().await? {
+                out.extend_from_slice(&chunk);
+            }
+            anyhow::Ok(String::from_utf8_lossy(&out).into_owned())
+        })
+        .with_context(|| format!("ClickHouse: {sql}"))
+}
+
+/// A unique name for this bench process: `prefix_<pid>_<n>`.
+pub fn unique(prefix: &str, n: usize) -> String {
+    format!("{prefix}_{}_{n}", std::process::id())
+}
+
+/// Numbers out of a progress line, commas removed: `"12,000.5"` → 12000.5.
+pub fn number_after(text: &str, label: &str) -> Option<f64> {
+    let at = text.rfind(label)? + label.len();
+    let tail = text[at..].trim_start();
+    let num: String = tail.chars().take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.').collect();
+    num.replace(',', "").trim_end_matches('.').parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_after_labels() {
+        let line = "Done: 12,000 events delivered in 1.50 s | Average rate: 8,312.4 events/sec | Failed deliveries: 0";
+        assert_eq!(super::number_after(line, "Done:"), Some(12000.0));
+        assert_eq!(super::number_after(line, "Average rate:"), Some(8312.4));
+        assert_eq!(super::number_after(line, "Failed deliveries:"), Some(0.0));
+        assert_eq!(super::number_after(line, "nope"), None);
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The benchmark suite (BENCHMARKS.md says what each figure includes):
+#
+#   scripts/bench.sh                       # engine, generator, consumer + Spark peer
+#   scripts/bench.sh engine                # any subset of: engine generator consumer
+#
+# Like scripts/test.sh it installs and starts what it needs: the real Kafka
+# broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
+# point at running ones), and for the Spark peer pyspark (PyPI, into
+# .venv/spark) plus Spark's Kafka connector jars (Maven Central, into
+# .cache/spark). Results: a table per bench, a summary table, and
+# target/bench/{engine,generator,consumer}.json (logs of each run beside them).
+#
+# Sizes (defaults are the issue's): BENCH_REPS=3, BENCH_ENGINE_EVENTS=5000000,
+# BENCH_GENERATOR_EVENTS=5000000, BENCH_CONSUMER_EVENTS=10000000;
+# BENCH_SPARK=0 skips the Spark peer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned: the newest pyspark whose Kafka connector
+# (org.apache.spark:spark-sql-kafka-0-10_2.13) Maven Central serves here;
+# 4.3.0's is not served. Spark 4.x needs Java 17+.
+SPARK_VERSION="${SPARK_VERSION:-4.2.0}"
+REPS="${BENCH_REPS:-3}"
+OUT="${BENCH_OUT:-target/bench}"
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(engine generator consumer)
+wants() { local b; for b in "${benches[@]}"; do [ "$b" = "$1" ] && return 0; done; return 1; }
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "build (release)"
+cargo build --release --locked --bins
+BENCH=target/release/adstream-bench
+mkdir -p "$OUT"
+
+started=()
+cleanup() {
+  for s in "${started[@]}"; do scripts/"$s".sh down || true; done
+}
+trap cleanup EXIT
+if wants generator || wants consumer; then
+  if [ -z "${ADSTREAM_BROKERS:-}" ]; then
+    step "Kafka (scripts/kafka.sh)"
+    if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
+    scripts/kafka.sh up
+    export ADSTREAM_BROKERS="127.0.0.1:${KAFKA_PORT:-9092}"
+  fi
+  if [ -z "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
+    step "ClickHouse (scripts/clickhouse.sh)"
+    if ! scripts/clickhouse.sh status >/dev/null 2>&1; then started+=(clickhouse); fi
+    scripts/clickhouse.sh up
+    export ADSTREAM_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_PORT:-8123}"
+  fi
+fi
+
+spark_args=()
+if wants consumer && [ "${BENCH_SPARK:-1}" != 0 ]; then
+  step "Spark $SPARK_VERSION (pyspark in .venv/spark, Kafka connector jars in .cache/spark)"
+  if ! .venv/spark/bin/python -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$SPARK_VERSION')" 2>/dev/null; then
+    python3 -m venv .venv/spark
+    .venv/spark/bin/pip install -q "pyspark==$SPARK_VERSION"
+  fi
+  JARS=".cache/spark/jars-$SPARK_VERSION"
+  if ! ls "$JARS"/spark-sql-kafka-0-10_2.13-"$SPARK_VERSION".jar >/dev/null 2>&1; then
+    mvn -q -B -f bench/spark/pom.xml -Dspark.version="$SPARK_VERSION" \
+      dependency:copy-dependencies -DoutputDirectory="$PWD/$JARS"
+  fi
+  if [ -z "${JAVA_HOME:-}" ] && [ -d /usr/lib/jvm/java-17-openjdk-amd64 ]; then
+    export JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+  fi
+  spark_args=(--spark-python .venv/spark/bin/python --spark-job bench/spark/job.py --spark-jars "$JARS")
+fi
+
+if wants engine; then
+  step "engine bench"
+  "$BENCH" --out "$OUT" --reps "$REPS" engine --events "${BENCH_ENGINE_EVENTS:-5000000}"
+fi
+if wants generator; then
+  step "generator bench"
+  "$BENCH" --out "$OUT" --reps "$REPS" generator --events "${BENCH_GENERATOR_EVENTS:-5000000}"
+fi
+if wants consumer; then
+  step "consumer end-to-end bench${spark_args:+ with the Spark peer}"
+  "$BENCH" --out "$OUT" --reps "$REPS" consumer --events "${BENCH_CONSUMER_EVENTS:-10000000}" "${spark_args[@]}"
+fi
+step "summary ($OUT/*.json)"
+"$BENCH" --out "$OUT" summary

@@ -1,0 +1,104 @@
+//! The benchmark suite with tiny sizes, so its code cannot rot: the same
+//! `adstream-bench` binary and code paths as `scripts/bench.sh`, checked for
+//! well-formed JSON and exact counts (the figures themselves are not judged
+//! here; they would be noise at this size). The engine bench needs nothing
+//! and runs in every `cargo test`; the generator and consumer benches need
+//! Kafka and ClickHouse, hence `#[ignore]` like the other end-to-end tests.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn bench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adstream-bench"));
+    c.env("ADSTREAM_BROKERS", brokers()).env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url());
+    c
+}
+
+/// Reads `<dir>/<name>.json` and checks the shape every bench shares:
+/// `reps` runs, and every figure a median of exactly those runs.
+fn result(dir: &Path, name: &str, reps: usize) -> serde_json::Value {
+    let path = dir.join(format!("{name}.json"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("bench wrote its JSON")).expect("valid JSON");
+    assert_eq!(doc["bench"], name);
+    assert_eq!(doc["runs"].as_array().expect("runs").len(), reps, "{doc}");
+    let figures = doc["figures"].as_array().expect("figures");
+    assert!(!figures.is_empty());
+    for f in figures {
+        assert_eq!(f["runs"].as_array().map(Vec::len), Some(reps), "{f}");
+        assert!(f["median"].as_f64().is_some_and(f64::is_finite), "{f}");
+        assert!(f["target_met"].is_boolean() || f["target_met"].is_null(), "{f}");
+    }
+    println!(
+        "{name}: {} figures over {reps} runs, e.g. {} = {}",
+        figures.len(),
+        figures[0]["label"],
+        figures[0]["median"]
+    );
+    doc
+}
+
+fn figure(doc: &serde_json::Value, metric: &str) -> f64 {
+    doc["figures"].as_array().unwrap().iter().find(|f| f["metric"] == metric).unwrap_or_else(|| panic!("{metric}"))
+        ["median"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn engine_bench_counts_every_event_and_writes_its_json() {
+    let dir = scratch_dir();
+    let out = run_ok(
+        bench().arg("--out").arg(&dir).args(["--reps", "2", "engine", "--events", "3000", "--flush-every", "500"]),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("engine events/s per core") && stdout.contains("≥ 2,000,000"), "{stdout}");
+    let doc = result(&dir, "engine", 2);
+    for check in doc["checks"].as_array().unwrap() {
+        assert_eq!(check["counted"], 3000, "{check}");
+        assert_eq!(check["events_in_rows"], 3000, "{check}");
+        assert_eq!(check["rejected"], 0, "{check}");
+        // 3000 events at 10,000 per simulated second from 00:00:00, moved
+        // back by up to 1 s of jitter: two windows per partition, 15
+        // (campaign, format) rows each.
+        assert_eq!(check["rows"], 90, "{check}");
+    }
+    assert_eq!(doc["config"]["events"], 3000);
+    assert!(figure(&doc, "events_per_s_per_core") > 0.0);
+    assert!(figure(&doc, "allocs_per_event") >= 0.0);
+    let summary = run_ok(bench().arg("--out").arg(&dir).arg("summary"), Duration::from_secs(30));
+    assert!(String::from_utf8_lossy(&summary.stdout).contains("| engine events/s per core |"));
+}
+
+#[test]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+fn generator_and_consumer_benches_run_against_the_real_services() {
+    let dir = scratch_dir();
+    let adstream = env!("CARGO_BIN_EXE_adstream");
+    run_ok(
+        bench().arg("--out").arg(&dir).args(["--reps", "1", "generator", "--events", "2000", "--adstream", adstream]),
+        Duration::from_secs(300),
+    );
+    let gen = result(&dir, "generator", 1);
+    assert_eq!(gen["checks"][0]["delivered"], 2000.0);
+    assert_eq!(figure(&gen, "failed"), 0.0);
+
+    run_ok(
+        bench().arg("--out").arg(&dir).args(["--reps", "2", "consumer", "--events", "5000", "--adstream", adstream]),
+        Duration::from_secs(600),
+    );
+    let con = result(&dir, "consumer", 2);
+    for check in con["checks"].as_array().unwrap() {
+        assert_eq!(check["counted"], 5000.0, "{check}");
+        assert_eq!(check["events_in_clickhouse"], 5000.0, "{check}");
+    }
+    assert!(figure(&con, "latency_p99_ms") >= figure(&con, "latency_p50_ms"));
+    assert!(figure(&con, "peak_rss_mb") > 1.0);
+    println!("generator + consumer benches: 2000 events generated, 5000 consumed twice, counts exact in ClickHouse");
+}
