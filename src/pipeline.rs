@@ -257,7 +257,13 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             tracing::info!("stopping: emitting open windows and committing");
             break;
         }
-        let polled = consumer.poll(Duration::from_millis(100));
+        // A non-blocking poll first: librdkafka reads the clock to set up a
+        // poll timeout (once per message when the queue is full), but not
+        // for a zero timeout. Only when nothing is queued do we wait.
+        let polled = match consumer.poll(Duration::ZERO) {
+            None => consumer.poll(Duration::from_millis(100)),
+            some => some,
+        };
         since_clock += 1;
         if since_clock >= CLOCK_EVERY || !matches!(polled, Some(Ok(_))) {
             now = Instant::now();
