@@ -7,6 +7,8 @@
 //! - `generator`: `adstream generate --rate 0` into the real broker.
 //! - `consumer`: preloaded topic → `adstream run --drain` → ClickHouse, with
 //!   the Spark Structured Streaming peer on the same topic when configured.
+//! - `scaling`: the engine loop over key counts × window sizes; cost per
+//!   event and heap in use per point.
 //!
 //! Sizes are flags, so `tests/bench_smoke.rs` runs the same code paths with
 //! a few thousand events.
@@ -17,6 +19,7 @@ mod engine;
 mod generator;
 mod procstat;
 mod report;
+mod scaling;
 mod services;
 
 use std::path::PathBuf;
@@ -83,6 +86,27 @@ enum Bench {
         #[arg(long)]
         keep_topic: bool,
     },
+    /// The engine loop over key counts × window sizes: cost per event and
+    /// memory per point, with the flatness and memory-vs-events checks.
+    Scaling {
+        /// Events per point.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Events of the memory check (the most keys, smallest and largest
+        /// window, run again with this many events).
+        #[arg(long, default_value_t = 4_000_000)]
+        memory_events: u64,
+        /// Campaign counts (keys = 3 formats × campaigns).
+        #[arg(long, value_delimiter = ',', default_value = "5,50,500,5000,10000")]
+        campaigns: Vec<u32>,
+        /// Window sizes in seconds (each must divide 60).
+        #[arg(long, value_delimiter = ',', default_value = "1,10,60")]
+        window_s: Vec<u32>,
+        #[arg(long, default_value_t = 10_000.0)]
+        event_rate: f64,
+        #[arg(long, default_value_t = 100_000)]
+        flush_every: u64,
+    },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
 }
@@ -106,6 +130,19 @@ fn main() -> ExitCode {
             let spark = spark_python.map(|python| consumer::SparkArgs { python, job: spark_job, jars: spark_jars });
             consumer::run(&consumer::ConsumerArgs { events, reps, adstream, event_rate, spark, keep_topic }, &cli.out)
         }
+        Bench::Scaling { events, memory_events, campaigns, window_s, event_rate, flush_every } => scaling::run(
+            &scaling::ScalingArgs {
+                events,
+                memory_events,
+                campaigns,
+                window_s,
+                reps,
+                event_rate,
+                flush_every: flush_every.max(1),
+                seed: 42,
+            },
+            &cli.out,
+        ),
         Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),
     };
     match result {

@@ -2,17 +2,19 @@
 # The benchmark suite (BENCHMARKS.md says what each figure includes):
 #
 #   scripts/bench.sh                       # engine, generator, consumer + Spark peer
-#   scripts/bench.sh engine                # any subset of: engine generator consumer
+#   scripts/bench.sh engine                # any subset of: engine generator consumer scaling
+#   scripts/bench.sh scaling               # cost/memory vs keys and window size (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
 # broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
 # point at running ones), and for the Spark peer pyspark (PyPI, into
 # .venv/spark) plus Spark's Kafka connector jars (Maven Central, into
 # .cache/spark). Results: a table per bench, a summary table, and
-# target/bench/{engine,generator,consumer}.json (logs of each run beside them).
+# target/bench/{engine,generator,consumer,scaling}.json (logs of each run beside them).
 #
 # Sizes (defaults are the issue's): BENCH_REPS=3, BENCH_ENGINE_EVENTS=5000000,
-# BENCH_GENERATOR_EVENTS=5000000, BENCH_CONSUMER_EVENTS=10000000;
+# BENCH_GENERATOR_EVENTS=5000000, BENCH_CONSUMER_EVENTS=10000000,
+# BENCH_SCALING_EVENTS=2000000 per point (the memory check runs twice that);
 # BENCH_SPARK=0 skips the Spark peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +85,11 @@ fi
 if wants consumer; then
   step "consumer end-to-end bench${spark_args:+ with the Spark peer}"
   "$BENCH" --out "$OUT" --reps "$REPS" consumer --events "${BENCH_CONSUMER_EVENTS:-10000000}" "${spark_args[@]}"
+fi
+if wants scaling; then
+  step "scaling bench (keys × window size)"
+  se="${BENCH_SCALING_EVENTS:-2000000}"
+  "$BENCH" --out "$OUT" --reps "$REPS" scaling --events "$se" --memory-events "$((2 * se))"
 fi
 step "summary ($OUT/*.json)"
 "$BENCH" --out "$OUT" summary

@@ -2,7 +2,8 @@
 //! produce.
 //!
 //! - Format uniform over banner / interstitial / rewarded_video; campaign
-//!   uniform over C001–C005; country uniform over US KR JP UK DE FR CA;
+//!   uniform over C001–C005 (or, with [`Generator::with_campaigns`], over
+//!   `C00001`..`Cnnnnn`, for the scaling benchmark); country uniform over US KR JP UK DE FR CA;
 //!   device uniform over iOS / Android; user uniform over U10000–U99999.
 //! - Each event is a click with the format's probability (banner 0.05,
 //!   interstitial 0.12, rewarded_video 0.25), else an impression.
@@ -104,6 +105,8 @@ pub struct EventMeta {
     pub timestamp_us: i64,
     pub ad_format: AdFormat,
     pub event_type: EventType,
+    /// Index into [`CAMPAIGNS`] (or, with [`Generator::with_campaigns`],
+    /// the campaign number minus one).
     pub campaign: usize,
     pub country: usize,
     pub revenue_micros: i64,
@@ -114,6 +117,8 @@ pub struct Generator {
     rng: ChaCha8Rng,
     run_id: u64,
     seq: u64,
+    /// `Some(n)`: campaigns `C00001`..`C{n:05}` instead of [`CAMPAIGNS`].
+    campaigns: Option<u32>,
 }
 
 impl Generator {
@@ -129,7 +134,17 @@ impl Generator {
                 (ChaCha8Rng::from_rng(&mut os), os.next_u64())
             }
         };
-        Generator { cfg, rng, run_id, seq: 0 }
+        Generator { cfg, rng, run_id, seq: 0, campaigns: None }
+    }
+
+    /// Draws the campaign uniformly from `n` ids `C00001`..`C{n:05}` (at
+    /// least 1) instead of the fixed five, so the scaling benchmark can vary
+    /// the key count. Everything else, including the order of the random
+    /// draws, is unchanged, and without this call the output is byte for
+    /// byte what it always was (tests and seeded replays depend on that).
+    pub fn with_campaigns(mut self, n: u32) -> Self {
+        self.campaigns = Some(n.max(1));
+        self
     }
 
     /// Writes the next event's key (event_id) into `key` and its JSON into
@@ -143,7 +158,7 @@ impl Generator {
         };
         let jitter = if self.cfg.jitter_us > 0 { self.rng.random_range(0..=self.cfg.jitter_us) } else { 0 };
         let timestamp_us = base - jitter;
-        let campaign = self.rng.random_range(0..CAMPAIGNS.len());
+        let campaign = self.rng.random_range(0..self.campaigns.map_or(CAMPAIGNS.len(), |n| n as usize));
         let ad_format = AdFormat::ALL[self.rng.random_range(0..3)];
         let country = self.rng.random_range(0..COUNTRIES.len());
         let device = self.rng.random_range(0..DEVICES.len());
@@ -172,10 +187,16 @@ impl Generator {
         json.extend_from_slice(key);
         json.extend_from_slice(b"\",\"timestamp\":\"");
         time::write_event_timestamp(timestamp_us, json);
+        let _ = write!(json, "\",\"user_id\":\"U{user}\",\"campaign_id\":\"");
+        match self.campaigns {
+            None => json.extend_from_slice(CAMPAIGNS[campaign].as_bytes()),
+            Some(_) => {
+                let _ = write!(json, "C{:05}", campaign + 1);
+            }
+        }
         let _ = write!(
             json,
-            "\",\"user_id\":\"U{user}\",\"campaign_id\":\"{}\",\"ad_format\":\"{}\",\"country\":\"{}\",\"device\":\"{}\",\"event_type\":\"{}\",\"revenue\":",
-            CAMPAIGNS[campaign],
+            "\",\"ad_format\":\"{}\",\"country\":\"{}\",\"device\":\"{}\",\"event_type\":\"{}\",\"revenue\":",
             ad_format.as_str(),
             COUNTRIES[country],
             DEVICES[device],
@@ -324,6 +345,34 @@ mod tests {
             assert!(seen[i].0 - i64::from(*lo) * 100 <= span / 50, "{} low end reached", COUNTRIES[i]);
             assert!(i64::from(*hi) * 100 - seen[i].1 <= span / 50, "{} high end reached", COUNTRIES[i]);
         }
+    }
+
+    #[test]
+    fn more_campaigns_change_only_the_campaign_id() {
+        // Same seed: the same draws in the same order, so with five
+        // campaigns the events differ only in how the campaign is spelled,
+        // and with 10,000 every id appears in range and parses.
+        let (mut a, mut b) = (seeded(9, 1_000_000), seeded(9, 1_000_000).with_campaigns(5));
+        let (mut k, mut ja, mut jb) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let ma = a.next_into(|| unreachable!(), &mut k, &mut ja);
+            let mb = b.next_into(|| unreachable!(), &mut k, &mut jb);
+            assert_eq!(ma, mb);
+            let fixed = String::from_utf8(ja.clone()).unwrap();
+            let wide = String::from_utf8(jb.clone()).unwrap();
+            let respelled = format!("\"C{:05}\"", ma.campaign + 1);
+            assert_eq!(fixed.replace(&format!("\"{}\"", CAMPAIGNS[ma.campaign]), &respelled), wide);
+        }
+        let mut g = seeded(3, 0).with_campaigns(10_000);
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            let m = g.next_into(|| unreachable!(), &mut k, &mut ja);
+            let e = parse_event(&ja, DEFAULT_MAX_EVENT_BYTES).expect("valid");
+            assert_eq!(e.campaign_id, format!("C{:05}", m.campaign + 1));
+            assert!(m.campaign < 10_000);
+            seen.insert(m.campaign);
+        }
+        assert!(seen.len() > 9_900, "100,000 draws cover nearly all 10,000 campaigns: {}", seen.len());
     }
 
     #[test]

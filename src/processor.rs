@@ -247,6 +247,16 @@ impl Processor {
         }
     }
 
+    /// Windows in memory over all partitions, and the event ids held for
+    /// deduplication with their heap bytes: what the state's memory is made
+    /// of (the scaling bench samples it between batches too).
+    pub fn footprint(&self) -> (usize, usize, usize) {
+        let open = self.partitions.values().map(|w| w.open_windows()).sum();
+        let (ids, bytes) =
+            self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (open, ids, bytes)
+    }
+
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
         self.publish_stats();
@@ -273,10 +283,8 @@ impl Processor {
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);
         }
-        let open: usize = self.partitions.values().map(|w| w.open_windows()).sum();
+        let (open, ids, bytes) = self.footprint();
         self.stats.open_windows.store(open as u64, Relaxed);
-        let (ids, bytes) =
-            self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         self.stats.dedup_ids.store(ids as u64, Relaxed);
         self.stats.dedup_bytes.store(bytes as u64, Relaxed);
         if let Some(wm) = self.partitions.values().filter_map(|w| w.watermark()).min() {

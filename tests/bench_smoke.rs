@@ -77,6 +77,68 @@ fn engine_bench_counts_every_event_and_writes_its_json() {
 }
 
 #[test]
+fn scaling_bench_counts_every_event_at_every_point_and_writes_its_json() {
+    let dir = scratch_dir();
+    let out = run_ok(
+        bench().arg("--out").arg(&dir).args([
+            "--reps",
+            "2",
+            "scaling",
+            "--events",
+            "3000",
+            "--memory-events",
+            "6000",
+            "--campaigns",
+            "5,200",
+            "--window-s",
+            "1,60",
+            "--flush-every",
+            "500",
+        ]),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("flatness: ns/event at 200 campaigns × 60 s ÷ at 5 campaigns × 1 s"), "{stdout}");
+    assert!(stdout.contains("memory:   heap peak at 200 campaigns × 1 s with 6000 events"), "{stdout}");
+    let doc = result(&dir, "scaling", 2);
+    let points = doc["points"].as_array().expect("points");
+    // 2 campaign counts × 2 window sizes, plus the memory check's two runs.
+    assert_eq!(points.len(), 6, "{doc}");
+    for p in points {
+        let events = p["point"]["events"].as_u64().unwrap();
+        let check = &p["check"];
+        assert_eq!(check["counted"], events, "{p}");
+        assert_eq!(check["events_in_rows"], events, "{p}");
+        assert_eq!(check["rejected"], 0, "{p}");
+        assert!(p["median"]["ns_per_event"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+        assert!(p["median"]["heap_peak_mb"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+        assert_eq!(p["runs"].as_array().map(Vec::len), Some(2), "{p}");
+        // Cells in memory are open windows × keys (3 formats per campaign).
+        let keys = p["point"]["keys"].as_f64().unwrap();
+        assert_eq!(p["median"]["open_cells"].as_f64(), Some(p["median"]["open_windows"].as_f64().unwrap() * keys));
+        let cells = check["cells_touched"].as_u64().unwrap();
+        assert!(cells > 0 && cells <= events, "{p}");
+    }
+    // 3000 events (0.3 s of event time, so one or two windows per
+    // partition): with 5 campaigns (15 keys) the cells are few; with 200
+    // (600 keys) there are far more, which is what the bench varies.
+    let cells = |c: u64| {
+        points.iter().find(|p| p["point"]["campaigns"] == c && p["point"]["window_s"] == 60).unwrap()["check"]
+            ["cells_touched"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(cells(5) <= 2 * 3 * 15 && cells(200) > 10 * cells(5), "{} vs {}", cells(5), cells(200));
+    assert_eq!(doc["config"]["campaigns"], serde_json::json!([5, 200]));
+    assert!(doc["flatness"]["ratio"].as_f64().is_some_and(f64::is_finite), "{doc}");
+    assert!(doc["flatness"]["pass"].is_boolean());
+    assert_eq!(doc["memory"].as_array().map(Vec::len), Some(2), "{doc}");
+    let bad = bench().arg("--out").arg(&dir).args(["scaling", "--events", "10", "--window-s", "7"]).output().unwrap();
+    assert!(!bad.status.success(), "a window size that does not divide 60 s is refused");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not divide 60 s"));
+}
+
+#[test]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 fn generator_and_consumer_benches_run_against_the_real_services() {
     let dir = scratch_dir();
