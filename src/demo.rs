@@ -91,6 +91,7 @@ impl Printer {
                 self.unfinished.insert(key, r.clone());
             }
         }
+        finals.sort_by(|a, b| OutRow::display_order(&a, &b));
         self.print_rows(&finals) && self.print_late(batch)
     }
 

@@ -269,16 +269,9 @@ impl Processor {
             }
             resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
         }
+        // Rows stay in emission order: ClickHouse does not care, and the
+        // consoles sort what they print (OutRow::display_order).
         let mut batch = std::mem::take(&mut self.batch);
-        // Readable order for consoles; ClickHouse does not care.
-        batch.rows.sort_by(|a, b| {
-            (a.row.window_start_us, &a.campaign, a.row.ad_format, a.partition).cmp(&(
-                b.row.window_start_us,
-                &b.campaign,
-                b.row.ad_format,
-                b.partition,
-            ))
-        });
         batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);

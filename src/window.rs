@@ -256,6 +256,8 @@ pub struct PartitionWindows {
     /// doubling (about a dozen reallocations and rehashes of every id so far
     /// per window). At most [`SPARE_ID_SETS`] are kept.
     spare_ids: Vec<IdSet>,
+    /// Cell arrays (all zero) and touched lists of closed windows, reused.
+    spare_cells: Vec<(Vec<Cell>, Vec<u32>)>,
 }
 
 /// Spare id sets kept per partition (about the windows open at once).
@@ -271,6 +273,7 @@ impl PartitionWindows {
             next_offset: None,
             fire_epoch: 0,
             spare_ids: Vec::new(),
+            spare_cells: Vec::new(),
         }
     }
 
@@ -284,6 +287,7 @@ impl PartitionWindows {
             next_offset: Some(cp.offset),
             fire_epoch: 0,
             spare_ids: Vec::new(),
+            spare_cells: Vec::new(),
         }
     }
 
@@ -351,15 +355,18 @@ impl PartitionWindows {
         }
         let max_ts_before = self.max_ts;
         let fired_before = self.open.get(&start).map(|w| self.fired(start, w));
-        let spare = &mut self.spare_ids;
-        let w = self.open.entry(start).or_insert_with(|| OpenWindow {
-            first_offset: offset,
-            max_ts_before,
-            cells: Vec::new(),
-            touched: Vec::new(),
-            ids: spare.pop().unwrap_or_default(),
-            forced: false,
-            dirty: false,
+        let (spare, spare_cells) = (&mut self.spare_ids, &mut self.spare_cells);
+        let w = self.open.entry(start).or_insert_with(|| {
+            let (cells, touched) = spare_cells.pop().unwrap_or_default();
+            OpenWindow {
+                first_offset: offset,
+                max_ts_before,
+                cells,
+                touched,
+                ids: spare.pop().unwrap_or_default(),
+                forced: false,
+                dirty: false,
+            }
         });
         if !w.ids.insert(id) {
             return Outcome::Duplicate;
@@ -410,6 +417,16 @@ impl PartitionWindows {
             if self.spare_ids.len() < SPARE_ID_SETS {
                 w.ids.clear();
                 self.spare_ids.push(w.ids);
+            }
+            // The cell array too: with many keys it is large, and a fresh
+            // zeroed one per window costs page faults. Only touched cells
+            // need resetting.
+            if self.spare_cells.len() < SPARE_ID_SETS {
+                for &i in &w.touched {
+                    w.cells[i as usize] = Cell::default();
+                }
+                w.touched.clear();
+                self.spare_cells.push((w.cells, w.touched));
             }
         }
     }
