@@ -29,14 +29,19 @@ pub struct EngineArgs {
     pub seed: u64,
 }
 
-/// The wire bytes of `n` seeded events, back to back, and each one's span.
-pub fn build_input(n: u64, event_rate: f64, seed: u64) -> (Vec<u8>, Vec<(usize, usize)>) {
+/// The wire bytes of `n` seeded events, back to back, and each one's span;
+/// over `campaigns` campaigns (`C00001`..) instead of the usual C001–C005
+/// when given (the scaling bench).
+pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: Option<u32>) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut g = Generator::new(GeneratorConfig {
         seed: Some(seed),
         start_time_us: DEFAULT_SEEDED_START_US,
         event_rate,
         jitter_us: 1_000_000,
     });
+    if let Some(c) = campaigns {
+        g = g.with_campaigns(c);
+    }
     let (mut key, mut json) = (Vec::new(), Vec::new());
     let mut buf = Vec::with_capacity(n as usize * 260);
     let mut spans = Vec::with_capacity(n as usize);
@@ -50,7 +55,7 @@ pub fn build_input(n: u64, event_rate: f64, seed: u64) -> (Vec<u8>, Vec<(usize, 
 
 pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
-    let (buf, spans) = build_input(args.events, args.event_rate, args.seed);
+    let (buf, spans) = build_input(args.events, args.event_rate, args.seed, None);
     println!(
         "engine: {} events, {:.1} MiB of JSON built in {:.1} s",
         args.events,

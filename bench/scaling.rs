@@ -4,7 +4,7 @@
 //! that memory follows open windows × keys, never the number of events.
 //!
 //! Keys are (campaign, format): the generator draws campaigns from
-//! `C00001`..`Cnnnnn` ([`Generator::with_campaigns`]), so a point with `n`
+//! `C00001`..`Cnnnnn` (`adstream::generator::Generator::with_campaigns`), so a point with `n`
 //! campaigns has `3n` keys. The input of one campaign count is built once
 //! (the largest event count needed) and every point uses a prefix of it.
 //!
@@ -23,10 +23,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adstream::generator::{Generator, GeneratorConfig, DEFAULT_SEEDED_START_US};
 use adstream::parse::DEFAULT_MAX_EVENT_BYTES;
 use adstream::processor::Processor;
 use adstream::stats::Stats;
+
+use crate::engine::build_input;
 use adstream::window::WindowConfig;
 use anyhow::Context as _;
 use serde_json::{json, Value};
@@ -103,7 +104,7 @@ pub fn run(args: &ScalingArgs, out: &Path) -> anyhow::Result<Value> {
         let todo: Vec<Point> = points.iter().chain(&mem_points).filter(|p| p.campaigns == c).copied().collect();
         let n = todo.iter().map(|p| p.events).max().unwrap_or(0);
         let t = Instant::now();
-        let (buf, spans) = build_input(n, args.event_rate, args.seed, c);
+        let (buf, spans) = build_input(n, args.event_rate, args.seed, Some(c));
         println!(
             "scaling: {c} campaigns ({} keys): {n} events, {:.1} MiB of JSON built in {:.1} s",
             3 * c,
@@ -287,27 +288,6 @@ fn print_table(results: &[(Point, Vec<Run>, Value)], reps: usize) {
             m("state_rss_mb"),
         );
     }
-}
-
-/// The wire bytes of `n` seeded events drawn over `campaigns` campaigns,
-/// back to back, and each one's span.
-pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: u32) -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut g = Generator::new(GeneratorConfig {
-        seed: Some(seed),
-        start_time_us: DEFAULT_SEEDED_START_US,
-        event_rate,
-        jitter_us: 1_000_000,
-    })
-    .with_campaigns(campaigns);
-    let (mut key, mut json) = (Vec::new(), Vec::new());
-    let mut buf = Vec::with_capacity(n as usize * 262);
-    let mut spans = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        g.next_into(|| 0, &mut key, &mut json);
-        spans.push((buf.len(), json.len()));
-        buf.extend_from_slice(&json);
-    }
-    (buf, spans)
 }
 
 fn once(buf: &[u8], spans: &[(usize, usize)], p: Point, args: &ScalingArgs) -> anyhow::Result<(Run, Value)> {
