@@ -26,17 +26,11 @@ FRONT="$ROOT/scripts/chfront/chfront.py"
 REQS="$ROOT/scripts/chfront/requirements.txt"
 
 say() { echo "clickhouse: $*" >&2; }
+# shellcheck source=lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
 
 # pid of our running front, or nothing
-running_pid() {
-  [[ -f "$PIDFILE" ]] || return 0
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "chfront.py"; then
-    echo "$pid"
-  fi
-}
+running_pid() { pidfile_pid "$PIDFILE" "chfront.py"; }
 
 # GET /ping answers "Ok." (uses whatever python is at hand, no curl needed)
 ping_ok() {
@@ -87,22 +81,8 @@ cmd_up() {
     --data "$DATA" >>"$LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  local i
-  for ((i = 0; i < 600; i++)); do
-    if ping_ok; then
-      echo "clickhouse up on $HOST:$PORT (pid $pid)"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "chfront exited during startup; its log ($LOG):"
-      tac "$LOG" | sed '/^=== /q' | tac | tail -n 40 >&2 || true
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    sleep 0.1
-  done
-  say "chfront (pid $pid) did not answer /ping within 60 s; see $LOG"
-  return 1
+  wait_ready "$pid" ping_ok 60 chfront "$LOG" "$PIDFILE" || return 1
+  echo "clickhouse up on $HOST:$PORT (pid $pid)"
 }
 
 cmd_down() {
@@ -113,17 +93,7 @@ cmd_down() {
     echo "clickhouse not running"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid still alive after 15 s, sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-  fi
+  stop_pid "$pid" 15
   rm -f "$PIDFILE"
   echo "clickhouse stopped (pid $pid)"
 }

@@ -31,6 +31,8 @@ REQS="$ROOT/superset/requirements.txt"
 CONSTRAINTS="$ROOT/superset/constraints.txt"
 
 say() { echo "superset: $*" >&2; }
+# shellcheck source=lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
 
 export SUPERSET_HOME="$RUN"
 export SUPERSET_CONFIG_PATH="$ROOT/superset/superset_config.py"
@@ -42,15 +44,7 @@ export SCARF_ANALYTICS=false # no usage pings
 export TZ=UTC
 export ADSTREAM_CLICKHOUSE_URL="${ADSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_PORT:-8123}}"
 
-running_pid() {
-  [[ -f "$PIDFILE" ]] || return 0
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "gunicorn"; then
-    echo "$pid"
-  fi
-}
+running_pid() { pidfile_pid "$PIDFILE" "gunicorn"; }
 
 health_ok() {
   local py="$VENV/bin/python"
@@ -132,22 +126,8 @@ cmd_up() {
     --limit-request-field_size 0 "superset.app:create_app()" >>"$LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  local i
-  for ((i = 0; i < 1200; i++)); do
-    if health_ok; then
-      echo "superset up on http://$HOST:$PORT (pid $pid); login ${SUPERSET_ADMIN_USER:-admin}, dashboard /superset/dashboard/ad-performance/"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "gunicorn exited during startup; its log ($LOG):"
-      tac "$LOG" | sed '/^=== /q' | tac | tail -n 40 >&2 || true
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    sleep 0.1
-  done
-  say "superset (pid $pid) did not answer /health within 120 s; see $LOG"
-  return 1
+  wait_ready "$pid" health_ok 120 gunicorn "$LOG" "$PIDFILE" || return 1
+  echo "superset up on http://$HOST:$PORT (pid $pid); login ${SUPERSET_ADMIN_USER:-admin}, dashboard /superset/dashboard/ad-performance/"
 }
 
 cmd_down() {
@@ -158,17 +138,7 @@ cmd_down() {
     echo "superset not running"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid still alive after 30 s, sending KILL to its process group"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-  fi
+  stop_pid "$pid" 30
   rm -f "$PIDFILE"
   echo "superset stopped (pid $pid)"
 }
