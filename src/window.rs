@@ -211,6 +211,43 @@ type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
 /// Heap bytes per slot of an [`IdSet`]: the key plus hashbrown's control byte.
 const ID_SLOT_BYTES: usize = std::mem::size_of::<u128>() + 1;
 
+/// Event time covered by one id set of a window.
+const IDS_SPAN_US: i64 = 1_000_000;
+
+/// The event ids of one window, in one set per second of event time. A
+/// redelivery carries its original's timestamp, so it meets the same set;
+/// and as events arrive roughly in time order, the sets being written hold
+/// the last second or two of ids, which stay in cache, where one set for a
+/// 60 s window grows to hundreds of thousands of ids and costs a cache miss
+/// per event (measured: the scaling bench's 60 s windows).
+#[derive(Debug, Default)]
+struct WindowIds {
+    sets: Vec<IdSet>,
+}
+
+impl WindowIds {
+    /// Adds `id` to the set of second `slot`; false if it was there.
+    fn insert(&mut self, slot: usize, id: u128) -> bool {
+        if slot >= self.sets.len() {
+            self.sets.resize_with(slot + 1, IdSet::default);
+        }
+        self.sets[slot].insert(id)
+    }
+
+    /// Empties the sets, keeping their capacity for reuse.
+    fn clear(&mut self) {
+        self.sets.iter_mut().for_each(IdSet::clear);
+    }
+
+    fn len(&self) -> usize {
+        self.sets.iter().map(IdSet::len).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.sets.iter().map(|s| s.capacity() * ID_SLOT_BYTES).sum()
+    }
+}
+
 #[derive(Debug)]
 struct OpenWindow {
     first_offset: i64,
@@ -221,7 +258,7 @@ struct OpenWindow {
     /// Indexes of cells that hold events, in first-touch order.
     touched: Vec<u32>,
     /// Event ids counted in this window.
-    ids: IdSet,
+    ids: WindowIds,
     /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
     forced: bool,
     /// Some cell changed since the last emission.
@@ -255,7 +292,7 @@ pub struct PartitionWindows {
     /// the next windows: a window's set would otherwise grow from empty by
     /// doubling (about a dozen reallocations and rehashes of every id so far
     /// per window). At most [`SPARE_ID_SETS`] are kept.
-    spare_ids: Vec<IdSet>,
+    spare_ids: Vec<WindowIds>,
     /// Cell arrays (all zero) and touched lists of closed windows, reused.
     spare_cells: Vec<(Vec<Cell>, Vec<u32>)>,
 }
@@ -321,8 +358,8 @@ impl PartitionWindows {
     /// Event ids held for deduplication, and the heap bytes they take.
     /// Spare (empty) sets kept for reuse count in the bytes.
     pub fn dedup_footprint(&self) -> (usize, usize) {
-        let spare: usize = self.spare_ids.iter().map(|s| s.capacity() * ID_SLOT_BYTES).sum();
-        self.open.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.capacity() * ID_SLOT_BYTES))
+        let spare: usize = self.spare_ids.iter().map(WindowIds::bytes).sum();
+        self.open.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.bytes()))
     }
 
     /// Records that `offset` was consumed without touching any window (a
@@ -368,7 +405,7 @@ impl PartitionWindows {
                 dirty: false,
             }
         });
-        if !w.ids.insert(id) {
+        if !w.ids.insert(((ts - start) / IDS_SPAN_US) as usize, id) {
             return Outcome::Duplicate;
         }
         let idx = campaign as usize * 3 + ad_format.index();
