@@ -348,7 +348,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 Ok(()) => {
                     if paused {
                         tracing::info!("sink caught up: resuming consumption");
-                        set_paused(consumer, &ctx.topic, &assigned.iter().copied().collect::<Vec<_>>(), false);
+                        set_paused(consumer, &ctx.topic, &assigned, false);
                         paused = false;
                     }
                 }
@@ -356,7 +356,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                     held = Some(batch);
                     if !paused {
                         tracing::warn!("sink is behind: pausing consumption until it catches up");
-                        set_paused(consumer, &ctx.topic, &assigned.iter().copied().collect::<Vec<_>>(), true);
+                        set_paused(consumer, &ctx.topic, &assigned, true);
                         paused = true;
                     }
                 }
@@ -395,13 +395,19 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
 /// Pauses or resumes fetching `partitions` of `topic`. Pausing also drops
 /// librdkafka's prefetched messages for them (they are fetched again on
 /// resume), so a long sink outage costs no memory.
-fn set_paused(consumer: &PipelineConsumer, topic: &str, partitions: &[i32], pause: bool) {
+fn set_paused<'a>(
+    consumer: &PipelineConsumer,
+    topic: &str,
+    partitions: impl IntoIterator<Item = &'a i32>,
+    pause: bool,
+) {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition(topic, p);
     }
     let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
     if let Err(e) = r {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::warn!("{} partitions {partitions:?}: {e}", if pause { "pausing" } else { "resuming" });
     }
 }

@@ -147,14 +147,10 @@ impl Processor {
             self.due_since.entry(p).or_insert_with(Instant::now);
         }
         match outcome {
-            Outcome::Counted => {
+            Outcome::Counted | Outcome::Updated => {
                 self.counts.counted += 1;
                 self.counts.by_kind[o.ad_format.index()][o.event_type.index()] += 1;
-            }
-            Outcome::Updated => {
-                self.counts.counted += 1;
-                self.counts.by_kind[o.ad_format.index()][o.event_type.index()] += 1;
-                self.counts.late_updates += 1;
+                self.counts.late_updates += u64::from(outcome == Outcome::Updated);
             }
             Outcome::Duplicate => {
                 self.counts.duplicates += 1;

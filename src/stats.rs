@@ -58,9 +58,6 @@ pub struct Stats {
     pub counted_by_kind: [[AtomicU64; EventType::ALL.len()]; AdFormat::ALL.len()],
     /// Assigned partitions' lag and watermark.
     pub partitions: Mutex<BTreeMap<i32, PartitionGauges>>,
-    /// Total time spent in successful sink writes, µs (with `batches_written`,
-    /// the mean; the distribution goes to the metrics histogram).
-    pub insert_us_total: AtomicU64,
     pub health: Health,
     /// Per written window row: from the moment it became due (the watermark
     /// passed its window's end, or its end + allowed lateness for a final
@@ -149,7 +146,6 @@ impl Stats {
     pub fn insert_done(&self, elapsed: Duration, rows: usize) {
         let ms = elapsed.as_millis() as u64;
         self.last_insert_ms.store(ms, Relaxed);
-        self.insert_us_total.fetch_add(elapsed.as_micros() as u64, Relaxed);
         self.rows_written.fetch_add(rows as u64, Relaxed);
         self.batches_written.fetch_add(1, Relaxed);
         crate::metrics::record_insert(elapsed);

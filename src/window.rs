@@ -64,6 +64,12 @@ impl WindowConfig {
         ts.div_euclid(self.size_us) * self.size_us
     }
 
+    /// Whether the window starting at `start` has fired (its end passed)
+    /// once the watermark is `wm`.
+    fn ended_at(&self, start: i64, wm: Option<i64>) -> bool {
+        wm.is_some_and(|m| start.saturating_add(self.size_us) <= m)
+    }
+
     /// Whether the window starting at `start` is closed once the watermark
     /// is `wm`.
     fn closed_at(&self, start: i64, wm: i64) -> bool {
@@ -369,7 +375,7 @@ impl PartitionWindows {
     }
 
     fn fired(&self, start: i64, w: &OpenWindow) -> bool {
-        w.forced || self.max_ts.is_some_and(|m| start.saturating_add(self.cfg.size_us) <= m)
+        w.forced || self.cfg.ended_at(start, self.max_ts)
     }
 
     /// Feeds one valid event. Windows closed by the resulting watermark are
@@ -433,7 +439,7 @@ impl PartitionWindows {
         }
         // A window created now for a time the watermark already passed
         // fires at once, so its first event is already an update.
-        let fired = fired_before.unwrap_or_else(|| max_ts_before.is_some_and(|m| start + self.cfg.size_us <= m));
+        let fired = fired_before.unwrap_or_else(|| self.cfg.ended_at(start, max_ts_before));
         if fired {
             Outcome::Updated
         } else {
@@ -490,8 +496,7 @@ impl PartitionWindows {
     pub fn emit_updates(&mut self, out: &mut Vec<WindowRow>) {
         let (cfg, max_ts) = (self.cfg, self.max_ts);
         for (&start, w) in self.open.iter_mut() {
-            let fired = w.forced || max_ts.is_some_and(|m| start.saturating_add(cfg.size_us) <= m);
-            if w.dirty && fired {
+            if w.dirty && (w.forced || cfg.ended_at(start, max_ts)) {
                 emit(&cfg, start, w, false, out);
             }
         }
@@ -500,10 +505,8 @@ impl PartitionWindows {
     /// Where a restart must resume so that replay rebuilds every window in
     /// memory exactly. `None` before the first message.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        let closed_max_ts = match (self.max_ts, self.restored_closed) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        // `None` orders below every `Some`, so this is the later of the two.
+        let closed_max_ts = self.max_ts.max(self.restored_closed);
         if let Some(oldest) = self.open.values().min_by_key(|w| w.first_offset) {
             return Some(Checkpoint {
                 offset: oldest.first_offset,
