@@ -187,7 +187,9 @@ impl Processor {
                 Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
             }
         }
-        resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
+        // Rows emitted here are final rows, due the moment the watermark
+        // closed their window: now.
+        resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch, None);
     }
 
     fn reject(batch: &mut Batch, stats: &Stats, record: RejectRecord) {
@@ -260,10 +262,7 @@ impl Processor {
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);
             let since = self.due_since.remove(&p).unwrap_or(now);
-            if !self.scratch.is_empty() {
-                self.batch.due.push((since, self.scratch.len() as u32));
-            }
-            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch);
+            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch, Some(since));
         }
         // Rows stay in emission order: ClickHouse does not care, and the
         // consoles sort what they print (OutRow::display_order).
@@ -284,17 +283,12 @@ impl Processor {
 }
 
 /// Moves emitted window rows of partition `p` into the batch, with their
-/// campaign names resolved. Rows not yet timed (final rows, emitted the
-/// moment the watermark closed their window) are due now.
-fn resolve_rows(batch: &mut Batch, interner: &Interner, p: i32, rows: &mut Vec<WindowRow>) {
+/// campaign names resolved, recording when they became due (`None`: now).
+fn resolve_rows(batch: &mut Batch, interner: &Interner, p: i32, rows: &mut Vec<WindowRow>, due: Option<Instant>) {
     if rows.is_empty() {
         return;
     }
-    let timed: u32 = batch.due.iter().map(|d| d.1).sum();
-    let untimed = ((batch.rows.len() + rows.len()) as u32).saturating_sub(timed);
-    if untimed > 0 {
-        batch.due.push((Instant::now(), untimed));
-    }
+    batch.due.push((due.unwrap_or_else(Instant::now), rows.len() as u32));
     for row in rows.drain(..) {
         batch.rows.push(OutRow { partition: p, campaign: interner.name(row.campaign).clone(), row });
     }
