@@ -38,6 +38,20 @@ const COUNTRY: usize = 7;
 const DEVICE: usize = 8;
 const NAMED: usize = 9;
 
+/// The keys in the order `adstream generate` writes them, quoted and with
+/// their colon, as they appear in a compact message.
+const ORDER: [(&[u8], usize); 9] = [
+    (b"\"event_id\":", EVENT_ID),
+    (b"\"timestamp\":", TIMESTAMP),
+    (b"\"user_id\":", USER_ID),
+    (b"\"campaign_id\":", CAMPAIGN_ID),
+    (b"\"ad_format\":", AD_FORMAT),
+    (b"\"country\":", COUNTRY),
+    (b"\"device\":", DEVICE),
+    (b"\"event_type\":", EVENT_TYPE),
+    (b"\"revenue\":", REVENUE),
+];
+
 /// The fields of `text` if it has the simple shape, else `None`.
 pub fn scan(text: &str) -> Option<Fields<'_>> {
     let b = text.as_bytes();
@@ -46,24 +60,42 @@ pub fn scan(text: &str) -> Option<Fields<'_>> {
     }
     let mut seen: [Option<&str>; NAMED] = [None; NAMED];
     let mut i = 1;
+    // Index into ORDER of the key expected next.
+    let mut expect = 0;
     loop {
-        let (key, next) = string(text, i)?;
-        i = next;
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i += 1;
-        let slot = match key {
-            "event_id" => EVENT_ID,
-            "timestamp" => TIMESTAMP,
-            "campaign_id" => CAMPAIGN_ID,
-            "ad_format" => AD_FORMAT,
-            "event_type" => EVENT_TYPE,
-            "revenue" => REVENUE,
-            "user_id" => USER_ID,
-            "country" => COUNTRY,
-            "device" => DEVICE,
-            _ => NAMED,
+        // Most messages list the keys in the generator's order: compare the
+        // expected `"key":` bytes directly instead of scanning and matching
+        // the key (the same outcome as the general path below, faster).
+        let slot = match ORDER.get(expect) {
+            Some(&(quoted, slot)) if b.get(i..).is_some_and(|rest| rest.starts_with(quoted)) => {
+                i += quoted.len();
+                expect += 1;
+                slot
+            }
+            _ => {
+                let (key, next) = string(text, i)?;
+                i = next;
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i += 1;
+                let slot = match key {
+                    "event_id" => EVENT_ID,
+                    "timestamp" => TIMESTAMP,
+                    "campaign_id" => CAMPAIGN_ID,
+                    "ad_format" => AD_FORMAT,
+                    "event_type" => EVENT_TYPE,
+                    "revenue" => REVENUE,
+                    "user_id" => USER_ID,
+                    "country" => COUNTRY,
+                    "device" => DEVICE,
+                    _ => NAMED,
+                };
+                if let Some(k) = ORDER.iter().position(|&(_, s)| s == slot) {
+                    expect = k + 1;
+                }
+                slot
+            }
         };
         let (value, next) = if slot == REVENUE { number(text, i)? } else { string(text, i)? };
         i = next;
@@ -103,13 +135,37 @@ fn string(text: &str, i: usize) -> Option<(&str, usize)> {
         return None;
     }
     let start = i + 1;
-    let len = b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    let end = start + len;
+    let end = start + special(b.get(start..)?)?;
     if b[end] != b'"' {
         return None;
     }
     // Quotes are ASCII, so both ends are character boundaries.
     Some((text.get(start..end)?, end + 1))
+}
+
+/// The index of the first `"`, `\\` or control character (< 0x20) in `b`.
+/// Eight bytes at a time: for each test, `(x - k) & !x & 0x80..` flags the
+/// bytes below `k` in word `x` (applied to `w ^ c` and k = 1 it flags the
+/// bytes equal to `c`). A borrow can only set false flags *above* a true
+/// one, so the lowest flag of the three tests together is exact.
+fn special(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    const SPACE: u64 = ONES * 0x20;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (q, s) = (w ^ QUOTE, w ^ BACKSLASH);
+        let flags = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s) | (w.wrapping_sub(SPACE) & !w)) & HIGH;
+        if flags != 0 {
+            return Some(at + flags.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| at + p)
 }
 
 /// A JSON number starting at `i`, exactly per the JSON grammar
@@ -209,5 +265,42 @@ mod tests {
             assert_eq!(scan(&c), None, "{c}");
         }
         assert!(scan(&GOOD.replace("0.0523", "-0.5e-3")).is_some(), "any valid number is taken as text");
+    }
+
+    #[test]
+    fn keys_in_any_order_give_the_same_fields() {
+        let reordered = r#"{"revenue":0.0523,"event_type":"click","device":"iOS","country":"US","ad_format":"banner","campaign_id":"C001","user_id":"U12345","timestamp":"2025-12-10T00:46:21.994570","event_id":"e1"}"#;
+        assert_eq!(scan(reordered), scan(GOOD));
+        let swapped =
+            GOOD.replace(r#""user_id":"U12345","campaign_id":"C001""#, r#""campaign_id":"C001","user_id":"U12345""#);
+        assert_eq!(scan(&swapped), scan(GOOD));
+        // A key that is a prefix or extension of an expected one.
+        assert_eq!(scan(&GOOD.replace(r#""event_id":"#, r#""event_idx":"#)), None, "event_id missing");
+        assert_eq!(scan(&GOOD.replace(r#""device":"#, r#""device ":"#)).map(|f| f.event_id), Some("e1"));
+    }
+
+    #[test]
+    fn special_finds_the_first_quote_backslash_or_control_byte() {
+        let specials = [b'"', b'\\', 0x00, 0x1f, b'\n'];
+        let plain =
+            [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff, 0x21, 0x5b, 0x5d, 0x20, 0xa2, 0xdc, 0x9f, 0xa0];
+        for len in 0..40 {
+            for at in 0..=len {
+                for &sp in &specials {
+                    for &fill in &plain {
+                        let mut v = vec![fill; len];
+                        if at < len {
+                            v[at] = sp;
+                            // Specials later on must not matter.
+                            for later in v.iter_mut().skip(at + 1).step_by(3) {
+                                *later = b'"';
+                            }
+                        }
+                        let want = v.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+                        assert_eq!(special(&v), want, "{v:?}");
+                    }
+                }
+            }
+        }
     }
 }

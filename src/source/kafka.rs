@@ -16,6 +16,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::queue::QueueSlot;
 use crate::cli::KafkaArgs;
 use crate::secret::redact_option;
 use crate::window::Checkpoint;
@@ -228,11 +229,18 @@ pub struct PipelineContext {
     /// that would only move its offset back and cost a replay, but it is
     /// pointless work.
     owned: Mutex<std::collections::BTreeSet<i32>>,
+    /// The consume loop's batch queue, which assigned partitions are
+    /// forwarded to (see [`super::queue`]).
+    queue: QueueSlot,
 }
 
 impl PipelineContext {
     pub fn owns(&self, p: i32) -> bool {
         self.owned.lock().map(|o| o.contains(&p)).unwrap_or(false)
+    }
+
+    pub fn queue_slot(&self) -> &QueueSlot {
+        &self.queue
     }
 
     pub fn take_rebalances(&self) -> Vec<RebalanceEvent> {
@@ -250,7 +258,10 @@ impl ClientContext for PipelineContext {
 }
 
 impl ConsumerContext for PipelineContext {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.queue.forward(c, tpl.elements().iter().map(|e| (e.topic(), e.partition())));
+        }
         if let (Rebalance::Revoke(tpl), Ok(mut owned)) = (rebalance, self.owned.lock()) {
             for e in tpl.elements() {
                 owned.remove(&e.partition());
@@ -295,7 +306,11 @@ fn consumer_config(args: &KafkaArgs, group: &str) -> anyhow::Result<ClientConfig
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
+        // Off: with the batch API (`super::queue`) an end-of-partition
+        // event moves librdkafka's application position one past the end,
+        // and a pause/resume after it would skip a message. `--drain`
+        // compares against the broker's high watermark instead.
+        .set("enable.partition.eof", "false")
         // Well above MAX_MESSAGE_BYTES. Records larger than
         // max.partition.fetch.bytes (1 MiB default), such as a 1 MiB message
         // to reject, are still fetched whole: a fetch always returns the

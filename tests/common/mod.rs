@@ -22,9 +22,14 @@ pub fn clickhouse_url() -> String {
 }
 
 /// A name unique to this test run: `prefix_<nanos>`.
+/// A name no other test (in this process or an earlier one) uses. The
+/// counter matters: two tests starting together on two threads can read
+/// the same nanosecond, and then shared a dead-letter topic.
 pub fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}_{}_{}", std::process::id(), n % 1_000_000_000_000)
+    format!("{prefix}_{}_{}_{k}", std::process::id(), n % 1_000_000_000_000)
 }
 
 pub fn scratch_dir() -> PathBuf {
