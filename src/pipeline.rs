@@ -88,6 +88,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     };
 
     let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group)?);
+    let watermarks = if args.drain { Some(kafka::watermark_client(&args.kafka)?) } else { None };
     tracing::info!(
         brokers = %args.kafka.brokers, topic = %topic, group = %args.group,
         window_s = cfg.size_us as f64 / 1e6, lateness_s = cfg.allowed_lateness_us as f64 / 1e6,
@@ -96,6 +97,7 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Batch>(8);
     let loop_ctx = LoopCtx {
         consumer: consumer.clone(),
+        watermarks,
         topic: topic.clone(),
         cfg,
         max_event_bytes: args.max_event_bytes,
@@ -219,6 +221,8 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
 
 struct LoopCtx {
     consumer: Arc<PipelineConsumer>,
+    /// For `--drain`'s end-of-topic check (see [`kafka::WatermarkClient`]).
+    watermarks: Option<kafka::WatermarkClient>,
     topic: String,
     cfg: WindowConfig,
     max_event_bytes: usize,
@@ -383,7 +387,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 let cached = kafka::cached_high_watermark(consumer, &ctx.topic, p);
                 cached.zip(proc.next_offset(p)).is_none_or(|(high, next)| next >= high)
             })
-            && assigned.iter().all(|&p| read_to_end(consumer, &ctx.topic, &proc, p))
+            && assigned.iter().all(|&p| read_to_end(consumer, ctx.watermarks.as_ref(), &ctx.topic, &proc, p))
         {
             tracing::info!("drained: every assigned partition read to its end");
             break;
@@ -487,8 +491,19 @@ fn fire_idle(
 
 /// Whether everything in partition `p` up to the broker's high watermark has
 /// been processed (or was covered by the committed checkpoint).
-fn read_to_end(consumer: &PipelineConsumer, topic: &str, proc: &Processor, p: i32) -> bool {
-    let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) else { return false };
+fn read_to_end(
+    consumer: &PipelineConsumer,
+    watermarks: Option<&kafka::WatermarkClient>,
+    topic: &str,
+    proc: &Processor,
+    p: i32,
+) -> bool {
+    let timeout = Duration::from_secs(5);
+    let wm = match watermarks {
+        Some(c) => c.fetch_watermarks(topic, p, timeout),
+        None => consumer.fetch_watermarks(topic, p, timeout),
+    };
+    let Ok((low, high)) = wm else { return false };
     if let Some(next) = proc.next_offset(p) {
         return next >= high;
     }

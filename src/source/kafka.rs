@@ -175,6 +175,20 @@ impl QuietContext {
     }
 }
 
+impl ConsumerContext for QuietContext {}
+
+/// A client without a group, for the high watermarks `--drain` checks
+/// against. Not the pipeline consumer: a caught-up consumer keeps a Fetch
+/// parked at the broker for up to `fetch.wait.max.ms` (500 ms), and Kafka
+/// answers one connection's requests in order, so each watermark query
+/// behind it waited that long (1.5 s for three partitions at the end of a
+/// drain, holding back the last rows).
+pub type WatermarkClient = BaseConsumer<QuietContext>;
+
+pub fn watermark_client(args: &KafkaArgs) -> anyhow::Result<WatermarkClient> {
+    client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka client")
+}
+
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         // Keyed by facility and level, not by text: during an outage every
