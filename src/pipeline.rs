@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 use tokio::sync::mpsc;
 
@@ -318,7 +320,9 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
             Polled::Error(e) => ctx.stats.health.kafka.failed(&format!("consumer: {e}")),
         };
         match polled {
-            None => {}
+            // End-of-partition events are off by default; with
+            // `--kafka-option enable.partition.eof=true` they are no error.
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => on(Polled::Error(e.to_string())),
             // Only before its partition was forwarded to the queue.
             Some(Ok(msg)) => on(Polled::Record {
@@ -333,6 +337,7 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
                 None => {
                     Polled::Record { partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload() }
                 }
+                Some(RDKafkaErrorCode::PartitionEOF) => continue,
                 Some(code) => Polled::Error(format!("partition {}: {code}: {}", m.partition(), m.error_detail())),
             });
         }
