@@ -95,19 +95,59 @@ pub struct Event<'a> {
 /// campaign id per event must not grow memory without bound.
 #[derive(Debug)]
 pub struct Interner {
-    ids: HashMap<Arc<str>, u32, SeededXxh3>,
+    /// Ids of up to [`INLINE`] bytes (all real campaign ids), stored in the
+    /// table itself: a lookup compares bytes in place instead of following
+    /// a pointer to each candidate's string, which with tens of thousands of
+    /// campaigns was a cache miss per event.
+    short: HashMap<InlineKey, u32, SeededXxh3>,
+    /// Longer ids.
+    long: HashMap<Arc<str>, u32, SeededXxh3>,
     names: Vec<Arc<str>>,
     cap: usize,
 }
 
+/// Longest campaign id kept inline in the interner's table.
+const INLINE: usize = 15;
+
+/// A short string with its length in the first byte, zero-padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InlineKey([u8; INLINE + 1]);
+
+impl InlineKey {
+    fn new(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        let mut k = [0u8; INLINE + 1];
+        k[0] = u8::try_from(b.len()).ok().filter(|&n| usize::from(n) <= INLINE)?;
+        k[1..=b.len()].copy_from_slice(b);
+        Some(InlineKey(k))
+    }
+}
+
+impl std::hash::Hash for InlineKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // One write of the whole key: one XXH3 call per lookup.
+        state.write(&self.0);
+    }
+}
+
 impl Interner {
     pub fn with_capacity_limit(cap: usize) -> Self {
-        Interner { ids: HashMap::with_hasher(SeededXxh3::new()), names: Vec::new(), cap }
+        Interner {
+            short: HashMap::with_hasher(SeededXxh3::new()),
+            long: HashMap::with_hasher(SeededXxh3::new()),
+            names: Vec::new(),
+            cap,
+        }
     }
 
     /// The id of `name`, or `None` when the cap is reached.
     pub fn intern(&mut self, name: &str) -> Option<u32> {
-        if let Some(&id) = self.ids.get(name) {
+        let key = InlineKey::new(name);
+        let known = match &key {
+            Some(k) => self.short.get(k),
+            None => self.long.get(name),
+        };
+        if let Some(&id) = known {
             return Some(id);
         }
         if self.names.len() >= self.cap {
@@ -116,7 +156,10 @@ impl Interner {
         let id = u32::try_from(self.names.len()).ok()?;
         let name: Arc<str> = Arc::from(name);
         self.names.push(name.clone());
-        self.ids.insert(name, id);
+        match key {
+            Some(k) => self.short.insert(k, id),
+            None => self.long.insert(name, id),
+        };
         Some(id)
     }
 
@@ -239,6 +282,20 @@ mod tests {
         assert_eq!(i.intern("C003"), None);
         assert_eq!(&**i.name(1), "C002");
         assert_eq!(i.len(), 2);
+    }
+
+    #[test]
+    fn short_and_long_ids_intern_alike() {
+        // 15 bytes are kept inline, 16 are not; padding must not make "a"
+        // equal "a\0", nor a prefix equal the whole.
+        let names = ["", "a", "a\0", "C001", "C0010", &"x".repeat(15), &"x".repeat(16), &"x".repeat(100), "é😀"];
+        let mut i = Interner::with_capacity_limit(100);
+        let ids: Vec<_> = names.iter().map(|n| i.intern(n).unwrap()).collect();
+        assert_eq!(ids, (0..names.len() as u32).collect::<Vec<_>>(), "all distinct");
+        for (n, &id) in names.iter().zip(&ids) {
+            assert_eq!(i.intern(n), Some(id), "{n:?} again");
+            assert_eq!(&**i.name(id), *n);
+        }
     }
 
     #[test]
