@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::cli::DemoArgs;
 use crate::event::AdFormat;
+use crate::event::Names;
 use crate::generator::{Generator, Pacer};
 use crate::processor::Processor;
 use crate::sink::{Batch, OutRow};
@@ -75,15 +76,19 @@ struct Printer {
     rows: u64,
     /// Latest not-yet-final row per window × campaign × format.
     unfinished: BTreeMap<(i64, Arc<str>, AdFormat), OutRow>,
+    /// Campaign names by id, from the latest batch (ids are stable).
+    names: Names,
 }
 
 impl Printer {
     /// Prints the final rows of `batch` and remembers the others. Returns
     /// false once stdout is gone.
     fn print(&mut self, batch: &Batch) -> bool {
+        self.names = batch.names.clone();
         let mut finals = Vec::new();
         for r in &batch.rows {
-            let key = (r.row.window_start_us, r.campaign.clone(), r.row.ad_format);
+            let name = self.names.get(r.row.campaign as usize).cloned().unwrap_or_else(|| Arc::from(""));
+            let key = (r.row.window_start_us, name, r.row.ad_format);
             if r.row.is_final {
                 self.unfinished.remove(&key);
                 finals.push(r.clone());
@@ -91,7 +96,7 @@ impl Printer {
                 self.unfinished.insert(key, r.clone());
             }
         }
-        finals.sort_by(|a, b| OutRow::display_order(&a, &b));
+        finals.sort_by(|a, b| a.display_key(&self.names).cmp(&b.display_key(&self.names)));
         self.print_rows(&finals) && self.print_late(batch)
     }
 
@@ -116,7 +121,8 @@ impl Printer {
                 );
                 self.current = Some(key);
             }
-            if writeln!(out, "{}", r.console_line()).is_err() {
+            let campaign = self.names.get(r.row.campaign as usize).map_or("", |n| &**n);
+            if writeln!(out, "{}", r.console_line(campaign)).is_err() {
                 return false;
             }
             self.rows += 1;

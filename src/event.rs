@@ -103,8 +103,15 @@ pub struct Interner {
     /// Longer ids.
     long: HashMap<Arc<str>, u32, SeededXxh3>,
     names: Vec<Arc<str>>,
+    /// `names` as handed to batches; rebuilt only after a new id.
+    snapshot: Option<Names>,
     cap: usize,
 }
+
+/// Campaign names by interned id, shared by the batches of a run: rows
+/// carry the `u32` id, not a reference-counted name each (cloning one per
+/// row was an atomic write to a scattered cache line per output row).
+pub type Names = Arc<[Arc<str>]>;
 
 /// Longest campaign id kept inline in the interner's table.
 const INLINE: usize = 15;
@@ -136,8 +143,14 @@ impl Interner {
             short: HashMap::with_hasher(SeededXxh3::new()),
             long: HashMap::with_hasher(SeededXxh3::new()),
             names: Vec::new(),
+            snapshot: None,
             cap,
         }
+    }
+
+    /// Every name so far, by id.
+    pub fn names(&mut self) -> Names {
+        self.snapshot.get_or_insert_with(|| self.names.iter().cloned().collect()).clone()
     }
 
     /// The id of `name`, or `None` when the cap is reached.
@@ -156,6 +169,7 @@ impl Interner {
         let id = u32::try_from(self.names.len()).ok()?;
         let name: Arc<str> = Arc::from(name);
         self.names.push(name.clone());
+        self.snapshot = None;
         match key {
             Some(k) => self.short.insert(k, id),
             None => self.long.insert(name, id),

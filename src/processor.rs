@@ -189,7 +189,7 @@ impl Processor {
         }
         // Rows emitted here are final rows, due the moment the watermark
         // closed their window: now.
-        resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch, None);
+        move_rows(&mut self.batch, p, &mut self.scratch, None);
     }
 
     fn reject(batch: &mut Batch, stats: &Stats, record: RejectRecord) {
@@ -262,11 +262,12 @@ impl Processor {
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);
             let since = self.due_since.remove(&p).unwrap_or(now);
-            resolve_rows(&mut self.batch, &self.interner, p, &mut self.scratch, Some(since));
+            move_rows(&mut self.batch, p, &mut self.scratch, Some(since));
         }
         // Rows stay in emission order: ClickHouse does not care, and the
-        // consoles sort what they print (OutRow::display_order).
+        // consoles sort what they print (OutRow::display_key).
         let mut batch = std::mem::take(&mut self.batch);
+        batch.names = self.interner.names();
         // The next batch likely needs about as many rows: room for them now
         // instead of growing by doubling (a copy of every row each time).
         self.batch.rows.reserve(batch.rows.len());
@@ -285,15 +286,16 @@ impl Processor {
     }
 }
 
-/// Moves emitted window rows of partition `p` into the batch, with their
-/// campaign names resolved, recording when they became due (`None`: now).
-fn resolve_rows(batch: &mut Batch, interner: &Interner, p: i32, rows: &mut Vec<WindowRow>, due: Option<Instant>) {
+/// Moves emitted window rows of partition `p` into the batch (campaigns stay
+/// ids; the batch carries the names), recording when they became due
+/// (`None`: now).
+fn move_rows(batch: &mut Batch, p: i32, rows: &mut Vec<WindowRow>, due: Option<Instant>) {
     if rows.is_empty() {
         return;
     }
     batch.due.push((due.unwrap_or_else(Instant::now), rows.len() as u32));
     for row in rows.drain(..) {
-        batch.rows.push(OutRow { partition: p, campaign: interner.name(row.campaign).clone(), row });
+        batch.rows.push(OutRow { partition: p, row });
     }
 }
 

@@ -90,7 +90,7 @@ impl ClickHouseSink {
                 ins.write(&PartRow {
                     window_start: r.row.window_start_us / 1000,
                     window_end: r.row.window_end_us / 1000,
-                    campaign_id: &r.campaign,
+                    campaign_id: batch.campaign(r),
                     ad_format: r.row.ad_format.as_str(),
                     topic: &self.topic,
                     partition: r.partition,

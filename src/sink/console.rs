@@ -6,7 +6,9 @@
 //! `eCPM n/a` mean the window had no impressions.
 
 use std::io::Write;
+use std::sync::Arc;
 
+use crate::event::AdFormat;
 use crate::sink::{Batch, OutRow};
 use crate::time::{format_seconds, format_time_of_day};
 use crate::window::{ctr_percent, ecpm_usd, Totals};
@@ -26,24 +28,21 @@ pub fn format_line(window_start_us: i64, window_end_us: i64, campaign: &str, ad_
 }
 
 impl OutRow {
-    /// Readable order for consoles: window, campaign, format, partition.
-    /// Only the printers sort; a batch stays in emission order, which
-    /// costs nothing on the way to ClickHouse.
-    pub fn display_order(a: &&OutRow, b: &&OutRow) -> std::cmp::Ordering {
-        (a.row.window_start_us, &a.campaign, a.row.ad_format, a.partition).cmp(&(
-            b.row.window_start_us,
-            &b.campaign,
-            b.row.ad_format,
-            b.partition,
-        ))
+    /// Readable order for consoles: window, campaign, format, partition
+    /// (`names`: the batch's campaign names). Only the printers sort; a
+    /// batch stays in emission order, which costs nothing on the way to
+    /// ClickHouse.
+    pub fn display_key<'a>(&self, names: &'a [Arc<str>]) -> (i64, &'a str, AdFormat, i32) {
+        let campaign = names.get(self.row.campaign as usize).map_or("", |n| &**n);
+        (self.row.window_start_us, campaign, self.row.ad_format, self.partition)
     }
 
     /// This row as a console line (without the partition).
-    pub fn console_line(&self) -> String {
+    pub fn console_line(&self, campaign: &str) -> String {
         format_line(
             self.row.window_start_us,
             self.row.window_end_us,
-            &self.campaign,
+            campaign,
             self.row.ad_format.as_str(),
             &self.row.totals,
         )
@@ -64,9 +63,9 @@ impl ConsoleSink {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let mut rows: Vec<&OutRow> = batch.rows.iter().collect();
-        rows.sort_by(OutRow::display_order);
+        rows.sort_by(|a, b| a.display_key(&batch.names).cmp(&b.display_key(&batch.names)));
         for r in rows {
-            let line = r.console_line();
+            let line = r.console_line(batch.campaign(r));
             let tag = if r.row.is_final { "" } else { " (early)" };
             let _ = writeln!(out, "{line} | partition {}{tag}", r.partition);
         }

@@ -8,6 +8,7 @@ pub mod dlq;
 
 use std::sync::Arc;
 
+use crate::event::Names;
 use crate::event::{AdFormat, EventType};
 use crate::parse::{Reject, RejectReason};
 use crate::window::{Checkpoint, WindowRow};
@@ -16,7 +17,7 @@ use crate::window::{Checkpoint, WindowRow};
 #[derive(Debug, Clone)]
 pub struct OutRow {
     pub partition: i32,
-    pub campaign: Arc<str>,
+    /// `row.campaign` is an interned id: its name is in [`Batch::names`].
     pub row: WindowRow,
 }
 
@@ -86,9 +87,16 @@ pub struct Batch {
     /// `(instant, number of rows)`, in no particular relation to the order
     /// of `rows`.
     pub due: Vec<(std::time::Instant, u32)>,
+    /// Campaign names by id, for `rows`.
+    pub names: Names,
 }
 
 impl Batch {
+    /// The campaign name of a row of this batch.
+    pub fn campaign(&self, r: &OutRow) -> &str {
+        self.names.get(r.row.campaign as usize).map_or("", |n| n)
+    }
+
     pub fn has_output(&self) -> bool {
         !(self.rows.is_empty() && self.late.is_empty() && self.rejected.is_empty())
     }
