@@ -99,39 +99,49 @@ pub fn run(args: &ScalingArgs, out: &Path) -> anyhow::Result<Value> {
     let mut mem_points = mem_points;
     mem_points.dedup();
 
+    // The reps go round the whole grid (rep 1 of every point, then rep 2…)
+    // rather than one point at a time: this machine's noise comes in bursts
+    // of a minute or so, and a burst should cost each point one run (the
+    // median drops it), not all the runs of one point.
     let mut results: Vec<(Point, Vec<Run>, Value)> = Vec::new();
     for &c in &campaigns {
-        let todo: Vec<Point> = points.iter().chain(&mem_points).filter(|p| p.campaigns == c).copied().collect();
-        let n = todo.iter().map(|p| p.events).max().unwrap_or(0);
-        let t = Instant::now();
-        let (buf, spans) = build_input(n, args.event_rate, args.seed, Some(c));
-        println!(
-            "scaling: {c} campaigns ({} keys): {n} events, {:.1} MiB of JSON built in {:.1} s",
-            3 * c,
-            buf.len() as f64 / 1048576.0,
-            t.elapsed().as_secs_f64()
-        );
-        for p in todo {
-            let mut runs = Vec::new();
-            let mut check = Value::Null;
-            for _ in 0..args.reps {
-                let (run, chk) = once(&buf, &spans[..p.events as usize], p, args)?;
-                runs.push(run);
-                check = chk;
-            }
-            let m = |k: &str| median(runs.iter().filter_map(|r| r.get(k).copied()).collect());
-            println!(
-                "  {:>6} campaigns, {:>2} s windows, {:>8} events: {:>5.2} M events/s per core, {:>6.1} ns/event, \
-                 heap peak {:>7.1} MiB",
-                p.campaigns,
-                p.window_s,
-                p.events,
-                m("events_per_s_per_core") / 1e6,
-                m("ns_per_event"),
-                m("heap_peak_mb")
-            );
-            results.push((p, runs, check));
+        for p in points.iter().chain(&mem_points).filter(|p| p.campaigns == c) {
+            results.push((*p, Vec::new(), Value::Null));
         }
+    }
+    for rep in 0..args.reps {
+        for &c in &campaigns {
+            let n = results.iter().filter(|r| r.0.campaigns == c).map(|r| r.0.events).max().unwrap_or(0);
+            let t = Instant::now();
+            let (buf, spans) = build_input(n, args.event_rate, args.seed, Some(c));
+            if rep == 0 {
+                println!(
+                    "scaling: {c} campaigns ({} keys): {n} events, {:.1} MiB of JSON built in {:.1} s",
+                    3 * c,
+                    buf.len() as f64 / 1048576.0,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            for (p, runs, check) in results.iter_mut().filter(|r| r.0.campaigns == c) {
+                let (run, chk) = once(&buf, &spans[..p.events as usize], *p, args)?;
+                runs.push(run);
+                *check = chk;
+            }
+        }
+        println!("scaling: round {} of {} done", rep + 1, args.reps);
+    }
+    for (p, runs, _) in &results {
+        let m = |k: &str| median(runs.iter().filter_map(|r| r.get(k).copied()).collect());
+        println!(
+            "  {:>6} campaigns, {:>2} s windows, {:>8} events: {:>5.2} M events/s per core, {:>6.1} ns/event, \
+             heap peak {:>7.1} MiB",
+            p.campaigns,
+            p.window_s,
+            p.events,
+            m("events_per_s_per_core") / 1e6,
+            m("ns_per_event"),
+            m("heap_peak_mb")
+        );
     }
 
     let find = |p: Point| results.iter().find(|r| r.0 == p);
