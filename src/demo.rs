@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cli::DemoArgs;
-use crate::event::AdFormat;
-use crate::event::Names;
+use crate::event::{AdFormat, Names};
 use crate::generator::{Generator, Pacer};
 use crate::processor::Processor;
-use crate::sink::{Batch, OutRow};
+use crate::sink::{campaign_name, Batch, OutRow};
 use crate::stats::Stats;
 use crate::time::{format_seconds, format_time_of_day, now_micros};
 
@@ -121,8 +120,7 @@ impl Printer {
                 );
                 self.current = Some(key);
             }
-            let campaign = self.names.get(r.row.campaign as usize).map_or("", |n| &**n);
-            if writeln!(out, "{}", r.console_line(campaign)).is_err() {
+            if writeln!(out, "{}", r.console_line(campaign_name(&self.names, r.row.campaign))).is_err() {
                 return false;
             }
             self.rows += 1;

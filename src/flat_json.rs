@@ -178,37 +178,28 @@ fn number(text: &str, i: usize) -> Option<(&str, usize)> {
     if b.get(j) == Some(&b'-') {
         j += 1;
     }
-    match b.get(j) {
-        Some(b'0') => j += 1,
-        Some(b'1'..=b'9') => {
-            while digit(j) {
-                j += 1;
-            }
-        }
-        _ => return None,
-    }
-    if b.get(j) == Some(&b'.') {
-        j += 1;
+    // One or more digits from `j`: the index after them.
+    let digits = |mut j: usize| {
         let d = j;
         while digit(j) {
             j += 1;
         }
-        if j == d {
-            return None;
-        }
+        (j > d).then_some(j)
+    };
+    match b.get(j) {
+        Some(b'0') => j += 1,
+        Some(b'1'..=b'9') => j = digits(j)?,
+        _ => return None,
+    }
+    if b.get(j) == Some(&b'.') {
+        j = digits(j + 1)?;
     }
     if matches!(b.get(j), Some(b'e' | b'E')) {
         j += 1;
         if matches!(b.get(j), Some(b'+' | b'-')) {
             j += 1;
         }
-        let d = j;
-        while digit(j) {
-            j += 1;
-        }
-        if j == d {
-            return None;
-        }
+        j = digits(j)?;
     }
     Some((text.get(i..j)?, j))
 }

@@ -404,8 +404,8 @@ fn consume_loop(ctx: LoopCtx, tx: mpsc::Sender<Batch>) -> anyhow::Result<()> {
         }
     }
     proc.fire_all();
-    // The stats line at exit must not show the lag of up to a second ago.
-    proc.publish_stats();
+    // The stats line at exit must not show the lag of up to a second ago
+    // (the counters are published by take_batch).
     publish_gauges(consumer, &ctx, &proc, &assigned);
     if tx.blocking_send(proc.take_batch()).is_err() {
         bail!("sink stopped before the final batch");

@@ -268,9 +268,6 @@ impl Processor {
         // consoles sort what they print (OutRow::display_key).
         let mut batch = std::mem::take(&mut self.batch);
         batch.names = self.interner.names();
-        // The next batch likely needs about as many rows: room for them now
-        // instead of growing by doubling (a copy of every row each time).
-        self.batch.rows.reserve(batch.rows.len());
         batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::event::AdFormat;
-use crate::sink::{Batch, OutRow};
+use crate::sink::{campaign_name, Batch, OutRow};
 use crate::time::{format_seconds, format_time_of_day};
 use crate::window::{ctr_percent, ecpm_usd, Totals};
 
@@ -33,8 +33,7 @@ impl OutRow {
     /// batch stays in emission order, which costs nothing on the way to
     /// ClickHouse.
     pub fn display_key<'a>(&self, names: &'a [Arc<str>]) -> (i64, &'a str, AdFormat, i32) {
-        let campaign = names.get(self.row.campaign as usize).map_or("", |n| &**n);
-        (self.row.window_start_us, campaign, self.row.ad_format, self.partition)
+        (self.row.window_start_us, campaign_name(names, self.row.campaign), self.row.ad_format, self.partition)
     }
 
     /// This row as a console line (without the partition).

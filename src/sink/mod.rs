@@ -8,8 +8,7 @@ pub mod dlq;
 
 use std::sync::Arc;
 
-use crate::event::Names;
-use crate::event::{AdFormat, EventType};
+use crate::event::{AdFormat, EventType, Names};
 use crate::parse::{Reject, RejectReason};
 use crate::window::{Checkpoint, WindowRow};
 
@@ -94,12 +93,18 @@ pub struct Batch {
 impl Batch {
     /// The campaign name of a row of this batch.
     pub fn campaign(&self, r: &OutRow) -> &str {
-        self.names.get(r.row.campaign as usize).map_or("", |n| n)
+        campaign_name(&self.names, r.row.campaign)
     }
 
     pub fn has_output(&self) -> bool {
         !(self.rows.is_empty() && self.late.is_empty() && self.rejected.is_empty())
     }
+}
+
+/// The name of interned campaign `id` in `names` (empty if unknown, which a
+/// batch's own rows never are).
+pub fn campaign_name(names: &[Arc<str>], id: u32) -> &str {
+    names.get(id as usize).map_or("", |n| n)
 }
 
 /// The configured sink.

@@ -16,9 +16,9 @@
 //! consume loop drains that queue in batches, while rebalances, commit
 //! results and client errors stay on the consumer queue, served by
 //! `BaseConsumer::poll` once per batch. Per-partition errors travel with the
-//! messages, as messages whose [`RawMessage::error`] is set. Messages left over from before a revoke, a
-//! seek or a pause are discarded by librdkafka (their version is outdated)
-//! before they reach a batch.
+//! messages, as messages whose [`RawMessage::error`] is set. Messages left
+//! over from before a revoke, a seek or a pause are discarded by librdkafka
+//! (their version is outdated) before they reach a batch.
 
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
