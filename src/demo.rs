@@ -4,24 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::cli::DemoArgs;
-use crate::event::{AdFormat, Names};
+use crate::config::DemoConfig;
+use crate::engine::batch::{campaign_name, OutRow};
+use crate::engine::event::{AdFormat, Names};
+use crate::engine::time::{format_seconds, format_time_of_day, now_micros};
+use crate::engine::{Batch, Counts, Processor, DEFAULT_MAX_EVENT_BYTES};
 use crate::generator::{Generator, Pacer};
-use crate::processor::Processor;
-use crate::sink::{campaign_name, Batch, OutRow};
-use crate::stats::Stats;
-use crate::time::{format_seconds, format_time_of_day, now_micros};
+use crate::shutdown::Shutdown;
 
-pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let cfg = args.window.config()?;
-    let gen_cfg = args.traffic.generator_config(args.rate)?;
-    let stats = Arc::new(Stats::new());
-    let mut proc = Processor::new(cfg, crate::parse::DEFAULT_MAX_EVENT_BYTES, stats.clone());
+pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
+    let cfg = args.window;
+    let mut proc = Processor::new(cfg, DEFAULT_MAX_EVENT_BYTES);
     proc.init_partition(0, None);
-    let mut gen = Generator::new(gen_cfg);
+    let mut gen = Generator::new(args.generator);
+    let mut totals = Counts::default();
     let (mut key, mut json) = (Vec::new(), Vec::new());
     let mut printer = Printer::default();
     say(format_args!(
@@ -35,28 +33,36 @@ pub fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let pacer = Pacer::new(args.rate);
     let mut sent: u64 = 0;
     loop {
-        if stop.load(Ordering::Relaxed) || pacer.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
+        if stop.is_triggered() || pacer.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
             break;
         }
         if !pacer.ready(sent) {
             continue;
         }
         gen.next_into(now_micros, &mut key, &mut json);
-        proc.process(0, sent as i64, None, &json);
+        // The moment it is "produced" is its message timestamp, as Kafka's
+        // CreateTime would be.
+        proc.process(0, sent as i64, Some(now_micros()), None, &json);
         sent += 1;
-        if proc.pending() && !printer.print(&proc.take_batch()) {
-            break; // stdout closed (e.g. piped into `head`)
+        if proc.pending() {
+            let batch = proc.take_batch();
+            totals.add(&batch.counts);
+            if !printer.print(&batch) {
+                break; // stdout closed (e.g. piped into `head`)
+            }
         }
     }
     proc.fire_all();
-    printer.print(&proc.take_batch());
+    let batch = proc.take_batch();
+    totals.add(&batch.counts);
+    printer.print(&batch);
     printer.print_unfinished();
     say(format_args!(
         "demo done: {sent} events in {:.1} s | counted {} | late {} | rejected {} | window rows {}",
         pacer.elapsed().as_secs_f64(),
-        stats.counted.load(Ordering::Relaxed),
-        stats.late.load(Ordering::Relaxed),
-        stats.rejected_total(),
+        totals.counted,
+        totals.late,
+        totals.rejected_total(),
         printer.rows,
     ));
     Ok(())

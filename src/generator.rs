@@ -30,8 +30,8 @@ use std::io::Write;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::event::{AdFormat, EventType};
-use crate::time;
+use crate::engine::event::{AdFormat, EventType};
+use crate::engine::time;
 
 pub const CAMPAIGNS: [&str; 5] = ["C001", "C002", "C003", "C004", "C005"];
 pub const COUNTRIES: [&str; 7] = ["US", "KR", "JP", "UK", "DE", "FR", "CA"];
@@ -235,7 +235,7 @@ fn write_revenue_e4(v: u32, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_event, DEFAULT_MAX_EVENT_BYTES};
+    use crate::engine::parse::{parse_event, DEFAULT_MAX_EVENT_BYTES};
     use std::collections::HashSet;
 
     fn seeded(seed: u64, jitter_us: i64) -> Generator {

@@ -1,29 +1,18 @@
 //! adstream: ad events from Kafka → event-time windows → ClickHouse.
 //!
-//! The flow, from `main`: [`cli`] parses flags; `run` is [`pipeline::run`],
-//! which wires a [`source`] (the Kafka consumer) through the [`processor`]
-//! ([`parse`] + [`window`]) into a [`sink`] (ClickHouse or console), and owns
-//! offsets and backpressure. [`generator`] is the traffic model behind
-//! `generate`, `demo` and `run --self-feed`; [`demo`] runs the same
-//! processor on in-process traffic.
+//! The flow, from `main`: [`cli`] parses flags and converts them into plain
+//! [`config`]; `run` is `pipeline::run`, which wires the Kafka source
+//! (`io::kafka`) through the pure [`engine`] (parse + windows) into a sink
+//! (`io::clickhouse` or `io::console`), and owns offsets and backpressure;
+//! `obs` holds the counters, health and the metrics server. [`generator`]
+//! is the traffic model behind `generate`, `demo` and `run --self-feed`.
 
 pub mod cli;
-pub mod config;
-pub mod demo;
-pub mod event;
-pub mod flat_json;
+mod config;
+mod demo;
+pub mod engine;
 pub mod generator;
-pub mod health;
-pub mod metrics;
-pub mod money;
-pub mod parse;
-pub mod pipeline;
-pub mod processor;
-pub mod report;
-pub mod schema;
-pub mod secret;
-pub mod sink;
-pub mod source;
-pub mod stats;
-pub mod time;
-pub mod window;
+mod io;
+mod obs;
+mod pipeline;
+mod shutdown;

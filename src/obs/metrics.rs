@@ -23,9 +23,9 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
-use crate::event::{AdFormat, EventType};
-use crate::parse::RejectReason;
-use crate::stats::Stats;
+use crate::engine::event::{AdFormat, EventType};
+use crate::engine::parse::RejectReason;
+use crate::obs::stats::Stats;
 
 const INSERT_SECONDS: &str = "adstream_clickhouse_insert_duration_seconds";
 

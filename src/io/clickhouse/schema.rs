@@ -6,11 +6,11 @@ use anyhow::{bail, Context as _};
 
 /// The files of `sql/`, in order.
 const FILES: &[(&str, &str)] = &[
-    ("001_database.sql", include_str!("../sql/001_database.sql")),
-    ("002_window_parts.sql", include_str!("../sql/002_window_parts.sql")),
-    ("003_metrics_views.sql", include_str!("../sql/003_metrics_views.sql")),
-    ("004_late_and_rejected.sql", include_str!("../sql/004_late_and_rejected.sql")),
-    ("005_dashboard_views.sql", include_str!("../sql/005_dashboard_views.sql")),
+    ("001_database.sql", include_str!("../../../sql/001_database.sql")),
+    ("002_window_parts.sql", include_str!("../../../sql/002_window_parts.sql")),
+    ("003_metrics_views.sql", include_str!("../../../sql/003_metrics_views.sql")),
+    ("004_late_and_rejected.sql", include_str!("../../../sql/004_late_and_rejected.sql")),
+    ("005_dashboard_views.sql", include_str!("../../../sql/005_dashboard_views.sql")),
 ];
 
 /// Identifiers reach SQL only through this check: letters, digits and `_`,

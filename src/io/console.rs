@@ -8,10 +8,10 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::event::AdFormat;
-use crate::sink::{campaign_name, Batch, OutRow};
-use crate::time::{format_seconds, format_time_of_day};
-use crate::window::{ctr_percent, ecpm_usd, Totals};
+use crate::engine::batch::{campaign_name, Batch, OutRow};
+use crate::engine::event::AdFormat;
+use crate::engine::time::{format_seconds, format_time_of_day};
+use crate::engine::window::{ctr_percent, ecpm_usd, Totals};
 
 /// One window line.
 pub fn format_line(window_start_us: i64, window_end_us: i64, campaign: &str, ad_format: &str, t: &Totals) -> String {
@@ -92,7 +92,7 @@ impl ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::parse_timestamp_micros;
+    use crate::engine::time::parse_timestamp_micros;
 
     #[test]
     fn matches_the_documented_line() {

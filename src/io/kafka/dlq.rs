@@ -4,7 +4,7 @@
 //! this keeps the whole message.
 //!
 //! Headers say why and where from: `adstream.reason` (the stable snake_case
-//! [`RejectReason`](crate::parse::RejectReason) name), `adstream.detail`,
+//! [`RejectReason`](crate::engine::parse::RejectReason) name), `adstream.detail`,
 //! `adstream.source.topic`, `adstream.source.partition`,
 //! `adstream.source.offset`, `adstream.rejected_at` (RFC 3339, UTC).
 //!
@@ -15,9 +15,9 @@
 //! again, so a DLQ consumer may see a record twice and should deduplicate by
 //! (`adstream.source.topic`, `.partition`, `.offset`); it never misses one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use chrono::SecondsFormat;
@@ -26,10 +26,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::cli::KafkaArgs;
-use crate::sink::RejectRecord;
-use crate::source::kafka::{client_config, ensure_named_topic, QuietContext, MAX_MESSAGE_BYTES};
-use crate::stats::Stats;
+use crate::config::KafkaConfig;
+use crate::engine::batch::RejectRecord;
+use crate::io::backoff::Backoff;
+use crate::io::kafka::{client_config, ensure_named_topic, QuietContext, MAX_MESSAGE_BYTES};
+use crate::obs::stats::Stats;
+use crate::shutdown::Shutdown;
 
 /// What the dead-letter topic and its producer accept: the largest input
 /// record plus room for the headers, so that anything the input topics
@@ -59,7 +61,7 @@ pub const H_TRUNCATED_FROM: &str = "adstream.truncated_from";
 
 /// Forwards rejected messages to the dead-letter topic.
 pub struct DlqSink {
-    kafka: KafkaArgs,
+    kafka: KafkaConfig,
     producer: FutureProducer<QuietContext>,
     topic: String,
     source_topic: String,
@@ -69,7 +71,7 @@ pub struct DlqSink {
 impl DlqSink {
     /// A sink for `topic` (created if missing), or `None` when `topic` is
     /// empty (the DLQ is disabled).
-    pub async fn connect(kafka: &KafkaArgs, topic: &str, stats: Arc<Stats>) -> anyhow::Result<Option<Self>> {
+    pub async fn connect(kafka: &KafkaConfig, topic: &str, stats: Arc<Stats>) -> anyhow::Result<Option<Self>> {
         let topic = topic.trim();
         if topic.is_empty() {
             tracing::info!("dead-letter topic disabled: rejected messages go to ClickHouse only (first 4 KiB)");
@@ -95,15 +97,14 @@ impl DlqSink {
     /// the broker. Retries with backoff for as long as it takes; when `stop`
     /// is set it gives up after `SHUTDOWN_WRITE_GRACE`, so the caller must
     /// then not commit (the next start replays and forwards again).
-    pub async fn write(&mut self, rejected: &[RejectRecord], stop: &AtomicBool) -> anyhow::Result<()> {
+    pub async fn write(&mut self, rejected: &[RejectRecord], stop: &Shutdown) -> anyhow::Result<()> {
         if rejected.is_empty() {
             return Ok(());
         }
         let mut pending: Vec<usize> = (0..rejected.len()).collect();
         let mut truncate = vec![false; rejected.len()];
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         let mut failures_so_far = 0u64;
-        let mut stopping_since: Option<Instant> = None;
         loop {
             let failed = self.send_all(rejected, &pending, &truncate).await;
             let delivered = (pending.len() - failed.len()) as u64;
@@ -136,28 +137,25 @@ impl DlqSink {
             if failures_so_far <= 3 || failures_so_far.is_multiple_of(20) {
                 tracing::warn!(
                     "dead-letter topic {}: {} of {} records not delivered ({failures_so_far} failed attempts), \
-                     retrying in {backoff:?}: {first_err}",
+                     retrying in {:?}: {first_err}",
                     self.topic,
                     pending.len(),
-                    rejected.len()
+                    rejected.len(),
+                    backoff.delay()
                 );
             }
             if let Some((code, reason)) = self.producer.client().fatal_error() {
                 tracing::warn!("dead-letter producer hit a fatal error ({code:?}: {reason}); recreating it");
                 self.producer = producer(&self.kafka)?;
             }
-            if stop.load(Ordering::Relaxed) {
-                let since = *stopping_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > crate::pipeline::SHUTDOWN_WRITE_GRACE {
-                    bail!(
-                        "dead-letter topic {} still failing at shutdown: {first_err}; offsets were not committed \
-                         past the last forwarded batch, so a restart forwards the rest",
-                        self.topic
-                    );
-                }
+            if backoff.gives_up(stop) {
+                bail!(
+                    "dead-letter topic {} still failing at shutdown: {first_err}; offsets were not committed \
+                     past the last forwarded batch, so a restart forwards the rest",
+                    self.topic
+                );
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait(stop).await;
         }
     }
 
@@ -223,7 +221,7 @@ fn is_too_large(e: &KafkaError) -> bool {
 
 /// An idempotent, `acks=all` producer whose size limit matches the DLQ
 /// topic's.
-fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer<QuietContext>> {
+fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer<QuietContext>> {
     let mut cfg = client_config(kafka)?;
     cfg.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -240,7 +238,7 @@ pub fn header_values(
     source_topic: &str,
     truncated_from: Option<usize>,
 ) -> Vec<(&'static str, Vec<u8>)> {
-    let rejected_at = crate::time::to_datetime(r.rejected_at_us).to_rfc3339_opts(SecondsFormat::Micros, true);
+    let rejected_at = crate::engine::time::to_datetime(r.rejected_at_us).to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut h = vec![
         (H_REASON, r.reason.as_str().as_bytes().to_vec()),
         (H_DETAIL, cap(&r.detail, MAX_DETAIL_BYTES).as_bytes().to_vec()),
@@ -276,7 +274,7 @@ fn cap(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse_event, RejectReason};
+    use crate::engine::parse::{parse_event, RejectReason};
 
     fn record(payload: &[u8], key: Option<&[u8]>) -> RejectRecord {
         let rej = parse_event(payload, 64).expect_err("rejected");
@@ -321,10 +319,10 @@ mod tests {
 
     #[test]
     fn clickhouse_keeps_a_prefix_the_dlq_the_whole() {
-        let big = vec![b'{'; crate::sink::REJECT_RAW_LIMIT * 3];
+        let big = vec![b'{'; crate::engine::batch::REJECT_RAW_LIMIT * 3];
         let r = record(&big, None);
         assert_eq!(r.raw, big);
-        assert_eq!(r.raw_prefix(), &big[..crate::sink::REJECT_RAW_LIMIT]);
+        assert_eq!(r.raw_prefix(), &big[..crate::engine::batch::REJECT_RAW_LIMIT]);
         assert_eq!(r.key, None);
     }
 }

@@ -26,10 +26,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaErrorCode;
-
-use super::kafka::PipelineConsumer;
 
 /// The queue the assigned partitions' fetch queues are forwarded to. Owned
 /// by the consume loop; dropped (which un-registers it) before the consumer.
@@ -49,7 +47,11 @@ impl QueueSlot {
     /// the partitions are assigned, so their first messages already go
     /// there. Without a registered queue the messages stay on the consumer
     /// queue, where `BaseConsumer::poll` returns them.
-    pub fn forward<'a>(&self, consumer: &PipelineConsumer, partitions: impl IntoIterator<Item = (&'a str, i32)>) {
+    pub fn forward<'a, C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: impl IntoIterator<Item = (&'a str, i32)>,
+    ) {
         let dst = self.0.load(Ordering::Acquire);
         if dst.is_null() {
             return;
@@ -77,11 +79,10 @@ impl<'c> MessageQueue<'c> {
     /// Creates the queue and registers it with the consumer's context, so
     /// that partitions assigned from now on are forwarded to it. Create it
     /// before the first poll: partitions assigned earlier are not forwarded.
-    pub fn register(consumer: &'c PipelineConsumer) -> anyhow::Result<Self> {
+    pub fn register<C: ConsumerContext>(consumer: &BaseConsumer<C>, slot: &'c QueueSlot) -> anyhow::Result<Self> {
         // SAFETY: the client pointer is valid for the consumer's lifetime.
         let ptr = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
         let ptr = NonNull::new(ptr).ok_or_else(|| anyhow::anyhow!("librdkafka could not create a queue"))?;
-        let slot = consumer.context().queue_slot();
         slot.0.store(ptr.as_ptr(), Ordering::Release);
         Ok(MessageQueue { ptr, slot })
     }
@@ -198,6 +199,17 @@ impl<'a> RawMessage<'a> {
                 CStr::from_ptr(s).to_string_lossy().into_owned()
             }
         }
+    }
+
+    /// The message's timestamp (CreateTime or LogAppendTime), µs since the
+    /// epoch; `None` when it has none.
+    pub fn timestamp_us(&self) -> Option<i64> {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: the message is valid for 'a; librdkafka only reads it and
+        // writes the timestamp type.
+        let ms = unsafe { rd::rd_kafka_message_timestamp(self.m, &mut kind) };
+        (ms >= 0 && kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+            .then(|| ms.saturating_mul(1000))
     }
 
     pub fn key(&self) -> Option<&'a [u8]> {

@@ -3,15 +3,12 @@
 //! checkpoints. No I/O; the caller decides when a [`Batch`] leaves.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::event::{event_key, Interner};
-use crate::parse::{parse_event, Reject, RejectReason};
-use crate::sink::{Batch, LateRecord, OutRow, RejectRecord};
-use crate::stats::Stats;
-use crate::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
+use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
+use crate::engine::event::{event_key, Interner};
+use crate::engine::parse::{parse_event, Reject, RejectReason};
+use crate::engine::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
 
 /// Most distinct campaign ids kept in memory.
 pub const MAX_CAMPAIGNS: usize = 100_000;
@@ -26,35 +23,19 @@ pub struct Processor {
     sent: BTreeMap<i32, Checkpoint>,
     batch: Batch,
     scratch: Vec<WindowRow>,
-    stats: Arc<Stats>,
     /// Per partition: when the watermark first passed a window end since
     /// the last batch, i.e. since when fired rows have been waiting.
     due_since: HashMap<i32, Instant>,
-    /// Per-event counters, published to `stats` by [`take_batch`] and
-    /// [`publish_stats`]: an atomic add per event and counter (a locked
-    /// instruction that also drains the store buffer) cost about 15 % of the
-    /// engine's time.
-    ///
-    /// [`take_batch`]: Processor::take_batch
-    /// [`publish_stats`]: Processor::publish_stats
+    /// Events by fate since the last [`take_counts`](Processor::take_counts)
+    /// or [`take_batch`](Processor::take_batch): plain integers, handed to
+    /// the caller as data (an atomic add per event and counter, a locked
+    /// instruction that also drains the store buffer, cost about 15 % of
+    /// the engine's time).
     counts: Counts,
 }
 
-/// Events since the last [`Processor::publish_stats`], by fate.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    consumed: u64,
-    counted: u64,
-    late_updates: u64,
-    duplicates: u64,
-    replay_skipped: u64,
-    late: u64,
-    /// Counted events by [`AdFormat::index`] × [`EventType::index`].
-    by_kind: [[u64; 2]; 3],
-}
-
 impl Processor {
-    pub fn new(cfg: WindowConfig, max_event_bytes: usize, stats: Arc<Stats>) -> Self {
+    pub fn new(cfg: WindowConfig, max_event_bytes: usize) -> Self {
         Processor {
             cfg,
             max_event_bytes,
@@ -63,7 +44,6 @@ impl Processor {
             sent: BTreeMap::new(),
             batch: Batch::default(),
             scratch: Vec::new(),
-            stats,
             due_since: HashMap::new(),
             counts: Counts::default(),
         }
@@ -105,8 +85,13 @@ impl Processor {
     }
 
     /// Processes one message of partition `p` (which must be initialised).
+    /// `message_time_us` is the message's own timestamp (Kafka's CreateTime
+    /// or LogAppendTime; `None` when it has none): an event more than
+    /// `max_future` ahead of it is rejected (`future_timestamp`). Both values
+    /// are stored with the message, so a replay decides the same, and no gap
+    /// between events, however long, makes a valid event look "future".
     /// The key only travels with a rejection, to the dead-letter topic.
-    pub fn process(&mut self, p: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) {
+    pub fn process(&mut self, p: i32, offset: i64, message_time_us: Option<i64>, key: Option<&[u8]>, payload: &[u8]) {
         let Some(w) = self.partitions.get_mut(&p) else {
             debug_assert!(false, "partition {p} not initialised");
             return;
@@ -120,17 +105,31 @@ impl Processor {
             Ok(ev) => ev,
             Err(rej) => {
                 w.skip(offset);
-                Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
+                Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
                 return;
             }
         };
+        if let Some(t) = message_time_us.filter(|&t| ev.timestamp_us > t.saturating_add(self.cfg.max_future_us)) {
+            w.skip(offset);
+            let rej = Reject {
+                reason: RejectReason::FutureTimestamp,
+                detail: format!(
+                    "event time {} is more than {} s ahead of its message timestamp {}",
+                    crate::engine::time::format_event_timestamp(ev.timestamp_us),
+                    self.cfg.max_future_us / 1_000_000,
+                    crate::engine::time::format_event_timestamp(t)
+                ),
+            };
+            Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
+            return;
+        }
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
             w.skip(offset);
             let rej = Reject {
                 reason: RejectReason::TooManyCampaigns,
                 detail: format!("more than {MAX_CAMPAIGNS} campaign ids"),
             };
-            Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
+            Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
             return;
         };
         let o = Observation {
@@ -174,26 +173,14 @@ impl Processor {
                     reason: "window_closed",
                 });
             }
-            Outcome::TooFarAhead { watermark_us } => {
-                let rej = Reject {
-                    reason: RejectReason::FutureTimestamp,
-                    detail: format!(
-                        "event time {} is more than {} s ahead of the watermark {}",
-                        crate::time::format_event_timestamp(ev.timestamp_us),
-                        self.cfg.max_future_us / 1_000_000,
-                        crate::time::format_event_timestamp(watermark_us)
-                    ),
-                };
-                Self::reject(&mut self.batch, &self.stats, RejectRecord::new(p, offset, key, rej, payload));
-            }
         }
         // Rows emitted here are final rows, due the moment the watermark
         // closed their window: now.
         move_rows(&mut self.batch, p, &mut self.scratch, None);
     }
 
-    fn reject(batch: &mut Batch, stats: &Stats, record: RejectRecord) {
-        stats.reject(record.reason);
+    fn reject(batch: &mut Batch, counts: &mut Counts, record: RejectRecord) {
+        counts.rejected[record.reason.index()] += 1;
         batch.rejected.push(record);
     }
 
@@ -219,45 +206,25 @@ impl Processor {
             || self.partitions.iter().any(|(p, w)| w.checkpoint().is_some_and(|cp| self.sent.get(p) != Some(&cp)))
     }
 
-    /// Adds the per-event counters gathered since the last call to the
-    /// shared [`Stats`] (done by every [`take_batch`](Self::take_batch) too).
-    pub fn publish_stats(&mut self) {
-        let c = std::mem::take(&mut self.counts);
-        let s = &self.stats;
-        for (atomic, n) in [
-            (&s.consumed, c.consumed),
-            (&s.counted, c.counted),
-            (&s.late_updates, c.late_updates),
-            (&s.duplicates, c.duplicates),
-            (&s.replay_skipped, c.replay_skipped),
-            (&s.late, c.late),
-        ] {
-            if n > 0 {
-                atomic.fetch_add(n, Relaxed);
-            }
-        }
-        for (f, row) in c.by_kind.iter().enumerate() {
-            for (t, &n) in row.iter().enumerate() {
-                if n > 0 {
-                    s.counted_by_kind[f][t].fetch_add(n, Relaxed);
-                }
-            }
-        }
+    /// The counters gathered since the last call (or batch), for a caller
+    /// that reports progress between batches.
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Windows in memory over all partitions, and the event ids held for
     /// deduplication with their heap bytes: what the state's memory is made
     /// of (the scaling bench samples it between batches too).
-    pub fn footprint(&self) -> (usize, usize, usize) {
-        let open = self.partitions.values().map(|w| w.open_windows()).sum();
-        let (ids, bytes) =
+    pub fn footprint(&self) -> Footprint {
+        let open_windows = self.partitions.values().map(|w| w.open_windows()).sum();
+        let (dedup_ids, dedup_bytes) =
             self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        (open, ids, bytes)
+        let min_watermark_us = self.partitions.values().filter_map(|w| w.watermark()).min();
+        Footprint { open_windows, dedup_ids, dedup_bytes, min_watermark_us }
     }
 
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
-        self.publish_stats();
         let now = Instant::now();
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);
@@ -272,13 +239,8 @@ impl Processor {
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);
         }
-        let (open, ids, bytes) = self.footprint();
-        self.stats.open_windows.store(open as u64, Relaxed);
-        self.stats.dedup_ids.store(ids as u64, Relaxed);
-        self.stats.dedup_bytes.store(bytes as u64, Relaxed);
-        if let Some(wm) = self.partitions.values().filter_map(|w| w.watermark()).min() {
-            self.stats.min_watermark_us.store(wm, Relaxed);
-        }
+        batch.counts = self.take_counts();
+        batch.footprint = self.footprint();
         batch
     }
 }
@@ -306,8 +268,7 @@ mod tests {
 
     #[test]
     fn every_message_ends_up_counted_late_or_rejected() {
-        let stats = Arc::new(Stats::new());
-        let mut p = Processor::new(WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000), 4096, stats.clone());
+        let mut p = Processor::new(WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000), 4096);
         p.init_partition(0, None);
         let msgs: Vec<Vec<u8>> = vec![
             ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
@@ -318,8 +279,11 @@ mod tests {
             Vec::new(),
             ev("b", "2025-12-10T00:00:16", "banner", "click", "0.05"), // redelivered
         ];
+        // Produced at 00:00:20: "d" is 3 h ahead of its message, the others
+        // are behind it.
+        let produced = Some(1_765_324_820_000_000);
         for (i, m) in msgs.iter().enumerate() {
-            p.process(0, i as i64, None, m);
+            p.process(0, i as i64, produced, None, m);
         }
         let b = p.take_batch();
         assert_eq!(b.rows.len(), 1, "window [00:00:00, 00:00:10) closed");
@@ -332,15 +296,13 @@ mod tests {
             reasons,
             vec![(1, RejectReason::InvalidJson), (4, RejectReason::FutureTimestamp), (5, RejectReason::EmptyMessage)]
         );
-        assert_eq!(stats.consumed.load(Relaxed), 7);
-        assert_eq!(stats.duplicates.load(Relaxed), 1);
-        assert_eq!(
-            stats.counted.load(Relaxed)
-                + stats.late.load(Relaxed)
-                + stats.rejected_total()
-                + stats.duplicates.load(Relaxed),
-            7
-        );
+        let c = b.counts;
+        assert_eq!(c.consumed, 7);
+        assert_eq!(c.duplicates, 1);
+        assert_eq!((c.counted, c.late, c.rejected_total()), (2, 1, 3));
+        assert_eq!(c.rejected[RejectReason::FutureTimestamp.index()], 1);
+        assert_eq!(c.by_kind[0], [1, 1], "banner: one impression, one click");
+        assert_eq!(c.counted + c.late + c.rejected_total() + c.duplicates, 7);
         assert_eq!(
             b.commits,
             vec![(
@@ -353,7 +315,7 @@ mod tests {
             )]
         );
         assert!(!p.pending(), "nothing new since the batch");
-        p.process(0, 2, None, &msgs[2]);
+        p.process(0, 2, produced, None, &msgs[2]);
         assert!(!p.pending(), "a redelivered offset is ignored");
         p.fire_partition(0);
         assert!(p.pending(), "an idle partition's open window goes out");
@@ -362,7 +324,7 @@ mod tests {
         assert_eq!(b.due.len(), 1, "the forced row is timed from its emission");
         assert_eq!(b.rows[0].row.totals.clicks, 1);
         assert!(!b.rows[0].row.is_final);
-        assert!(!p.pending());
-        assert!(!p.pending(), "a redelivered offset is ignored");
+        assert_eq!(b.counts.consumed, 0, "the redelivered offset was not processed again");
+        assert!(!p.pending(), "nothing new after the forced batch");
     }
 }

@@ -24,9 +24,10 @@
 //!   **duplicate** (a producer retry) and is not counted again. Ids are kept
 //!   only while their window is in memory, so dedup memory is bounded by the
 //!   events of the open windows (~20 bytes each), never by the stream.
-//! - An event more than `max_future` ahead of the watermark is refused
-//!   ([`Outcome::TooFarAhead`]); one bad clock upstream must not push the
-//!   watermark an hour forward and make all real traffic late.
+//! - The guard against a bad clock upstream (an event far ahead of its
+//!   Kafka message timestamp, `max_future`) is the processor's: it compares
+//!   two values stored with the message, so a replay decides the same, and
+//!   a quiet gap of any length between valid events never trips it.
 //!
 //! # Checkpoints and replay
 //! Each partition's state is summarised by a [`Checkpoint`]: the offset to
@@ -43,7 +44,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::event::{AdFormat, EventType};
+use crate::engine::event::{AdFormat, EventType};
 
 /// Window geometry and tolerances, all in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub struct Totals {
 pub struct WindowRow {
     pub window_start_us: i64,
     pub window_end_us: i64,
-    /// Interned campaign id (see [`crate::event::Interner`]).
+    /// Interned campaign id (see [`crate::engine::event::Interner`]).
     pub campaign: u32,
     pub ad_format: AdFormat,
     pub totals: Totals,
@@ -116,7 +117,7 @@ pub struct Observation {
     pub ad_format: AdFormat,
     pub event_type: EventType,
     pub revenue_micros: i64,
-    /// The event id reduced to 128 bits ([`crate::event::event_key`]), for
+    /// The event id reduced to 128 bits ([`crate::engine::event::event_key`]), for
     /// deduplication.
     pub id: u128,
 }
@@ -137,8 +138,6 @@ pub enum Outcome {
     /// A replay after restart met an event of a window that was already
     /// closed, final, before the restart: it is already in that row.
     AlreadyEmitted,
-    /// More than `max_future` ahead of the watermark.
-    TooFarAhead { watermark_us: i64 },
 }
 
 /// Where to resume a partition and what its clocks were there.
@@ -342,10 +341,6 @@ impl PartitionWindows {
         }
     }
 
-    pub fn config(&self) -> &WindowConfig {
-        &self.cfg
-    }
-
     /// The max event time seen, or `None` before the first event.
     pub fn watermark(&self) -> Option<i64> {
         self.max_ts
@@ -394,9 +389,6 @@ impl PartitionWindows {
         self.next_offset = Some(offset + 1);
         let start = self.cfg.window_start(ts);
         if let Some(wm) = self.max_ts {
-            if ts > wm.saturating_add(self.cfg.max_future_us) {
-                return Outcome::TooFarAhead { watermark_us: wm };
-            }
             if self.cfg.closed_at(start, wm) {
                 return Outcome::Late { window_start_us: start, watermark_us: wm };
             }
@@ -733,17 +725,20 @@ mod tests {
     }
 
     #[test]
-    fn far_future_events_are_refused_and_do_not_move_the_watermark() {
+    fn a_gap_of_any_length_between_events_is_no_reason_to_refuse_one() {
         let mut w = PartitionWindows::new(cfg());
+        let hour = 3600.0;
         let (_, outcomes) = feed(
             &mut w,
             0,
-            &[(100.0, 0, AdFormat::Banner, Impression, 0), (100.0 + 3600.0 + 1.0, 0, AdFormat::Banner, Impression, 0)],
+            &[
+                (100.0, 0, AdFormat::Banner, Impression, 0),
+                (100.0 + 2.0 * hour, 0, AdFormat::Banner, Impression, 0),
+                (100.0 + 27.0 * hour, 0, AdFormat::Banner, Impression, 0),
+            ],
         );
-        assert_eq!(outcomes[1], Outcome::TooFarAhead { watermark_us: 100 * S });
-        assert_eq!(w.watermark(), Some(100 * S));
-        let (_, outcomes) = feed(&mut w, 2, &[(100.0 + 3600.0, 0, AdFormat::Banner, Impression, 0)]);
-        assert_eq!(outcomes[0], Outcome::Counted);
+        assert_eq!(outcomes, vec![Outcome::Counted; 3]);
+        assert_eq!(w.watermark(), Some((100 + 27 * 3600) * S));
     }
 
     #[test]
@@ -942,7 +937,6 @@ mod tests {
                     dups.insert(pos);
                 }
                 Outcome::Counted | Outcome::Updated | Outcome::AlreadyEmitted => {}
-                Outcome::TooFarAhead { .. } => unreachable!(),
             }
             pos += 1;
             if pos.is_multiple_of(37) {

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::event::{AdFormat, EventType};
-use crate::health::Health;
-use crate::parse::RejectReason;
+use crate::engine::batch::{Counts, Footprint};
+use crate::engine::event::{AdFormat, EventType};
+use crate::engine::parse::RejectReason;
+use crate::obs::health::Health;
 
 /// Per-partition figures, refreshed by the consume loop once a second (not
 /// per event).
@@ -138,8 +139,41 @@ impl Stats {
         s
     }
 
-    pub fn reject(&self, r: RejectReason) {
-        self.rejected[r.index()].fetch_add(1, Relaxed);
+    /// Adds the engine's counters (plain data, handed out with each batch
+    /// and once a second) to the shared atomics.
+    pub fn add(&self, c: &Counts) {
+        for (atomic, n) in [
+            (&self.consumed, c.consumed),
+            (&self.counted, c.counted),
+            (&self.late_updates, c.late_updates),
+            (&self.duplicates, c.duplicates),
+            (&self.replay_skipped, c.replay_skipped),
+            (&self.late, c.late),
+        ]
+        .into_iter()
+        .chain(self.rejected.iter().zip(c.rejected))
+        {
+            if n > 0 {
+                atomic.fetch_add(n, Relaxed);
+            }
+        }
+        for (atomics, counts) in self.counted_by_kind.iter().zip(&c.by_kind) {
+            for (atomic, &n) in atomics.iter().zip(counts) {
+                if n > 0 {
+                    atomic.fetch_add(n, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// What the engine's state is made of, as of its last batch.
+    pub fn set_footprint(&self, f: &Footprint) {
+        self.open_windows.store(f.open_windows as u64, Relaxed);
+        self.dedup_ids.store(f.dedup_ids as u64, Relaxed);
+        self.dedup_bytes.store(f.dedup_bytes as u64, Relaxed);
+        if let Some(wm) = f.min_watermark_us {
+            self.min_watermark_us.store(wm, Relaxed);
+        }
     }
 
     /// A sink write succeeded after `elapsed`.
@@ -148,7 +182,6 @@ impl Stats {
         self.last_insert_ms.store(ms, Relaxed);
         self.rows_written.fetch_add(rows as u64, Relaxed);
         self.batches_written.fetch_add(1, Relaxed);
-        crate::metrics::record_insert(elapsed);
         self.health.clickhouse.ok();
     }
 
@@ -212,7 +245,7 @@ impl Stats {
         }
         let wm = self.min_watermark_us.load(Relaxed);
         if wm != i64::MIN {
-            let _ = write!(s, " | watermark {}", crate::time::format_event_timestamp(wm));
+            let _ = write!(s, " | watermark {}", crate::engine::time::format_event_timestamp(wm));
         }
         s
     }

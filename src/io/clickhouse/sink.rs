@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clickhouse::{Client, Row};
 use serde::Serialize;
 
-use crate::cli::ClickHouseArgs;
-use crate::schema;
-use crate::sink::Batch;
+use crate::config::ClickHouseConfig;
+use crate::engine::batch::Batch;
+use crate::io::clickhouse::schema;
 
 #[derive(Row, Serialize)]
 struct PartRow<'a> {
@@ -57,15 +57,13 @@ struct RejectedRow<'a> {
     raw_size: u64,
 }
 
-/// A client for `args`, not bound to a database. Fails when the URL or the
-/// database name is invalid or the password file cannot be read.
-pub fn client(args: &ClickHouseArgs) -> anyhow::Result<Client> {
-    args.validate()?;
-    let mut c = Client::default().with_url(&args.clickhouse_url).with_user(&args.clickhouse_user);
-    if let Some(p) = args.password()? {
+/// A client for `args` (validated at the edge), not bound to a database.
+pub fn client(args: &ClickHouseConfig) -> Client {
+    let mut c = Client::default().with_url(&args.url).with_user(&args.user);
+    if let Some(p) = &args.password {
         c = c.with_password(p.expose());
     }
-    Ok(c)
+    c
 }
 
 pub struct ClickHouseSink {
@@ -75,8 +73,8 @@ pub struct ClickHouseSink {
 
 impl ClickHouseSink {
     /// Applies the schema and returns a sink bound to `args.database`.
-    pub async fn connect(args: &ClickHouseArgs, topic: &str) -> anyhow::Result<Self> {
-        let base = client(args)?;
+    pub async fn connect(args: &ClickHouseConfig, topic: &str) -> anyhow::Result<Self> {
+        let base = client(args);
         schema::migrate(&base, &args.database).await.with_context(|| {
             format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.display_url())
         })?;

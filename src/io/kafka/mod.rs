@@ -3,6 +3,10 @@
 //! own logs into `tracing` (rate-limited: a broker outage must produce a
 //! reminder, not thousands of lines).
 
+pub mod dlq;
+pub mod producer;
+pub mod queue;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,10 +20,10 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::queue::QueueSlot;
-use crate::cli::KafkaArgs;
-use crate::secret::redact_option;
-use crate::window::Checkpoint;
+use crate::config::secret::redact_option;
+use crate::config::KafkaConfig;
+use crate::engine::window::Checkpoint;
+use queue::QueueSlot;
 
 /// Largest record the topics adstream creates accept (`max.message.bytes`),
 /// and what its producers may send. Kafka's default (~1 MB) refuses a 1 MiB
@@ -29,20 +33,20 @@ pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// Base client configuration: brokers, security/SASL settings, plus any
 /// `--kafka-option key=value`. The result holds secrets: never `Debug` it.
-pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
+pub fn client_config(args: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &args.brokers);
     let named = [
-        ("security.protocol", args.kafka_security_protocol.as_deref()),
-        ("sasl.mechanism", args.kafka_sasl_mechanism.as_deref()),
-        ("sasl.username", args.kafka_sasl_username.as_deref()),
+        ("security.protocol", args.security_protocol.as_deref()),
+        ("sasl.mechanism", args.sasl_mechanism.as_deref()),
+        ("sasl.username", args.sasl_username.as_deref()),
     ];
     for (k, v) in named {
         if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
             cfg.set(k, v);
         }
     }
-    if let Some(p) = args.sasl_password()? {
+    if let Some(p) = &args.sasl_password {
         cfg.set("sasl.password", p.expose());
     }
     apply_options(&mut cfg, args)?;
@@ -52,8 +56,8 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
 /// Sets every `--kafka-option key=value` on `cfg`. Called last by each
 /// client's constructor too, so an option overrides adstream's own defaults
 /// (fetch sizes, batching…), not the other way round.
-pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaArgs) -> anyhow::Result<()> {
-    for opt in &args.kafka_options {
+pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaConfig) -> anyhow::Result<()> {
+    for opt in &args.options {
         let opt = opt.trim();
         if opt.is_empty() {
             continue;
@@ -94,7 +98,7 @@ impl ConsumerContext for ProbeContext {}
 /// Fails with one line naming the brokers and what to set when no broker
 /// answers a metadata request within `--connect-timeout`: a wrong address
 /// at start is a configuration error, not something to retry forever.
-pub fn check_reachable(args: &KafkaArgs) -> anyhow::Result<()> {
+pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
     let consumer: BaseConsumer<ProbeContext> = client_config(args)?
         .set("log_level", "4")
         .create_with_context(ProbeContext::default())
@@ -117,7 +121,7 @@ pub fn check_reachable(args: &KafkaArgs) -> anyhow::Result<()> {
 }
 
 /// Creates `args.topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -> anyhow::Result<()> {
+pub async fn ensure_topic(args: &KafkaConfig, partitions: i32, replication: i32) -> anyhow::Result<()> {
     ensure_named_topic(args, &args.topic, partitions, replication, MAX_MESSAGE_BYTES).await
 }
 
@@ -125,7 +129,7 @@ pub async fn ensure_topic(args: &KafkaArgs, partitions: i32, replication: i32) -
 /// `max_message_bytes`. `-1` partitions or replication means the broker's
 /// default. An existing topic is left as it is (its limits included).
 pub async fn ensure_named_topic(
-    args: &KafkaArgs,
+    args: &KafkaConfig,
     topic: &str,
     partitions: i32,
     replication: i32,
@@ -185,7 +189,7 @@ impl ConsumerContext for QuietContext {}
 /// drain, holding back the last rows).
 pub type WatermarkClient = BaseConsumer<QuietContext>;
 
-pub fn watermark_client(args: &KafkaArgs) -> anyhow::Result<WatermarkClient> {
+pub fn watermark_client(args: &KafkaConfig) -> anyhow::Result<WatermarkClient> {
     client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka client")
 }
 
@@ -314,7 +318,7 @@ pub type PipelineConsumer = BaseConsumer<PipelineContext>;
 
 /// The consumer's librdkafka settings: adstream's defaults, then every
 /// `--kafka-option` (which wins).
-fn consumer_config(args: &KafkaArgs, group: &str) -> anyhow::Result<ClientConfig> {
+fn consumer_config(args: &KafkaConfig, group: &str) -> anyhow::Result<ClientConfig> {
     let mut cfg = client_config(args)?;
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -346,7 +350,7 @@ fn consumer_config(args: &KafkaArgs, group: &str) -> anyhow::Result<ClientConfig
 
 /// A consumer-group member that never auto-commits: offsets are committed
 /// by the pipeline, and only once the results they cover are durable.
-pub fn consumer(args: &KafkaArgs, group: &str) -> anyhow::Result<PipelineConsumer> {
+pub fn consumer(args: &KafkaConfig, group: &str) -> anyhow::Result<PipelineConsumer> {
     let cfg = consumer_config(args, group)?;
     let c: PipelineConsumer = cfg.create_with_context(PipelineContext::default()).context("creating Kafka consumer")?;
     c.subscribe(&[&args.topic]).with_context(|| format!("subscribing to {:?}", args.topic))?;
@@ -414,7 +418,6 @@ pub fn cached_high_watermark(consumer: &PipelineConsumer, topic: &str, p: i32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn an_outage_logs_each_kind_of_complaint_once_per_30_s() {
@@ -435,17 +438,17 @@ mod tests {
 
     #[test]
     fn kafka_options_override_the_consumer_defaults() {
-        let cli = crate::cli::Cli::try_parse_from([
-            "adstream",
-            "run",
-            "--kafka-option",
-            "fetch.queue.backoff.ms=50",
-            "--kafka-option",
-            "max.partition.fetch.bytes=4194304",
-        ])
-        .unwrap();
-        let crate::cli::Command::Run(args) = cli.command else { panic!("run") };
-        let cfg = consumer_config(&args.kafka, "g").unwrap();
+        let kafka = KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "t".into(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            options: vec!["fetch.queue.backoff.ms=50".into(), "max.partition.fetch.bytes=4194304".into()],
+            connect_timeout: Duration::from_secs(1),
+        };
+        let cfg = consumer_config(&kafka, "g").unwrap();
         assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"), "the option wins over adstream's 10");
         assert_eq!(cfg.get("max.partition.fetch.bytes"), Some("4194304"));
         assert_eq!(cfg.get("enable.auto.commit"), Some("false"), "defaults not overridden stay");

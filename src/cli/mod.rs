@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::secret::{redact_option, redact_url, Secret};
+use crate::config::secret::{redact_option, redact_url, Secret};
+
+mod app;
+mod convert;
+mod file;
+
+pub use app::main;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,7 +118,7 @@ impl std::fmt::Debug for KafkaArgs {
 impl KafkaArgs {
     /// The SASL password from the environment/flag or its file.
     pub fn sasl_password(&self) -> anyhow::Result<Option<Secret>> {
-        crate::secret::resolve(
+        crate::config::secret::resolve(
             self.kafka_sasl_password.as_ref(),
             self.kafka_sasl_password_file.as_deref(),
             "Kafka SASL password (ADSTREAM_KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)",
@@ -156,7 +162,7 @@ impl std::fmt::Debug for ClickHouseArgs {
 impl ClickHouseArgs {
     /// The password from the environment/flag or its file.
     pub fn password(&self) -> anyhow::Result<Option<Secret>> {
-        crate::secret::resolve(
+        crate::config::secret::resolve(
             self.clickhouse_password.as_ref(),
             self.clickhouse_password_file.as_deref(),
             "ClickHouse password (ADSTREAM_CLICKHOUSE_PASSWORD / --clickhouse-password-file)",
@@ -183,7 +189,7 @@ impl ClickHouseArgs {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("no host"));
         }
-        crate::schema::validate_identifier("database", &self.database)
+        crate::io::clickhouse::schema::validate_identifier("database", &self.database)
     }
 }
 
@@ -249,7 +255,8 @@ pub struct WindowArgs {
     /// after that go to the late-events table.
     #[arg(long, env = "ADSTREAM_ALLOWED_LATENESS", value_parser = duration, default_value = "5s")]
     pub allowed_lateness: Duration,
-    /// Events further than this ahead of the watermark are rejected.
+    /// Events further than this ahead of their Kafka message timestamp are
+    /// rejected (at least 1s).
     #[arg(long, env = "ADSTREAM_MAX_FUTURE", value_parser = duration, default_value = "1h")]
     pub max_future: Duration,
 }
@@ -286,7 +293,7 @@ pub struct RunArgs {
     #[arg(long, env = "ADSTREAM_FLUSH_INTERVAL", value_parser = duration, default_value = "250ms")]
     pub flush_interval: Duration,
     /// Messages larger than this are rejected unparsed.
-    #[arg(long, env = "ADSTREAM_MAX_EVENT_BYTES", default_value_t = crate::parse::DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(long, env = "ADSTREAM_MAX_EVENT_BYTES", default_value_t = crate::engine::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// A partition that received nothing for this long (wall clock) emits
     /// its open windows as they stand instead of waiting for the next event
@@ -361,45 +368,6 @@ pub struct DemoArgs {
     pub traffic: TrafficArgs,
     #[command(flatten)]
     pub window: WindowArgs,
-}
-
-impl TrafficArgs {
-    /// The generator configuration for a given send rate.
-    pub fn generator_config(&self, send_rate: f64) -> anyhow::Result<crate::generator::GeneratorConfig> {
-        let start = chrono::DateTime::parse_from_rfc3339(&self.start_time)
-            .map_err(|e| anyhow::anyhow!("--start-time {:?}: {e}", self.start_time))?;
-        let event_rate = self.event_rate.unwrap_or(if send_rate > 0.0 { send_rate } else { 1000.0 });
-        anyhow::ensure!(event_rate > 0.0 && event_rate.is_finite(), "--event-rate must be positive");
-        Ok(crate::generator::GeneratorConfig {
-            seed: self.seed,
-            start_time_us: start.timestamp_micros(),
-            event_rate,
-            jitter_us: micros(self.jitter),
-        })
-    }
-}
-
-impl WindowArgs {
-    pub fn config(&self) -> anyhow::Result<crate::window::WindowConfig> {
-        let size = micros(self.window);
-        anyhow::ensure!(size >= 1_000, "--window must be at least 1ms");
-        anyhow::ensure!(
-            size % 1_000 == 0,
-            "--window must be a whole number of milliseconds (ClickHouse stores DateTime64(3))"
-        );
-        // Windows aligned to the epoch then also align to every minute, so
-        // per-minute rollups and dashboards add up whole windows.
-        anyhow::ensure!(
-            60_000_000 % size == 0,
-            "--window {} does not divide a minute: use one of 1s, 2s, 5s, 10s, 15s, 20s, 30s, 1m (or another divisor of 60 s)",
-            humantime::format_duration(self.window)
-        );
-        Ok(crate::window::WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
-    }
-}
-
-pub fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{AdFormat, Event, EventType};
-use crate::money::{self, MICROS_PER_USD};
-use crate::time::parse_timestamp_micros;
+use crate::engine::event::{AdFormat, Event, EventType};
+use crate::engine::money::{self, MICROS_PER_USD};
+use crate::engine::time::parse_timestamp_micros;
 
 /// Largest accepted message. Real events are ~250 bytes; anything near this
 /// is a producer bug, and parsing it would only waste time.
@@ -168,7 +168,7 @@ fn parse_event_with(payload: &[u8], max_bytes: usize, fast: bool) -> Result<Even
     }
     let text = std::str::from_utf8(payload)
         .map_err(|e| Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let wire = match crate::flat_json::scan(text).filter(|_| fast) {
+    let wire = match crate::engine::flat_json::scan(text).filter(|_| fast) {
         Some(f) => Fields {
             event_id: Cow::Borrowed(f.event_id),
             timestamp: Cow::Borrowed(f.timestamp),
@@ -415,7 +415,7 @@ mod tests {
             }
             for v in cases {
                 variants += 1;
-                if std::str::from_utf8(&v).ok().and_then(crate::flat_json::scan).is_some() {
+                if std::str::from_utf8(&v).ok().and_then(crate::engine::flat_json::scan).is_some() {
                     fast += 1;
                 }
                 match (parse_event(&v, DEFAULT_MAX_EVENT_BYTES), parse_serde_only(&v)) {

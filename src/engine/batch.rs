@@ -1,16 +1,13 @@
-//! Where results go. A [`Batch`] is everything the consume loop produced
-//! since the last flush, plus the checkpoints that may be committed to Kafka
-//! once the batch is durable.
-
-pub mod clickhouse;
-pub mod console;
-pub mod dlq;
+//! What the engine hands out: a [`Batch`] is everything the processor
+//! produced since the last flush (window rows, late and rejected records,
+//! its counters), plus the checkpoints that may be committed to Kafka once
+//! the batch is durable.
 
 use std::sync::Arc;
 
-use crate::event::{AdFormat, EventType, Names};
-use crate::parse::{Reject, RejectReason};
-use crate::window::{Checkpoint, WindowRow};
+use crate::engine::event::{AdFormat, EventType, Names};
+use crate::engine::parse::{Reject, RejectReason};
+use crate::engine::window::{Checkpoint, WindowRow};
 
 /// A window row with its source partition and campaign name resolved.
 #[derive(Debug, Clone)]
@@ -65,7 +62,7 @@ impl RejectRecord {
             detail: reject.detail,
             key: key.map(<[u8]>::to_vec),
             raw: payload.to_vec(),
-            rejected_at_us: crate::time::now_micros(),
+            rejected_at_us: crate::engine::time::now_micros(),
         }
     }
 
@@ -73,6 +70,63 @@ impl RejectRecord {
     pub fn raw_prefix(&self) -> &[u8] {
         &self.raw[..self.raw.len().min(REJECT_RAW_LIMIT)]
     }
+}
+
+/// Events by fate since the last [`Batch`] (or the last
+/// [`Processor::take_counts`](crate::engine::Processor::take_counts)): plain
+/// data the caller adds to its own counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages processed (not below the resume point), before validation.
+    pub consumed: u64,
+    pub counted: u64,
+    /// Events counted into a window that had already fired.
+    pub late_updates: u64,
+    pub duplicates: u64,
+    /// Replayed events of windows already final downstream.
+    pub replay_skipped: u64,
+    /// Events whose window had closed.
+    pub late: u64,
+    /// Rejected messages by [`RejectReason::index`].
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Counted events by [`AdFormat::index`] × [`EventType::index`].
+    pub by_kind: [[u64; EventType::ALL.len()]; AdFormat::ALL.len()],
+}
+
+impl Counts {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.consumed += other.consumed;
+        self.counted += other.counted;
+        self.late_updates += other.late_updates;
+        self.duplicates += other.duplicates;
+        self.replay_skipped += other.replay_skipped;
+        self.late += other.late;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+        for (a, b) in self.by_kind.iter_mut().zip(other.by_kind) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+}
+
+/// What the engine's state is made of, as of the last [`Batch`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Windows in memory over all partitions.
+    pub open_windows: usize,
+    /// Event ids held for deduplication, and their heap bytes.
+    pub dedup_ids: usize,
+    pub dedup_bytes: usize,
+    /// The lowest partition watermark, µs.
+    pub min_watermark_us: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +142,10 @@ pub struct Batch {
     pub due: Vec<(std::time::Instant, u32)>,
     /// Campaign names by id, for `rows`.
     pub names: Names,
+    /// Events by fate since the previous batch.
+    pub counts: Counts,
+    /// The state's size when the batch was cut.
+    pub footprint: Footprint,
 }
 
 impl Batch {
@@ -105,23 +163,4 @@ impl Batch {
 /// batch's own rows never are).
 pub fn campaign_name(names: &[Arc<str>], id: u32) -> &str {
     names.get(id as usize).map_or("", |n| n)
-}
-
-/// The configured sink.
-pub enum Sink {
-    ClickHouse(Box<clickhouse::ClickHouseSink>),
-    Console(console::ConsoleSink),
-}
-
-impl Sink {
-    /// Writes a batch durably (for the console: prints it).
-    pub async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        match self {
-            Sink::ClickHouse(s) => s.write(batch).await,
-            Sink::Console(s) => {
-                s.write(batch);
-                Ok(())
-            }
-        }
-    }
 }

@@ -19,10 +19,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::cli::KafkaArgs;
+use crate::config::KafkaConfig;
+use crate::engine::time::now_micros;
 use crate::generator::{Generator, GeneratorConfig, Pacer};
-use crate::source::kafka::{client_config, QuietContext};
-use crate::time::now_micros;
+use crate::io::kafka::{client_config, QuietContext};
+use crate::shutdown::Shutdown;
 
 /// Counters shared between the send loop and the delivery-report thread.
 #[derive(Default)]
@@ -77,7 +78,7 @@ impl ProducerContext for DeliveryContext {
 
 /// What to produce and when to stop.
 pub struct ProduceConfig {
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaConfig,
     pub generator: GeneratorConfig,
     /// Events per second; 0 = unthrottled.
     pub rate: f64,
@@ -99,7 +100,7 @@ pub struct ProduceSummary {
 
 /// Produces until `count`, `duration` or `stop`, then waits for every
 /// outstanding delivery report. Blocking: run it on its own thread.
-pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStats>) -> anyhow::Result<ProduceSummary> {
+pub fn produce(cfg: ProduceConfig, stop: Shutdown, stats: Arc<ProduceStats>) -> anyhow::Result<ProduceSummary> {
     let jsonl = match &cfg.out_jsonl {
         Some(p) => Some(Mutex::new(BufWriter::with_capacity(1 << 20, create(p)?))),
         None => None,
@@ -118,7 +119,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "300000");
-    crate::source::kafka::apply_options(&mut kcfg, &cfg.kafka)?;
+    crate::io::kafka::apply_options(&mut kcfg, &cfg.kafka)?;
     let producer: ThreadedProducer<DeliveryContext> =
         kcfg.create_with_context(ctx).context("creating Kafka producer")?;
 
@@ -128,7 +129,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
     let mut progress = cfg.progress.then(Progress::new);
     let mut sent = 0u64;
     'outer: loop {
-        if stop.load(Ordering::Relaxed)
+        if stop.is_triggered()
             || cfg.count.is_some_and(|c| sent >= c)
             || cfg.duration.is_some_and(|d| pacer.elapsed() >= d)
         {
@@ -142,7 +143,7 @@ pub fn produce(cfg: ProduceConfig, stop: Arc<AtomicBool>, stats: Arc<ProduceStat
             match producer.send(BaseRecord::to(&cfg.kafka.topic).key(&key).payload(&json)) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.is_triggered() {
                         break 'outer;
                     }
                     std::thread::sleep(Duration::from_millis(1));

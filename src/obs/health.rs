@@ -10,13 +10,8 @@
 //! writes nothing, yet an operator wants to know ClickHouse is gone before
 //! the next window is due).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use rdkafka::consumer::Consumer as _;
-
-use crate::source::kafka::PipelineConsumer;
 
 /// How often a continuing failure is logged again.
 pub const REMINDER: Duration = Duration::from_secs(30);
@@ -94,7 +89,7 @@ impl Dependency {
         s.down_since.map(|t| (t.elapsed(), s.last_error.clone()))
     }
 
-    fn reported_within(&self, d: Duration) -> bool {
+    pub fn reported_within(&self, d: Duration) -> bool {
         self.state.lock().ok().and_then(|s| s.last_report).is_some_and(|t| t.elapsed() < d)
     }
 }
@@ -135,95 +130,6 @@ impl Health {
             Err(format!("unhealthy: {}", problems.join("; ")))
         }
     }
-}
-
-/// The operability side of a `run`: the metrics/health endpoint and the
-/// probes that keep `/healthz` current.
-pub struct Ops {
-    stats: Arc<crate::stats::Stats>,
-    clickhouse: Option<clickhouse::Client>,
-    period: Duration,
-}
-
-impl Ops {
-    /// Binds `--metrics-addr` (unless `off`).
-    pub async fn start(args: &crate::cli::RunArgs, stats: Arc<crate::stats::Stats>) -> anyhow::Result<Ops> {
-        if let Some(addr) = args.metrics_addr.0 {
-            crate::metrics::serve(addr, stats.clone(), &args.kafka.topic, args.unhealthy_after).await?;
-        }
-        let clickhouse = match args.sink {
-            crate::cli::SinkKind::Clickhouse => Some(crate::sink::clickhouse::client(&args.clickhouse)?),
-            crate::cli::SinkKind::Console => None,
-        };
-        // A few probes per threshold, so /healthz turns within ~1/3 of it.
-        let period = (args.unhealthy_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
-        Ok(Ops { stats, clickhouse, period })
-    }
-
-    /// Starts the probes; they stop when the returned guard is dropped.
-    pub fn probe(&self, consumer: Arc<PipelineConsumer>, topic: &str) -> ProbeGuard {
-        let done = Arc::new(AtomicBool::new(false));
-        let task = spawn_probes(
-            self.stats.clone(),
-            consumer,
-            topic.to_string(),
-            self.clickhouse.clone(),
-            self.period,
-            done.clone(),
-        );
-        ProbeGuard { done, task }
-    }
-}
-
-/// Stops the probes on drop.
-pub struct ProbeGuard {
-    done: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ProbeGuard {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        self.task.abort();
-    }
-}
-
-/// Probes Kafka (topic metadata through the pipeline's own consumer) every
-/// `period`, and ClickHouse (`SELECT 1`) when nothing was written to it for
-/// `period`. Runs until `done` is set.
-pub fn spawn_probes(
-    health: Arc<crate::stats::Stats>,
-    consumer: Arc<PipelineConsumer>,
-    topic: String,
-    clickhouse: Option<clickhouse::Client>,
-    period: Duration,
-    done: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !done.load(Ordering::Relaxed) {
-            tick.tick().await;
-            let (c, t) = (consumer.clone(), topic.clone());
-            let timeout = period.max(Duration::from_secs(1));
-            let kafka = tokio::task::spawn_blocking(move || c.client().fetch_metadata(Some(&t), timeout)).await;
-            match kafka {
-                Ok(Ok(md)) if md.brokers().is_empty() => health.health.kafka.failed("no broker in the metadata"),
-                Ok(Ok(_)) => health.health.kafka.ok(),
-                Ok(Err(e)) => health.health.kafka.failed(&format!("metadata request: {e}")),
-                Err(_) => {}
-            }
-            if let Some(ch) = &clickhouse {
-                if !health.health.clickhouse.reported_within(period) {
-                    match tokio::time::timeout(timeout, ch.query("SELECT 1").fetch_one::<u8>()).await {
-                        Ok(Ok(_)) => health.health.clickhouse.ok(),
-                        Ok(Err(e)) => health.health.clickhouse.failed(&format!("SELECT 1: {e}")),
-                        Err(_) => health.health.clickhouse.failed(&format!("SELECT 1: no answer within {timeout:?}")),
-                    }
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `adstream report`: the latest windows of `ad_metrics_10s`, printed in the
-//! console line format (see [`crate::sink::console::format_line`]), oldest
+//! console line format (see [`crate::io::console::format_line`]), oldest
 //! first, so an operator can check what the pipeline wrote without opening
 //! a dashboard. The numbers are the view's (final values, partitions
 //! summed); CTR and eCPM are recomputed from them exactly as the view does.
@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use crate::cli::ReportArgs;
-use crate::sink::console::format_line;
-use crate::window::Totals;
+use crate::config::ReportConfig;
+use crate::engine::window::Totals;
+use crate::io::console::format_line;
 
 #[derive(Row, Deserialize, Debug)]
 struct ReportRow {
@@ -24,9 +24,9 @@ struct ReportRow {
 }
 
 /// The report's lines, oldest window first, then campaign and format.
-pub async fn lines(args: &ReportArgs) -> anyhow::Result<Vec<String>> {
+pub async fn lines(args: &ReportConfig) -> anyhow::Result<Vec<String>> {
     let ch = &args.clickhouse;
-    let client = crate::sink::clickhouse::client(ch)?;
+    let client = crate::io::clickhouse::client(ch);
     let db = &ch.database;
     // Only the validated database name reaches the SQL text; the filters
     // travel as bound parameters.

@@ -1,0 +1,228 @@
+//! The edge: clap's argument structs become plain [`crate::config`] values,
+//! validated once, with secrets resolved. Nothing past this file sees clap.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+
+use super::{
+    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, ReportArgs, RunArgs, SinkKind as SinkArg, TrafficArgs,
+    WindowArgs,
+};
+use crate::config::{
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, ReportConfig, RunConfig, SelfFeed, SinkKind,
+};
+use crate::engine::WindowConfig;
+use crate::generator::GeneratorConfig;
+
+/// Longest simulated gap between two generated events: one a year. Beyond
+/// it (`--event-rate 1e-12`) event times leave the calendar after a few
+/// events.
+const MAX_EVENT_GAP_US: f64 = 365.0 * 86_400.0 * 1e6;
+
+pub fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl TryFrom<&KafkaArgs> for KafkaConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &KafkaArgs) -> anyhow::Result<Self> {
+        for o in &a.kafka_options {
+            ensure!(
+                o.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty()),
+                "--kafka-option {}: expected key=value (ADSTREAM_KAFKA_OPTIONS)",
+                crate::config::secret::redact_option(o)
+            );
+        }
+        ensure!(!a.connect_timeout.is_zero(), "--connect-timeout must be more than 0s");
+        Ok(KafkaConfig {
+            brokers: a.brokers.clone(),
+            topic: a.topic.clone(),
+            security_protocol: a.kafka_security_protocol.clone(),
+            sasl_mechanism: a.kafka_sasl_mechanism.clone(),
+            sasl_username: a.kafka_sasl_username.clone(),
+            sasl_password: a.sasl_password()?,
+            options: a.kafka_options.clone(),
+            connect_timeout: a.connect_timeout,
+        })
+    }
+}
+
+impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &ClickHouseArgs) -> anyhow::Result<Self> {
+        a.validate()?;
+        Ok(ClickHouseConfig {
+            url: a.clickhouse_url.clone(),
+            database: a.database.clone(),
+            user: a.clickhouse_user.clone(),
+            password: a.password()?,
+        })
+    }
+}
+
+impl TrafficArgs {
+    /// The generator configuration for a given send rate.
+    pub fn generator_config(&self, send_rate: f64) -> anyhow::Result<GeneratorConfig> {
+        ensure!(send_rate >= 0.0 && send_rate.is_finite(), "--rate must be a number >= 0 (0 = unthrottled)");
+        let start = chrono::DateTime::parse_from_rfc3339(&self.start_time)
+            .map_err(|e| anyhow::anyhow!("--start-time {:?}: {e}", self.start_time))?;
+        let event_rate = self.event_rate.unwrap_or(if send_rate > 0.0 { send_rate } else { 1000.0 });
+        ensure!(event_rate > 0.0 && event_rate.is_finite(), "--event-rate must be a positive number");
+        ensure!(
+            1e6 / event_rate <= MAX_EVENT_GAP_US,
+            "--event-rate {event_rate} puts more than a year between two events, so event times overflow \
+             the calendar: use at least {:.3e} (one event a year)",
+            1e6 / MAX_EVENT_GAP_US
+        );
+        Ok(GeneratorConfig {
+            seed: self.seed,
+            start_time_us: start.timestamp_micros(),
+            event_rate,
+            jitter_us: micros(self.jitter),
+        })
+    }
+}
+
+impl WindowArgs {
+    pub fn config(&self) -> anyhow::Result<WindowConfig> {
+        let size = micros(self.window);
+        ensure!(size >= 1_000, "--window must be at least 1ms");
+        ensure!(size % 1_000 == 0, "--window must be a whole number of milliseconds (ClickHouse stores DateTime64(3))");
+        // Windows aligned to the epoch then also align to every minute, so
+        // per-minute rollups and dashboards add up whole windows.
+        ensure!(
+            60_000_000 % size == 0,
+            "--window {} does not divide a minute: use one of 1s, 2s, 5s, 10s, 15s, 20s, 30s, 1m (or another divisor of 60 s)",
+            humantime::format_duration(self.window)
+        );
+        // 0 would reject every event produced a moment before its event
+        // time (clock skew between hosts): a guard that refuses real traffic.
+        ensure!(
+            self.max_future >= Duration::from_secs(1),
+            "--max-future {} refuses events only just ahead of their Kafka timestamp (clock skew): use at least 1s (default 1h)",
+            humantime::format_duration(self.max_future)
+        );
+        Ok(WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
+    }
+}
+
+impl TryFrom<&RunArgs> for RunConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &RunArgs) -> anyhow::Result<Self> {
+        ensure!(
+            !a.idle_timeout.is_zero(),
+            "--idle-timeout 0s would flush every partition on every pass, between any two messages: use e.g. 30s"
+        );
+        ensure!(!a.flush_interval.is_zero(), "--flush-interval must be more than 0s (default 250ms)");
+        ensure!(!a.stats_interval.is_zero(), "--stats-interval must be more than 0s (default 10s)");
+        ensure!(!a.unhealthy_after.is_zero(), "--unhealthy-after must be more than 0s (default 30s)");
+        ensure!(a.max_event_bytes > 0, "--max-event-bytes must be more than 0");
+        let self_feed = match a.self_feed {
+            Some(rate) => Some(SelfFeed {
+                rate,
+                count: a.self_feed_count,
+                generator: a.traffic.generator_config(rate).context("--self-feed")?,
+            }),
+            None => None,
+        };
+        let sink = match a.sink {
+            SinkArg::Clickhouse => SinkKind::ClickHouse,
+            SinkArg::Console => SinkKind::Console,
+        };
+        Ok(RunConfig {
+            kafka: (&a.kafka).try_into()?,
+            group: a.group.clone(),
+            clickhouse: (&a.clickhouse).try_into()?,
+            window: a.window.config()?,
+            sink,
+            self_feed,
+            drain: a.drain,
+            flush_interval: a.flush_interval,
+            max_event_bytes: a.max_event_bytes,
+            idle_timeout: a.idle_timeout,
+            stats_interval: a.stats_interval,
+            dlq_topic: a.dlq_topic.clone(),
+            metrics_addr: a.metrics_addr.0,
+            unhealthy_after: a.unhealthy_after,
+        })
+    }
+}
+
+impl TryFrom<&DemoArgs> for DemoConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &DemoArgs) -> anyhow::Result<Self> {
+        Ok(DemoConfig {
+            rate: a.rate,
+            duration: a.duration,
+            count: a.count,
+            generator: a.traffic.generator_config(a.rate)?,
+            window: a.window.config()?,
+        })
+    }
+}
+
+impl TryFrom<&GenerateArgs> for GenerateConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &GenerateArgs) -> anyhow::Result<Self> {
+        ensure!(a.partitions > 0, "--partitions must be at least 1");
+        ensure!(a.replication_factor > 0, "--replication-factor must be at least 1");
+        Ok(GenerateConfig {
+            kafka: (&a.kafka).try_into()?,
+            rate: a.rate,
+            count: a.count,
+            duration: a.duration,
+            generator: a.traffic.generator_config(a.rate)?,
+            out_jsonl: a.out_jsonl.clone(),
+            partitions: a.partitions,
+            replication_factor: a.replication_factor,
+        })
+    }
+}
+
+impl TryFrom<&ReportArgs> for ReportConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &ReportArgs) -> anyhow::Result<Self> {
+        Ok(ReportConfig {
+            clickhouse: (&a.clickhouse).try_into()?,
+            last: a.last,
+            campaign: a.campaign.clone(),
+            ad_format: a.ad_format.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_config(extra: &[&str]) -> anyhow::Result<RunConfig> {
+        let args: Vec<&str> = ["adstream", "run"].iter().chain(extra).copied().collect();
+        let Command::Run(a) = Cli::try_parse_from(args)?.command else { unreachable!("run") };
+        RunConfig::try_from(&a)
+    }
+
+    #[test]
+    fn nonsensical_values_are_refused_with_one_line() {
+        for (flags, says) in [
+            (&["--max-future", "0s"][..], "--max-future"),
+            (&["--idle-timeout", "0s"], "--idle-timeout"),
+            (&["--self-feed", "10", "--event-rate", "1e-300"], "--event-rate"),
+            (&["--self-feed", "10", "--event-rate", "0"], "--event-rate"),
+            (&["--flush-interval", "0s"], "--flush-interval"),
+            (&["--window", "7s"], "--window"),
+            (&["--clickhouse-url", "ftp://x"], "--clickhouse-url"),
+        ] {
+            let e = format!("{:#}", run_config(flags).expect_err(says));
+            assert!(e.contains(says) && !e.contains('\n'), "{flags:?}: {e}");
+        }
+        let ok =
+            run_config(&["--max-future", "1s", "--idle-timeout", "1s", "--self-feed", "0", "--event-rate", "0.0002"])
+                .expect("valid");
+        assert_eq!(ok.window.max_future_us, 1_000_000);
+        assert_eq!(ok.idle_timeout, Duration::from_secs(1));
+    }
+}

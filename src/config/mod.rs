@@ -1,0 +1,142 @@
+//! Plain configuration, converted once from the command line
+//! (`cli::convert`, where everything is validated and secrets are resolved)
+//! and handed to the I/O code: no clap type travels past the edge.
+
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::WindowConfig;
+use crate::generator::GeneratorConfig;
+use secret::{redact_option, redact_url, Secret};
+
+/// How to reach Kafka.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// Resolved from the flag, the environment or the password file.
+    pub sasl_password: Option<Secret>,
+    /// Extra librdkafka settings, `key=value` each.
+    pub options: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+/// Written by hand so that no secret reaches a log line: the password is a
+/// [`Secret`], and option values are shown by key only.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .field("options", &self.options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// How to reach ClickHouse; the URL and database are validated.
+#[derive(Clone)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    /// Resolved from the flag, the environment or the password file.
+    pub password: Option<Secret>,
+}
+
+impl ClickHouseConfig {
+    /// The endpoint for log lines: any password in it replaced.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Written by hand so that a password in the URL's userinfo is not printed.
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.display_url())
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    ClickHouse,
+    Console,
+}
+
+/// The in-process generator of `run --self-feed`.
+#[derive(Debug, Clone)]
+pub struct SelfFeed {
+    /// Events per second, 0 = unthrottled.
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub generator: GeneratorConfig,
+}
+
+/// `adstream run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub kafka: KafkaConfig,
+    pub group: String,
+    pub clickhouse: ClickHouseConfig,
+    pub window: WindowConfig,
+    pub sink: SinkKind,
+    pub self_feed: Option<SelfFeed>,
+    pub drain: bool,
+    pub flush_interval: Duration,
+    pub max_event_bytes: usize,
+    pub idle_timeout: Duration,
+    pub stats_interval: Duration,
+    /// Empty: no dead-letter topic.
+    pub dlq_topic: String,
+    /// `None`: no metrics server.
+    pub metrics_addr: Option<SocketAddr>,
+    pub unhealthy_after: Duration,
+}
+
+/// `adstream demo`.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub rate: f64,
+    pub duration: Duration,
+    pub count: Option<u64>,
+    pub generator: GeneratorConfig,
+    pub window: WindowConfig,
+}
+
+/// `adstream generate`.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    pub kafka: KafkaConfig,
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub generator: GeneratorConfig,
+    pub out_jsonl: Option<PathBuf>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// `adstream report`.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    pub clickhouse: ClickHouseConfig,
+    pub last: u32,
+    pub campaign: Option<String>,
+    pub ad_format: Option<String>,
+}

@@ -1,0 +1,8 @@
+//! ClickHouse over HTTP: the client, the schema (`sql/`), the batch sink and
+//! `adstream report`.
+
+pub mod report;
+pub mod schema;
+mod sink;
+
+pub use sink::{client, ClickHouseSink};

@@ -1,0 +1,11 @@
+//! Everything that talks to the outside: Kafka (consumer, batch queue,
+//! producer, dead-letter topic), ClickHouse (client, schema, sink, report)
+//! and the console.
+
+pub mod backoff;
+pub mod clickhouse;
+pub mod console;
+pub mod kafka;
+mod sink;
+
+pub use sink::Sink;

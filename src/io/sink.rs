@@ -1,0 +1,23 @@
+//! The sink the pipeline writes batches to.
+
+use crate::engine::Batch;
+use crate::io::{clickhouse, console};
+
+/// The configured sink.
+pub enum Sink {
+    ClickHouse(Box<clickhouse::ClickHouseSink>),
+    Console(console::ConsoleSink),
+}
+
+impl Sink {
+    /// Writes a batch durably (for the console: prints it).
+    pub async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        match self {
+            Sink::ClickHouse(s) => s.write(batch).await,
+            Sink::Console(s) => {
+                s.write(batch);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `adstream run`: wires the Kafka source, the engine's [`Processor`] and a
+//! sink, and owns offsets and backpressure.
+//!
+//! Two threads of control:
+//! - the **consume loop** ([`consume`], a blocking thread) polls Kafka,
+//!   feeds the processor and cuts a batch every `--flush-interval`; when
+//!   the writer falls behind it holds the batch and pauses the assigned
+//!   partitions (backpressure); it also fires the windows of idle
+//!   partitions;
+//! - the **writer** ([`writer`]) writes each batch (retrying with backoff)
+//!   and only then commits the batch's checkpoints to Kafka.
+//!
+//! So a committed offset never runs ahead of what ClickHouse holds, and
+//! whatever was not committed is replayed on restart; idempotent writes
+//! (see `sql/`) make that replay invisible in the results.
+//!
+//! [`Processor`]: crate::engine::Processor
+
+mod consume;
+mod ops;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+use tokio::sync::mpsc;
+
+use crate::config::{RunConfig, SinkKind};
+use crate::engine::Batch;
+use crate::io::kafka::producer::{self, ProduceConfig, ProduceStats};
+use crate::io::kafka::{self, dlq::DlqSink};
+use crate::io::{clickhouse::ClickHouseSink, console::ConsoleSink, Sink};
+use crate::obs::Stats;
+use crate::shutdown::Shutdown;
+use consume::{ConsumeLoop, LoopSettings};
+use writer::Writer;
+
+/// How long shutdown waits for the final, synchronous offset commit.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::new());
+    let topic = cfg.kafka.topic.clone();
+
+    let sink = match cfg.sink {
+        SinkKind::ClickHouse => Sink::ClickHouse(Box::new(ClickHouseSink::connect(&cfg.clickhouse, &topic).await?)),
+        SinkKind::Console => Sink::Console(ConsoleSink),
+    };
+    let kafka_cfg = cfg.kafka.clone();
+    tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_cfg)).await??;
+    let ops = ops::Ops::start(&cfg, stats.clone()).await?;
+    let dlq = DlqSink::connect(&cfg.kafka, &cfg.dlq_topic, stats.clone()).await?;
+
+    // Self-feed: the bundled generator in this process, producing to the
+    // topic we consume.
+    let feed_done = Arc::new(AtomicBool::new(cfg.self_feed.is_none()));
+    let feed = match &cfg.self_feed {
+        Some(feed) => {
+            kafka::ensure_topic(&cfg.kafka, 3, 1).await?;
+            let pc = ProduceConfig {
+                kafka: cfg.kafka.clone(),
+                generator: feed.generator,
+                rate: feed.rate,
+                count: feed.count,
+                duration: None,
+                out_jsonl: None,
+                progress: false,
+            };
+            let (stop, done) = (shutdown.clone(), feed_done.clone());
+            Some(std::thread::spawn(move || {
+                let r = producer::produce(pc, stop, Arc::new(ProduceStats::default()));
+                done.store(true, Ordering::SeqCst);
+                r
+            }))
+        }
+        None => None,
+    };
+
+    let consumer = Arc::new(kafka::consumer(&cfg.kafka, &cfg.group)?);
+    let watermarks = if cfg.drain { Some(kafka::watermark_client(&cfg.kafka)?) } else { None };
+    tracing::info!(
+        brokers = %cfg.kafka.brokers, topic = %topic, group = %cfg.group,
+        window_s = cfg.window.size_us as f64 / 1e6, lateness_s = cfg.window.allowed_lateness_us as f64 / 1e6,
+        "consuming"
+    );
+    let (tx, rx) = mpsc::channel::<Batch>(8);
+    let settings = LoopSettings {
+        topic: topic.clone(),
+        window: cfg.window,
+        max_event_bytes: cfg.max_event_bytes,
+        flush_interval: cfg.flush_interval,
+        idle_timeout: cfg.idle_timeout,
+        drain: cfg.drain,
+    };
+    let consume_loop =
+        ConsumeLoop::new(consumer.clone(), watermarks, settings, shutdown.clone(), feed_done, stats.clone(), tx);
+    let consume = tokio::task::spawn_blocking(move || consume_loop.run());
+    let _probes = ops.probe(consumer.clone(), &topic);
+    let _stats_line = StatsLine::spawn(stats.clone(), cfg.stats_interval);
+
+    let writer = Writer {
+        sink,
+        dlq,
+        consumer: consumer.clone(),
+        topic: topic.clone(),
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let (last_commits, sink_result) = writer.run(rx).await;
+    let loop_result = consume.await.context("consume loop panicked")?;
+    // The final commit is synchronous so that it has landed before we leave
+    // the group, but bounded: with the broker unreachable it would wait out
+    // the session timeout, and an orchestrator's grace period is shorter.
+    // A commit that does not land only means the tail is replayed.
+    if sink_result.is_ok() && !last_commits.is_empty() {
+        let (c, t, lc) = (consumer.clone(), topic.clone(), last_commits.clone());
+        let commit = tokio::task::spawn_blocking(move || kafka::commit(&c, &t, &lc, true));
+        match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!("final offset commit: {e} (the uncommitted tail is replayed idempotently on restart)")
+            }
+            Ok(Err(e)) => tracing::warn!("final offset commit: {e}"),
+            Err(_) => tracing::warn!(
+                "final offset commit: no answer within {FINAL_COMMIT_TIMEOUT:?} (the uncommitted tail is replayed idempotently on restart)"
+            ),
+        }
+    }
+    if let Some(h) = feed {
+        shutdown.trigger();
+        match h.join() {
+            Ok(Ok(s)) => tracing::info!("self-feed: {} events delivered, {} failed", s.delivered, s.failed),
+            Ok(Err(e)) => tracing::error!("self-feed: {e:#}"),
+            Err(_) => tracing::error!("self-feed thread panicked"),
+        }
+    }
+    consumer.unsubscribe();
+    tracing::info!("final stats: {}", stats.line());
+    sink_result?;
+    loop_result
+}
+
+/// Logs a stats line every `--stats-interval` while it lives (a drop guard
+/// owns the task).
+struct StatsLine(tokio::task::JoinHandle<()>);
+
+impl StatsLine {
+    fn spawn(stats: Arc<Stats>, interval: Duration) -> Self {
+        StatsLine(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!("stats: {}", stats.line());
+            }
+        }))
+    }
+}
+
+impl Drop for StatsLine {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
