@@ -157,7 +157,7 @@ fn graph(mods: &BTreeMap<String, Module>) -> BTreeMap<String, BTreeSet<String>> 
             while let Some(i) = rest.find("crate::").or_else(|| rest.find("super::")) {
                 let is_super = rest[i..].starts_with("super::");
                 let after = &rest[i + 7..]; // "crate::" and "super::" are both 7 bytes
-                let end = after.find(|c: char| c == ';' || c == '(' || c == ' ' || c == ')').unwrap_or(after.len());
+                let end = after.find([';', '(', ' ', ')']).unwrap_or(after.len());
                 let (text, tail) = if after[..end].contains('{') {
                     let close = after.find('}').map_or(after.len(), |c| c + 1);
                     (&after[..close], &after[close..])
