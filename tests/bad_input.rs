@@ -94,8 +94,11 @@ fn bad_messages(valid: &serde_json::Value) -> Vec<(&'static str, &'static str, V
         ("invalid_timestamp", "timestamp \"yesterday\"", variant(&|x| x["timestamp"] = "yesterday".into())),
         (
             "future_timestamp",
-            "3 h ahead of the watermark",
-            variant(&|x| x["timestamp"] = "2025-12-10T03:00:00.000000".into()),
+            "3 h ahead of its Kafka message timestamp",
+            variant(&|x| {
+                let t = chrono::Utc::now() + chrono::Duration::hours(3);
+                x["timestamp"] = t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string().into()
+            }),
         ),
     ]
 }
