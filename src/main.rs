@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches};
 
 use adstream::cli::{Cli, Command, LogFormat};
@@ -151,7 +150,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => {
             schema::migrate(&sink::clickhouse::client(&args)?, &args.database)
                 .await
-                .with_context(|| format!("ClickHouse at {}", args.display_url()))?;
+                .map_err(|e| sink::retry::schema_error(e, &args))?;
             println!("schema applied: database {} at {}", args.database, args.display_url());
         }
         Command::Run(args) => {

@@ -206,6 +206,12 @@ async fn write_with_retry(sink: &mut Sink, batch: &Batch, stop: &AtomicBool, sta
             }
             Err(e) => {
                 stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                if crate::sink::retry::is_permanent(&e) {
+                    // Not retried: the caller stops without committing this
+                    // batch, and the error is the process's one exit line.
+                    stats.permanent_write_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
                 // Logged once per outage plus a reminder every 30 s.
                 stats.health.clickhouse.failed(&format!("sink write failed, retrying with backoff: {e:#}"));
                 if stop.load(Ordering::Relaxed) {

@@ -57,6 +57,7 @@ pub async fn lines(args: &ReportArgs) -> anyhow::Result<Vec<String>> {
         .bind(format)
         .fetch_all()
         .await
+        .map_err(|e| crate::sink::retry::explain(e.into(), crate::sink::retry::Target::Read(db.clone()), ch))
         .with_context(|| {
             format!(
                 "reading {db}.ad_metrics_10s at {} (is the schema there? `adstream migrate` / `adstream run` create it)",

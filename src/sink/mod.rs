@@ -5,6 +5,7 @@
 pub mod clickhouse;
 pub mod console;
 pub mod dlq;
+pub mod retry;
 
 use std::sync::Arc;
 
