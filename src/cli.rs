@@ -81,9 +81,10 @@ pub struct KafkaArgs {
     /// File holding the Kafka sasl.password (e.g. a mounted secret).
     #[arg(long, env = "ADSTREAM_KAFKA_SASL_PASSWORD_FILE", hide_env_values = true)]
     pub kafka_sasl_password_file: Option<PathBuf>,
-    /// Extra librdkafka setting as key=value (repeatable), e.g.
-    /// ssl.ca.location=/etc/ca.pem. Values are never printed.
-    #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true)]
+    /// Extra librdkafka setting as key=value, one per flag (repeat the
+    /// flag), e.g. ssl.ca.location=/etc/ca.pem or debug=consumer,cgrp.
+    /// In ADSTREAM_KAFKA_OPTIONS, one per line. Values are never printed.
+    #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", hide_env_values = true)]
     pub kafka_options: Vec<String>,
     /// How long to wait at start for the brokers to answer before giving up
     /// with an error.
@@ -103,13 +104,25 @@ impl std::fmt::Debug for KafkaArgs {
             .field("kafka_sasl_username", &self.kafka_sasl_username)
             .field("kafka_sasl_password", &self.kafka_sasl_password)
             .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
-            .field("kafka_options", &self.kafka_options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
+            .field("kafka_options", &self.options().map(redact_option).collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
 
+/// Separates the options in ADSTREAM_KAFKA_OPTIONS (and a settings file's
+/// `kafka-option` list): a newline, because librdkafka values use `,`
+/// (`debug`, broker lists), `:` (cipher and curve lists) and `;` and spaces
+/// (`sasl.kerberos.kinit.cmd`, `sasl.oauthbearer.config`), never a newline.
+pub const KAFKA_OPTIONS_SEPARATOR: char = '\n';
+
 impl KafkaArgs {
+    /// Every `key=value` given: one per `--kafka-option`, or the lines of
+    /// ADSTREAM_KAFKA_OPTIONS (blank lines skipped).
+    pub fn options(&self) -> impl Iterator<Item = &str> {
+        self.kafka_options.iter().flat_map(|o| o.split(KAFKA_OPTIONS_SEPARATOR)).map(str::trim).filter(|o| !o.is_empty())
+    }
+
     /// The SASL password from the environment/flag or its file.
     pub fn sasl_password(&self) -> anyhow::Result<Option<Secret>> {
         crate::secret::resolve(
@@ -429,7 +442,9 @@ mod tests {
             "--kafka-sasl-password",
             "kafka-pass-3",
             "--kafka-option",
-            "ssl.key.password=key-pass-4,sasl.oauthbearer.config=token-5",
+            "ssl.key.password=key-pass-4",
+            "--kafka-option",
+            "sasl.oauthbearer.config=token-5",
         ])
         .unwrap();
         let text = format!("{cli:?}");

@@ -231,3 +231,27 @@ fn every_flag_has_help_and_an_adstream_env_var() {
         cmd.get_subcommands().count()
     );
 }
+
+#[test]
+fn kafka_option_values_may_hold_commas_and_the_env_var_takes_one_per_line() {
+    // Reaching "did not answer" means every option was accepted (librdkafka
+    // checks `debug` contexts when the client is created, before connecting).
+    let unreachable = "Kafka at 127.0.0.1:1 did not answer within 1s";
+    let flag = ["generate", "--count", "1", "--kafka-option", "debug=consumer,cgrp"];
+    one_line_error(bare().args(flag), unreachable);
+    // The whole value, commas included, reaches librdkafka: a bad context
+    // after the comma is refused by librdkafka, not by our parser.
+    let bad = ["generate", "--count", "1", "--kafka-option", "debug=consumer,nonsense"];
+    let line = one_line_error(bare().args(bad), "Invalid value");
+    assert!(!line.contains("expected key=value"), "{line}");
+    // The variable: one option per line, commas kept, blank lines skipped.
+    let env = "debug=consumer,cgrp\n\nclient.id=adstream:cli,test;x\n";
+    one_line_error(bare().env("ADSTREAM_KAFKA_OPTIONS", env).args(["generate", "--count", "1"]), unreachable);
+    // ... and each line is one option: a malformed second line is named as such.
+    let env = "debug=consumer,cgrp\nnot-an-option";
+    let line = one_line_error(
+        bare().env("ADSTREAM_KAFKA_OPTIONS", env).args(["generate", "--count", "1"]),
+        "--kafka-option <redacted>: expected key=value",
+    );
+    assert!(!line.contains("consumer"), "{line}");
+}

@@ -53,11 +53,7 @@ pub fn client_config(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
 /// client's constructor too, so an option overrides adstream's own defaults
 /// (fetch sizes, batching…), not the other way round.
 pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaArgs) -> anyhow::Result<()> {
-    for opt in &args.kafka_options {
-        let opt = opt.trim();
-        if opt.is_empty() {
-            continue;
-        }
+    for opt in args.options() {
         let Some((k, v)) = opt.split_once('=') else {
             // Not the option itself: it may be a mistyped secret.
             bail!("--kafka-option {}: expected key=value", redact_option(opt));
