@@ -48,8 +48,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Apply the ClickHouse schema (sql/*.sql, embedded in the binary) idempotently.
     Migrate(ClickHouseArgs),
-    /// Print the latest windows from ClickHouse (ad_metrics_10s) as console
-    /// lines, to check the pipeline without a dashboard.
+    /// Print the latest windows from ClickHouse (ad_metrics, at the window
+    /// size last written) as console lines, to check the pipeline without a
+    /// dashboard.
     Report(ReportArgs),
 }
 
@@ -357,6 +358,10 @@ pub struct ReportArgs {
     /// Only this ad format.
     #[arg(long = "format", env = "ADSTREAM_FORMAT", value_parser = ["banner", "interstitial", "rewarded_video"])]
     pub ad_format: Option<String>,
+    /// Window size to report (as `run --window`); default: the size of the
+    /// latest window written.
+    #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration)]
+    pub window: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]

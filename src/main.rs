@@ -134,7 +134,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let lines = report::lines(&args).await?;
             if lines.is_empty() {
                 eprintln!(
-                    "no windows in {}.ad_metrics_10s{} yet",
+                    "no windows in {}.ad_metrics{} yet",
                     args.clickhouse.database,
                     if args.campaign.is_some() || args.ad_format.is_some() { " for this filter" } else { "" }
                 );
