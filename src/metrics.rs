@@ -180,9 +180,20 @@ pub async fn serve(
     topic: &str,
     unhealthy_after: Duration,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("--metrics-addr {addr}: cannot listen (choose another address with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
-    })?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "--metrics-addr {addr}: the port is already in use, probably by another `adstream run` on this host \
+             (each process needs its own): give this one another port (--metrics-addr {}:{} or any free one with \
+             {}:0; ADSTREAM_METRICS_ADDR), or turn it off with --metrics-addr off",
+            addr.ip(),
+            addr.port().wrapping_add(1),
+            addr.ip()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!("--metrics-addr {addr}: cannot listen (choose another address with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
+        })?,
+    };
     let bound = listener.local_addr()?;
     handle();
     let server = Arc::new(Server { stats, topic: topic.to_string(), unhealthy_after, render: Mutex::new(()) });

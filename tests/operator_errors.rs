@@ -1,8 +1,11 @@
-//! ClickHouse refusing for good, on the real engine: a column or the table
-//! dropped under a running pipeline, and a wrong password. Each time
+//! Errors an operator must be told how to fix, on the real services.
+//!
+//! ClickHouse refusing for good: a column or the table dropped under a
+//! running pipeline, and a wrong password. Each time
 //! `adstream` must stop within a bound (not retry forever behind
 //! backpressure), exit non-zero with one error line naming the table and
 //! the fix, and leave the committed offsets where the durable data ends.
+//! And a second `run` on the same metrics port.
 //!
 //! The wrong-password test starts its own chfront (scripts/chfront) with
 //! CHFRONT_PASSWORD on a free port, so the shared ClickHouse of the test
@@ -251,4 +254,34 @@ async fn wrong_password_fails_fast_with_one_line_and_commits_nothing() {
     assert!(!out.status.success());
     check("run", &String::from_utf8_lossy(&out.stderr), t0.elapsed());
     assert_eq!(committed_offsets(&group, &topic), Some([-1; 3]), "nothing may be committed");
+}
+
+/// Two `run` processes on one host, both on the same metrics port: the
+/// second fails at once with one line that says so and gives the fix.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn a_second_run_on_the_same_metrics_port_says_so_and_how_to_fix_it() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let (topic, group) = (unique("ad_events"), unique("g"));
+    let args = ["run", "--sink", "console", "--topic", &topic, "--group", &group, "--metrics-addr", &addr];
+    let mut first = KillOnDrop(Some(adstream().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()));
+    wait_until("the first run to serve metrics", Duration::from_secs(60), || {
+        if let Some(s) = first.0.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("the first run exited: {s}");
+        }
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let out = wait_with_limit(
+        adstream().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for want in ["already in use", "another `adstream run` on this host", "127.0.0.1:0", "--metrics-addr off", &addr] {
+        assert!(lines[0].contains(want), "missing {want:?} in: {}", lines[0]);
+    }
+    println!("second run on {addr}: {}", lines[0]);
 }
