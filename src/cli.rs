@@ -13,7 +13,8 @@ use crate::secret::{redact_option, redact_url, Secret};
 #[command(
     name = "adstream",
     version,
-    about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse"
+    about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse",
+    after_help = crate::exit::TOP
 )]
 pub struct Cli {
     /// Settings file (TOML; keys are flag names, e.g. `brokers = "k1:9092"`,
@@ -41,16 +42,21 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Produce synthetic ad events into Kafka.
+    #[command(after_help = crate::exit::GENERATE)]
     Generate(GenerateArgs),
     /// Consume ad events, aggregate 10-second windows, write them to ClickHouse.
+    #[command(after_help = crate::exit::RUN)]
     Run(RunArgs),
     /// The embedded default: in-process generator → windows → console. No Kafka, no ClickHouse.
+    #[command(after_help = crate::exit::DEMO)]
     Demo(DemoArgs),
     /// Apply the ClickHouse schema (sql/*.sql, embedded in the binary) idempotently.
+    #[command(after_help = crate::exit::CLICKHOUSE)]
     Migrate(ClickHouseArgs),
     /// Print the latest windows from ClickHouse (ad_metrics, at the window
     /// size last written) as console lines, to check the pipeline without a
     /// dashboard.
+    #[command(after_help = crate::exit::CLICKHOUSE)]
     Report(ReportArgs),
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod exit;
 pub mod flat_json;
 pub mod generator;
 pub mod health;

@@ -182,7 +182,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 thousands(s.failed)
             );
             if s.failed > 0 {
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(adstream::exit::DELIVERY_FAILED));
             }
         }
     }

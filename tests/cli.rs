@@ -255,3 +255,29 @@ fn kafka_option_values_may_hold_commas_and_the_env_var_takes_one_per_line() {
     );
     assert!(!line.contains("consumer"), "{line}");
 }
+
+#[test]
+fn every_help_lists_the_exit_codes() {
+    for (sub, codes) in [
+        (None, &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        (Some("generate"), &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        (Some("run"), &["0 ", "1 ", "2 ", "130 "][..]),
+        (Some("demo"), &["0 ", "1 ", "2 ", "130 "][..]),
+        (Some("migrate"), &["0 ", "1 ", "2 "][..]),
+        (Some("report"), &["0 ", "1 ", "2 "][..]),
+    ] {
+        let out = bare().args(sub).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        let at = help.find("Exit codes:").unwrap_or_else(|| panic!("{sub:?} --help has no exit codes:\n{help}"));
+        let listed: Vec<&str> = help[at..].lines().skip(1).map(str::trim_start).filter(|l| l.starts_with(char::is_numeric)).collect();
+        for c in codes {
+            assert!(listed.iter().any(|l| l.starts_with(c)), "{sub:?}: exit code {c} missing: {listed:?}");
+        }
+        assert_eq!(listed.len(), codes.len(), "{sub:?}: {listed:?}");
+    }
+    let gen = String::from_utf8_lossy(&bare().args(["generate", "--help"]).output().unwrap().stdout).to_string();
+    assert!(gen.contains("3    some events were not delivered"), "{gen}");
+    // A usage error is still 2.
+    assert_eq!(bare().args(["generate", "--rate", "fast"]).output().unwrap().status.code(), Some(2));
+}

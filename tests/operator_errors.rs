@@ -285,3 +285,25 @@ async fn a_second_run_on_the_same_metrics_port_says_so_and_how_to_fix_it() {
     }
     println!("second run on {addr}: {}", lines[0]);
 }
+
+/// `generate` exits 3 when deliveries fail (2 is a usage error): here every
+/// message times out in the producer's queue after 1 ms.
+#[test]
+#[ignore = "needs Kafka: run scripts/test.sh"]
+fn generate_exits_3_when_deliveries_fail() {
+    let topic = unique("ad_events");
+    let out = wait_with_limit(
+        adstream()
+            .args(["generate", "--topic", &topic, "--count", "2000", "--rate", "0"])
+            .args(["--kafka-option", "message.timeout.ms=1", "--kafka-option", "linger.ms=0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("Failed deliveries: 0"), "no delivery failed, the test proves nothing: {stdout}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", tail(&out.stderr));
+    println!("generate with failed deliveries: exit 3: {}", stdout.trim());
+}
