@@ -17,6 +17,7 @@ pub mod generator;
 pub mod health;
 pub mod metrics;
 pub mod money;
+pub mod panic;
 pub mod parse;
 pub mod pipeline;
 pub mod processor;

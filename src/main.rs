@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     };
     let format = cli.log_format;
     init_logging(format);
+    adstream::panic::install();
+    adstream::panic::test_trigger();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format, &format!("starting runtime: {e}")),

@@ -281,3 +281,27 @@ fn every_help_lists_the_exit_codes() {
     // A usage error is still 2.
     assert_eq!(bare().args(["generate", "--rate", "fast"]).output().unwrap().status.code(), Some(2));
 }
+
+#[test]
+fn a_panic_is_one_log_record_even_in_json() {
+    // ADSTREAM_TEST_PANIC is honoured by debug builds only (the ones tests run).
+    let out = bare()
+        .env("ADSTREAM_TEST_PANIC", "1")
+        .env_remove("RUST_BACKTRACE")
+        .args(["--log-format", "json", "demo"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["level"], "ERROR", "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("panicked at src/panic.rs") && msg.contains("a test panic | with a second line"), "{v}");
+    // Text format, with a backtrace asked for: one line too.
+    let out = bare().env("ADSTREAM_TEST_PANIC", "1").env("RUST_BACKTRACE", "1").args(["demo"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("a test panic | with a second line") && err.contains("backtrace="), "{err}");
+}
