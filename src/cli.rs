@@ -127,7 +127,11 @@ impl KafkaArgs {
     /// Every `key=value` given: one per `--kafka-option`, or the lines of
     /// ADSTREAM_KAFKA_OPTIONS (blank lines skipped).
     pub fn options(&self) -> impl Iterator<Item = &str> {
-        self.kafka_options.iter().flat_map(|o| o.split(KAFKA_OPTIONS_SEPARATOR)).map(str::trim).filter(|o| !o.is_empty())
+        self.kafka_options
+            .iter()
+            .flat_map(|o| o.split(KAFKA_OPTIONS_SEPARATOR))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
     }
 
     /// The SASL password from the environment/flag or its file.

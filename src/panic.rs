@@ -53,8 +53,12 @@ mod tests {
 
     #[test]
     fn a_panic_is_one_line() {
-        let s = one_line(Some("main"), "assertion `left == right` failed\n  left: 1\n right: 2", Some(("src/x.rs", 3, 9)));
-        assert_eq!(s, "thread 'main' panicked at src/x.rs:3:9: assertion `left == right` failed |   left: 1 |  right: 2");
+        let s =
+            one_line(Some("main"), "assertion `left == right` failed\n  left: 1\n right: 2", Some(("src/x.rs", 3, 9)));
+        assert_eq!(
+            s,
+            "thread 'main' panicked at src/x.rs:3:9: assertion `left == right` failed |   left: 1 |  right: 2"
+        );
         assert_eq!(one_line(None, "boom", None), "thread '<unnamed>' panicked: boom");
     }
 }

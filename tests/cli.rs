@@ -270,7 +270,8 @@ fn every_help_lists_the_exit_codes() {
         assert!(out.status.success());
         let help = String::from_utf8_lossy(&out.stdout);
         let at = help.find("Exit codes:").unwrap_or_else(|| panic!("{sub:?} --help has no exit codes:\n{help}"));
-        let listed: Vec<&str> = help[at..].lines().skip(1).map(str::trim_start).filter(|l| l.starts_with(char::is_numeric)).collect();
+        let listed: Vec<&str> =
+            help[at..].lines().skip(1).map(str::trim_start).filter(|l| l.starts_with(char::is_numeric)).collect();
         for c in codes {
             assert!(listed.iter().any(|l| l.starts_with(c)), "{sub:?}: exit code {c} missing: {listed:?}");
         }

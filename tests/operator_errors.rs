@@ -136,12 +136,14 @@ async fn break_mid_run(name: &str, break_it: &str) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 async fn dropped_column_mid_run_stops_with_the_table_and_the_fix_and_commits_nothing_more() {
-    let (line, took) =
-        break_mid_run("drop-column", "ALTER TABLE {db}.ad_window_parts DROP COLUMN clicks").await;
+    let (line, took) = break_mid_run("drop-column", "ALTER TABLE {db}.ad_window_parts DROP COLUMN clicks").await;
     for want in ["ad_window_parts", "NO_SUCH_COLUMN_IN_TABLE", "permanent", "fix:", "ADD/MODIFY COLUMN"] {
         assert!(line.contains(want), "missing {want:?} in: {line}");
     }
-    println!("dropped column: exit non-zero {:.1} s after phase 2 began, offsets at phase 1's end; {line}", took.as_secs_f64());
+    println!(
+        "dropped column: exit non-zero {:.1} s after phase 2 began, offsets at phase 1's end; {line}",
+        took.as_secs_f64()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,7 +157,10 @@ async fn dropped_table_mid_run_stops_with_the_table_and_the_fix_and_commits_noth
     for want in ["ad_window_parts", "UNKNOWN_TABLE", "permanent", "fix:", "adstream migrate"] {
         assert!(line.contains(want), "missing {want:?} in: {line}");
     }
-    println!("dropped table: exit non-zero {:.1} s after phase 2 began, offsets at phase 1's end; {line}", took.as_secs_f64());
+    println!(
+        "dropped table: exit non-zero {:.1} s after phase 2 began, offsets at phase 1's end; {line}",
+        took.as_secs_f64()
+    );
 }
 
 /// A chfront of its own (password `right`, user `default`) on a free port,
@@ -265,7 +270,8 @@ async fn a_second_run_on_the_same_metrics_port_says_so_and_how_to_fix_it() {
     let addr = format!("127.0.0.1:{port}");
     let (topic, group) = (unique("ad_events"), unique("g"));
     let args = ["run", "--sink", "console", "--topic", &topic, "--group", &group, "--metrics-addr", &addr];
-    let mut first = KillOnDrop(Some(adstream().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()));
+    let mut first =
+        KillOnDrop(Some(adstream().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()));
     wait_until("the first run to serve metrics", Duration::from_secs(60), || {
         if let Some(s) = first.0.as_mut().and_then(|c| c.try_wait().unwrap()) {
             panic!("the first run exited: {s}");

@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(permanent(NO_TABLE).name, "UNKNOWN_TABLE");
         assert_eq!(permanent(TYPE).code, Some(53));
         assert_eq!(permanent("Code: 117. DB::Exception: Incorrect data. (INCORRECT_DATA)").code, Some(117));
-        assert_eq!(permanent("Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR)").fix, Fix::Statement);
+        assert_eq!(
+            permanent("Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR)").fix,
+            Fix::Statement
+        );
         assert_eq!(permanent("Code: 497. DB::Exception: u: Not enough privileges. (ACCESS_DENIED)").fix, Fix::Grants);
         assert_eq!(permanent("Code: 81. DB::Exception: Database x does not exist. (UNKNOWN_DATABASE)").code, Some(81));
         // The client's prefix and an empty body (only the header's code).
