@@ -164,15 +164,22 @@ fn a_misconfiguration_exits_non_zero_with_one_line_saying_what_to_fix() {
     println!("{} misconfigurations, each one line and a non-zero exit", cases.len());
 }
 
-#[test]
-fn json_logs_are_one_object_per_line_even_for_the_fatal_error() {
-    let out = bare().args(["--log-format", "json", "run", "--sink", "console"]).output().unwrap();
+/// Runs `cmd`, asserts a non-zero exit and exactly one stderr line, a JSON
+/// object with level ERROR; returns it.
+fn one_json_error(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    assert_eq!(lines.len(), 1, "one line:\n{err}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(v["level"], "ERROR", "{v}");
+    v
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_even_for_the_fatal_error() {
+    let v = one_json_error(bare().args(["--log-format", "json", "run", "--sink", "console"]));
     assert!(v["message"].as_str().unwrap().contains("Kafka at 127.0.0.1:1"), "{v}");
     assert!(v["timestamp"].is_string(), "{v}");
 }
@@ -286,18 +293,11 @@ fn every_help_lists_the_exit_codes() {
 #[test]
 fn a_panic_is_one_log_record_even_in_json() {
     // ADSTREAM_TEST_PANIC is honoured by debug builds only (the ones tests run).
-    let out = bare()
-        .env("ADSTREAM_TEST_PANIC", "1")
-        .env_remove("RUST_BACKTRACE")
-        .args(["--log-format", "json", "demo"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line:\n{err}");
-    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
-    assert_eq!(v["level"], "ERROR", "{v}");
+    let v = one_json_error(bare().env("ADSTREAM_TEST_PANIC", "1").env_remove("RUST_BACKTRACE").args([
+        "--log-format",
+        "json",
+        "demo",
+    ]));
     let msg = v["message"].as_str().unwrap();
     assert!(msg.contains("panicked at src/panic.rs") && msg.contains("a test panic | with a second line"), "{v}");
     // Text format, with a backtrace asked for: one line too.

@@ -25,25 +25,10 @@ use common::*;
 const EXIT_BOUND: Duration = Duration::from_secs(45);
 
 fn run_args<'a>(topic: &'a str, group: &'a str, db: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--database",
-        db,
-        "--stats-interval",
-        "1s",
-        "--flush-interval",
-        "200ms",
-        "--idle-timeout",
-        "1s",
-        "--allowed-lateness",
-        "0s",
-        "--kafka-option",
-        "session.timeout.ms=6000",
-    ]
+    let mut a = vec!["run", "--topic", topic, "--group", group, "--database", db];
+    a.extend(["--stats-interval", "1s", "--flush-interval", "200ms", "--idle-timeout", "1s"]);
+    a.extend(["--allowed-lateness", "0s", "--kafka-option", "session.timeout.ms=6000"]);
+    a
 }
 
 /// Polls `cond` every 200 ms; panics with `what` after `limit`.
@@ -214,13 +199,13 @@ async fn wrong_password_fails_fast_with_one_line_and_commits_nothing() {
         return;
     };
     let db = unique("sinkpw");
+    let with_password = |pw: &str| {
+        let mut c = adstream();
+        c.env("ADSTREAM_CLICKHOUSE_URL", &front.url).env("ADSTREAM_CLICKHOUSE_PASSWORD", pw);
+        c
+    };
     // The right password works: chfront checks it, adstream sends it.
-    let out = adstream()
-        .env("ADSTREAM_CLICKHOUSE_URL", &front.url)
-        .env("ADSTREAM_CLICKHOUSE_PASSWORD", "right")
-        .args(["migrate", "--database", &db])
-        .output()
-        .unwrap();
+    let out = with_password("right").args(["migrate", "--database", &db]).output().unwrap();
     assert!(out.status.success(), "migrate with the right password: {}", tail(&out.stderr));
 
     let check = |what: &str, stderr: &str, took: Duration| {
@@ -235,21 +220,14 @@ async fn wrong_password_fails_fast_with_one_line_and_commits_nothing() {
         println!("wrong password, {what}: exit non-zero in {:.1} s: {line}", took.as_secs_f64());
     };
     let t0 = Instant::now();
-    let out = adstream()
-        .env("ADSTREAM_CLICKHOUSE_URL", &front.url)
-        .env("ADSTREAM_CLICKHOUSE_PASSWORD", "wrong-pw")
-        .args(["migrate", "--database", &db])
-        .output()
-        .unwrap();
+    let out = with_password("wrong-pw").args(["migrate", "--database", &db]).output().unwrap();
     assert!(!out.status.success());
     check("migrate", &String::from_utf8_lossy(&out.stderr), t0.elapsed());
 
     let (topic, group) = (unique("ad_events"), unique("g"));
     Generator::start(&topic, GenSpec::new(1_000, 73, "0s", 0), &dir).finish(Duration::from_secs(120));
     let t0 = Instant::now();
-    let child = adstream()
-        .env("ADSTREAM_CLICKHOUSE_URL", &front.url)
-        .env("ADSTREAM_CLICKHOUSE_PASSWORD", "wrong-pw")
+    let child = with_password("wrong-pw")
         .args(run_args(&topic, &group, &db))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
