@@ -10,7 +10,8 @@
 #
 # Env: CLICKHOUSE_HOST (127.0.0.1), CLICKHOUSE_PORT (8123), PYTHON (python3),
 #      CHFRONT_MAX_CONCURRENT (4 queries at once; 1 serializes them),
-#      CHFRONT_ACCESS_LOG (1: a log line per request; 0: only errors and slow ones).
+#      CHFRONT_ACCESS_LOG (1: a log line per request; 0: only errors and slow ones),
+#      CHFRONT_USER / CHFRONT_PASSWORD (set: every query must present them).
 # State: .run/clickhouse/{chfront.pid,chfront.log,data/}; data survives down/up.
 set -euo pipefail
 
@@ -85,33 +86,9 @@ cmd_up() {
   echo "clickhouse up on $HOST:$PORT (pid $pid)"
 }
 
-cmd_down() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -z "$pid" ]]; then
-    rm -f "$PIDFILE"
-    echo "clickhouse not running"
-    return 0
-  fi
-  stop_pid "$pid" 15
-  rm -f "$PIDFILE"
-  echo "clickhouse stopped (pid $pid)"
-}
+cmd_down() { service_down clickhouse "$PIDFILE" 15; }
 
-cmd_status() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -n "$pid" ]] && ping_ok; then
-    echo "clickhouse up on $HOST:$PORT (pid $pid)"
-    return 0
-  fi
-  if [[ -n "$pid" ]]; then
-    echo "clickhouse process $pid is running but $HOST:$PORT/ping does not answer"
-  else
-    echo "clickhouse down"
-  fi
-  return 1
-}
+cmd_status() { service_status clickhouse "$HOST:$PORT" ping_ok; }
 
 cmd_reset() {
   cmd_down

@@ -56,6 +56,9 @@ STDOUT_LOG="$RUN_DIR/stdout.log"
 if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
+say() { echo "kafka.sh: $*" >&2; }
+# shellcheck source=lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
 
 # --- jars ------------------------------------------------------------------
 
@@ -97,18 +100,9 @@ run_tool() {
 
 # --- process bookkeeping ---------------------------------------------------
 
-# Print the pid from the pid file if that process is alive AND is our broker
+# The pid from the pid file if that process is alive AND is our broker
 # (guards against a stale pid file whose pid got reused by something else).
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  if [[ -r "/proc/$pid/cmdline" ]]; then
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $PROPS" || return 1
-  fi
-  echo "$pid"
-}
+running_pid() { pidfile_pid "$PID_FILE" "kafka\.Kafka $PROPS"; }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -127,20 +121,6 @@ show_logs() {
     echo "---- last 50 lines of ${STDOUT_LOG#"$ROOT"/} ----" >&2
     tail -n 50 "$STDOUT_LOG" >&2
   fi
-}
-
-# SIGTERM lets Kafka do a clean shutdown (flush, close logs, so the next start
-# needs no recovery); SIGKILL only if it hangs past 20 s.
-stop_pid() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  echo "kafka.sh: broker (pid $pid) ignored SIGTERM for 20 s, sending SIGKILL" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
 }
 
 # --- broker config ---------------------------------------------------------
@@ -220,7 +200,8 @@ format_if_needed() {
 cmd_up() {
   take_lock
   local pid
-  if pid="$(running_pid)"; then
+  pid="$(running_pid)"
+  if [[ -n "$pid" ]]; then
     echo "kafka already running on $BOOTSTRAP (pid $pid)"
     return 0
   fi
@@ -272,7 +253,7 @@ cmd_up() {
     if ((SECONDS >= deadline)); then
       echo "kafka.sh: broker not ready after ${KAFKA_START_TIMEOUT}s, stopping it" >&2
       show_logs
-      stop_pid "$pid"
+      stop_pid "$pid" 20
       rm -f "$PID_FILE"
       exit 1
     fi
@@ -280,6 +261,8 @@ cmd_up() {
   echo "kafka up on $BOOTSTRAP (pid $pid)"
 }
 
+# SIGTERM lets Kafka do a clean shutdown (flush, close logs, so the next
+# start needs no recovery); SIGKILL only if it hangs past 20 s.
 cmd_down() {
   local wipe=0
   case "${1:-}" in
@@ -288,29 +271,16 @@ cmd_down() {
     *) die "usage: kafka.sh down [--wipe]" ;;
   esac
   take_lock
-  local pid
-  if pid="$(running_pid)"; then
-    stop_pid "$pid"
-    echo "kafka stopped (pid $pid)"
-  else
-    echo "kafka not running"
-  fi
-  rm -f "$PID_FILE"
+  service_down kafka "$PID_FILE" 20
   if ((wipe)); then
     rm -rf "$DATA_DIR"
     echo "kafka data wiped (${DATA_DIR#"$ROOT"/})"
   fi
 }
 
-cmd_status() {
-  local pid
-  if pid="$(running_pid)"; then
-    echo "kafka running on $BOOTSTRAP (pid $pid)"
-  else
-    echo "kafka not running"
-    return 1
-  fi
-}
+kafka_answers() { port_open "$KAFKA_PORT"; }
+
+cmd_status() { service_status kafka "$BOOTSTRAP" kafka_answers; }
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2

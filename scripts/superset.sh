@@ -130,33 +130,9 @@ cmd_up() {
   echo "superset up on http://$HOST:$PORT (pid $pid); login ${SUPERSET_ADMIN_USER:-admin}, dashboard /superset/dashboard/ad-performance/"
 }
 
-cmd_down() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -z "$pid" ]]; then
-    rm -f "$PIDFILE"
-    echo "superset not running"
-    return 0
-  fi
-  stop_pid "$pid" 30
-  rm -f "$PIDFILE"
-  echo "superset stopped (pid $pid)"
-}
+cmd_down() { service_down superset "$PIDFILE" 30; }
 
-cmd_status() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -n "$pid" ]] && health_ok; then
-    echo "superset up on http://$HOST:$PORT (pid $pid)"
-    return 0
-  fi
-  if [[ -n "$pid" ]]; then
-    echo "superset process $pid is running but $HOST:$PORT/health does not answer"
-  else
-    echo "superset down"
-  fi
-  return 1
-}
+cmd_status() { service_status superset "http://$HOST:$PORT" health_ok; }
 
 case "${1:-}" in
   up) cmd_up ;;

@@ -164,15 +164,22 @@ fn a_misconfiguration_exits_non_zero_with_one_line_saying_what_to_fix() {
     println!("{} misconfigurations, each one line and a non-zero exit", cases.len());
 }
 
-#[test]
-fn json_logs_are_one_object_per_line_even_for_the_fatal_error() {
-    let out = bare().args(["--log-format", "json", "run", "--sink", "console"]).output().unwrap();
+/// Runs `cmd`, asserts a non-zero exit and exactly one stderr line, a JSON
+/// object with level ERROR; returns it.
+fn one_json_error(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    assert_eq!(lines.len(), 1, "one line:\n{err}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(v["level"], "ERROR", "{v}");
+    v
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_even_for_the_fatal_error() {
+    let v = one_json_error(bare().args(["--log-format", "json", "run", "--sink", "console"]));
     assert!(v["message"].as_str().unwrap().contains("Kafka at 127.0.0.1:1"), "{v}");
     assert!(v["timestamp"].is_string(), "{v}");
 }
@@ -230,4 +237,72 @@ fn every_flag_has_help_and_an_adstream_env_var() {
         "{checked} flags across {} subcommands: each with help and its ADSTREAM_* variable",
         cmd.get_subcommands().count()
     );
+}
+
+#[test]
+fn kafka_option_values_may_hold_commas_and_the_env_var_takes_one_per_line() {
+    // Reaching "did not answer" means every option was accepted (librdkafka
+    // checks `debug` contexts when the client is created, before connecting).
+    let unreachable = "Kafka at 127.0.0.1:1 did not answer within 1s";
+    let flag = ["generate", "--count", "1", "--kafka-option", "debug=consumer,cgrp"];
+    one_line_error(bare().args(flag), unreachable);
+    // The whole value, commas included, reaches librdkafka: a bad context
+    // after the comma is refused by librdkafka, not by our parser.
+    let bad = ["generate", "--count", "1", "--kafka-option", "debug=consumer,nonsense"];
+    let line = one_line_error(bare().args(bad), "Invalid value");
+    assert!(!line.contains("expected key=value"), "{line}");
+    // The variable: one option per line, commas kept, blank lines skipped.
+    let env = "debug=consumer,cgrp\n\nclient.id=adstream:cli,test;x\n";
+    one_line_error(bare().env("ADSTREAM_KAFKA_OPTIONS", env).args(["generate", "--count", "1"]), unreachable);
+    // ... and each line is one option: a malformed second line is named as such.
+    let env = "debug=consumer,cgrp\nnot-an-option";
+    let line = one_line_error(
+        bare().env("ADSTREAM_KAFKA_OPTIONS", env).args(["generate", "--count", "1"]),
+        "--kafka-option <redacted>: expected key=value",
+    );
+    assert!(!line.contains("consumer"), "{line}");
+}
+
+#[test]
+fn every_help_lists_the_exit_codes() {
+    for (sub, codes) in [
+        (None, &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        (Some("generate"), &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        (Some("run"), &["0 ", "1 ", "2 ", "130 "][..]),
+        (Some("demo"), &["0 ", "1 ", "2 ", "130 "][..]),
+        (Some("migrate"), &["0 ", "1 ", "2 "][..]),
+        (Some("report"), &["0 ", "1 ", "2 "][..]),
+    ] {
+        let out = bare().args(sub).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        let at = help.find("Exit codes:").unwrap_or_else(|| panic!("{sub:?} --help has no exit codes:\n{help}"));
+        let listed: Vec<&str> =
+            help[at..].lines().skip(1).map(str::trim_start).filter(|l| l.starts_with(char::is_numeric)).collect();
+        for c in codes {
+            assert!(listed.iter().any(|l| l.starts_with(c)), "{sub:?}: exit code {c} missing: {listed:?}");
+        }
+        assert_eq!(listed.len(), codes.len(), "{sub:?}: {listed:?}");
+    }
+    let gen = String::from_utf8_lossy(&bare().args(["generate", "--help"]).output().unwrap().stdout).to_string();
+    assert!(gen.contains("3    some events were not delivered"), "{gen}");
+    // A usage error is still 2.
+    assert_eq!(bare().args(["generate", "--rate", "fast"]).output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn a_panic_is_one_log_record_even_in_json() {
+    // ADSTREAM_TEST_PANIC is honoured by debug builds only (the ones tests run).
+    let v = one_json_error(bare().env("ADSTREAM_TEST_PANIC", "1").env_remove("RUST_BACKTRACE").args([
+        "--log-format",
+        "json",
+        "demo",
+    ]));
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("panicked at src/obs/panic.rs") && msg.contains("a test panic | with a second line"), "{v}");
+    // Text format, with a backtrace asked for: one line too.
+    let out = bare().env("ADSTREAM_TEST_PANIC", "1").env("RUST_BACKTRACE", "1").args(["demo"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("a test panic | with a second line") && err.contains("backtrace="), "{err}");
 }

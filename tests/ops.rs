@@ -397,3 +397,44 @@ fn generator_progress_rewrites_one_line_on_a_terminal_and_stays_plain_in_a_pipe(
         tty.matches("\rSent ").count()
     );
 }
+
+/// `report` after `run --window 5s`: it finds the 5 s windows by itself
+/// (it used to read only the 10 s view and print "no windows yet"), and
+/// `--window 10s` asks for a size that is not there.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn report_reads_the_window_size_the_pipeline_wrote() {
+    let (topic, group, db) = (unique("ad_events"), unique("g"), unique("rep5"));
+    let dir = scratch_dir();
+    const N: u64 = 20_000; // 20 s of event time at 1000/s: 4 windows of 5 s
+    let jsonl = generate(&topic, N, 29, "0s", &dir);
+    run_ok(
+        adstream().args(["run", "--topic", &topic, "--group", &group, "--database", &db, "--drain", "--window", "5s"]),
+        Duration::from_secs(300),
+    );
+    let got = report(&["--database", &db, "--last", "100"], &[]);
+    assert!(!got.is_empty(), "report printed nothing after run --window 5s");
+    // Each line spans 5 s: "2025-12-10 00:00:05 ~ 00:00:10 | ...".
+    for l in &got {
+        let (start, end) = (&l[11..19], &l[22..30]);
+        let secs = |t: &str| t.split(':').map(|x| x.parse::<i64>().unwrap()).fold(0, |a, x| a * 60 + x);
+        assert_eq!(secs(end) - secs(start), 5, "{l}");
+    }
+    // All of it: the impressions on the lines are the impressions generated
+    // (counted here from the raw JSONL; jitter 0 s, so none is late).
+    let field = |l: &str, name: &str| -> u64 {
+        let at = l.find(name).unwrap() + name.len();
+        l[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let raw = std::fs::read_to_string(&jsonl).unwrap();
+    let impressions = raw.lines().filter(|l| l.contains("\"event_type\":\"impression\"")).count() as u64;
+    let clicks = raw.lines().filter(|l| l.contains("\"event_type\":\"click\"")).count() as u64;
+    assert_eq!(got.iter().map(|l| field(l, "impressions ")).sum::<u64>(), impressions);
+    assert_eq!(got.iter().map(|l| field(l, "clicks ")).sum::<u64>(), clicks);
+    let windows: std::collections::BTreeSet<&str> = got.iter().map(|l| &l[..30]).collect();
+    assert_eq!(windows.len(), 4, "{windows:?}");
+    // The same through --window 5s, and nothing at a size never written.
+    assert_eq!(report(&["--database", &db, "--last", "100", "--window", "5s"], &[]), got);
+    assert!(report(&["--database", &db, "--window", "10s"], &[]).is_empty());
+    println!("report after run --window 5s: {} lines over 4 windows of 5 s, {impressions} impressions", got.len());
+}

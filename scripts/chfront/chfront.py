@@ -59,13 +59,17 @@ settings date_time_input_format, cast_string_to_dynamic_use_inference,
 cancel_http_readonly_queries_on_client_close, send_progress_in_http_headers
 and http_headers_progress_interval_ms as URL parameters (engine settings,
 applied with SET); session_id, client_protocol_version, wait_end_of_query
-and query_id (transport, accepted); `Authorization: Basic` (ignored, like
-user/password); `Accept-Encoding: lz4,zstd,br,gzip,deflate` (answered with
+and query_id (transport, accepted); `Authorization: Basic` (checked like
+user/password when authentication is on); `Accept-Encoding: lz4,zstd,br,gzip,deflate` (answered with
 lz4). It reads X-ClickHouse-Timezone and X-ClickHouse-Summary. Superset's
 schema browser and column sync use system.tables, system.columns and
 DESCRIBE, which the engine answers itself.
 
-Not covered (honestly): no authentication (user/password are ignored);
+Not covered (honestly): one user only, and only when CHFRONT_USER or
+CHFRONT_PASSWORD is set (then every query must present exactly those, by
+X-ClickHouse-User/-Key headers, Basic auth or user/password parameters, or
+fails with ClickHouse's Code 516 AUTHENTICATION_FAILED text, HTTP 403; /ping
+stays open, as in ClickHouse); without them user/password are ignored;
 unknown URL parameters are ignored where ClickHouse would fail with
 UNKNOWN_SETTING; INSERT ... SELECT ... FROM input() with body data; no
 HTTP sessions (session_id is ignored, so temporary tables and SET do not
@@ -83,6 +87,7 @@ returns).
 
 Usage: chfront.py --data DIR [--host 127.0.0.1] [--port 8123] [--max-concurrent N]
 Env: CLICKHOUSE_HOST, CLICKHOUSE_PORT, CHFRONT_MAX_CONCURRENT (4),
+     CHFRONT_USER / CHFRONT_PASSWORD (unset: no authentication),
      CHFRONT_ACCESS_LOG (1: one log line per request; 0: errors and slow only).
 """
 
@@ -126,7 +131,8 @@ for _n in ("UNKNOWN_TABLE UNKNOWN_FUNCTION UNKNOWN_IDENTIFIER UNKNOWN_TYPE UNKNO
            "UNKNOWN_TYPE_OF_QUERY UNKNOWN_ROLE").split():
     STATUS_BY_ERROR[_n] = 404
 STATUS_BY_ERROR.update({"READONLY": 403, "ACCESS_DENIED": 403, "NOT_IMPLEMENTED": 501,
-                        "QUERY_IS_TOO_LARGE": 413})
+                        "QUERY_IS_TOO_LARGE": 413, "REQUIRED_PASSWORD": 401,
+                        "UNKNOWN_USER": 403, "WRONG_PASSWORD": 403, "AUTHENTICATION_FAILED": 403})
 
 _ERR_CODE = re.compile(r"Code: (\d+)\.")
 _ERR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?: \(version [^)]*\))?\s*$")
@@ -400,9 +406,14 @@ class Handler(BaseHTTPRequestHandler):
                      self._out, ms, sql, (" ERR " + self._err[:300]) if self._err else "")
 
     # --------------------------------------------------------------- query
+    # (user, password) every query must present; None: no authentication.
+    credentials = None  # set in main()
+
     def run_query(self, params, body):
         eng = self.engine
         hdr = self.headers
+        if self.credentials is not None:
+            chwire.check_auth(*self.credentials, params, hdr)
         query_id = params.get("query_id") or str(uuid.uuid4())
 
         body = chwire.http_decode(body, hdr.get("Content-Encoding"))
@@ -513,6 +524,10 @@ def main():
     httpd = Server((args.host, args.port), Handler)  # bind first: port errors fail fast
     engine = Engine(args.data, max(1, args.max_concurrent))
     Handler.engine = engine
+    if os.environ.get("CHFRONT_PASSWORD") is not None or os.environ.get("CHFRONT_USER"):
+        Handler.credentials = (os.environ.get("CHFRONT_USER") or "default",
+                               os.environ.get("CHFRONT_PASSWORD", ""))
+        log.info("authentication on: user %s", Handler.credentials[0])
     log.info("chfront %s: ClickHouse %s (chdb-core) data=%s listening on %s:%d",
              "pid %d" % os.getpid(), engine.version, engine.path, args.host, args.port)
 

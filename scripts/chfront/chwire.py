@@ -345,3 +345,48 @@ def output_format(sql):
                     found = _unquote(sql[s2:e2])
                 break
     return found
+
+
+# ------------------------------------------------------------ authentication
+_AUTH_HELP = ("\n\nIf you have installed ClickHouse and forgot password you can reset it in the "
+              "configuration file.\nThe password for default user is typically located at "
+              "/etc/clickhouse-server/users.d/default-password.xml\nand deleting this file will "
+              "reset the password.\nSee also /etc/clickhouse-server/users.xml on the server where "
+              "ClickHouse is installed.\n\n")
+
+
+def credentials(params, headers):
+    """(user, password) as ClickHouse's HTTP handler reads them: the
+    X-ClickHouse-User / X-ClickHouse-Key headers, else `Authorization: Basic`,
+    else the `user` / `password` URL parameters; user `default` and an empty
+    password when nothing is sent. Using two of these ways at once is an
+    error (Code 516 in ClickHouse too)."""
+    import base64
+    ways = []
+    if headers.get("X-ClickHouse-User") is not None or headers.get("X-ClickHouse-Key") is not None:
+        ways.append((headers.get("X-ClickHouse-User") or "default", headers.get("X-ClickHouse-Key") or ""))
+    auth = headers.get("Authorization") or ""
+    if auth[:6].lower() == "basic ":
+        try:
+            user, _, password = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise ChError(516, "AUTHENTICATION_FAILED", "Invalid Authorization header")
+        ways.append((user or "default", password))
+    if "user" in params or "password" in params:
+        ways.append((params.get("user") or "default", params.get("password") or ""))
+    if len(ways) > 1:
+        raise ChError(516, "AUTHENTICATION_FAILED", "Invalid authentication: it is not allowed "
+                      "to use several authentication methods simultaneously")
+    return ways[0] if ways else ("default", "")
+
+
+def check_auth(want_user, want_password, params, headers):
+    """Raises ChError 516 AUTHENTICATION_FAILED, with ClickHouse's text,
+    unless the request's credentials are `want_user` / `want_password`."""
+    import hmac
+    user, password = credentials(params, headers)
+    if user == want_user and hmac.compare_digest(password.encode("utf-8"), want_password.encode("utf-8")):
+        return
+    raise ChError(516, "AUTHENTICATION_FAILED",
+                  f"{user}: Authentication failed: password is incorrect, "
+                  f"or there is no user with such name.{_AUTH_HELP}")

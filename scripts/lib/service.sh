@@ -1,5 +1,7 @@
-# scripts/lib/service.sh — pid-file helpers shared by scripts/clickhouse.sh
-# and scripts/superset.sh (sourced, not run). Each caller defines `say`.
+# scripts/lib/service.sh — pid-file helpers and the `down`/`status` commands
+# shared by scripts/clickhouse.sh, scripts/superset.sh and scripts/kafka.sh
+# (sourced, not run). Each caller defines `say` and `running_pid` (the pid of
+# the service it started, or nothing).
 
 # pidfile_pid FILE PATTERN: the pid in FILE when that process is alive and
 # its command line contains PATTERN (so a recycled pid is not mistaken for
@@ -45,4 +47,36 @@ stop_pid() {
   say "pid $pid still alive after $seconds s, sending KILL to its process group"
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   sleep 0.2
+}
+
+# service_down NAME PIDFILE SECONDS: stops the service this script started
+# (see stop_pid) and removes its pid file.
+service_down() {
+  local name="$1" pidfile="$2" seconds="$3" pid
+  pid="$(running_pid)"
+  if [[ -z "$pid" ]]; then
+    rm -f "$pidfile"
+    echo "$name not running"
+    return 0
+  fi
+  stop_pid "$pid" "$seconds"
+  rm -f "$pidfile"
+  echo "$name stopped (pid $pid)"
+}
+
+# service_status NAME WHERE PROBE: exit 0 when the service this script
+# started runs and the function PROBE succeeds (it answers on WHERE).
+service_status() {
+  local name="$1" where="$2" probe="$3" pid
+  pid="$(running_pid)"
+  if [[ -n "$pid" ]] && "$probe"; then
+    echo "$name up on $where (pid $pid)"
+    return 0
+  fi
+  if [[ -n "$pid" ]]; then
+    echo "$name process $pid is running but $where does not answer"
+  else
+    echo "$name down"
+  fi
+  return 1
 }

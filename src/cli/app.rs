@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches};
 
 use super::{file, Cli, Command, LogFormat};
@@ -23,6 +22,8 @@ pub fn main() -> ExitCode {
     };
     let format = cli.log_format;
     init_logging(format);
+    crate::obs::panic::install();
+    crate::obs::panic::test_trigger();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format, &format!("starting runtime: {e}")),
@@ -117,7 +118,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let lines = report::lines(&cfg).await?;
             if lines.is_empty() {
                 eprintln!(
-                    "no windows in {}.ad_metrics_10s{} yet",
+                    "no windows in {}.ad_metrics{} yet",
                     cfg.clickhouse.database,
                     if cfg.campaign.is_some() || cfg.ad_format.is_some() { " for this filter" } else { "" }
                 );
@@ -134,7 +135,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let cfg = crate::config::ClickHouseConfig::try_from(&args)?;
             schema::migrate(&crate::io::clickhouse::client(&cfg), &cfg.database)
                 .await
-                .with_context(|| format!("ClickHouse at {}", cfg.display_url()))?;
+                .map_err(|e| crate::io::clickhouse::retry::schema_error(e, &cfg))?;
             println!("schema applied: database {} at {}", cfg.database, cfg.display_url());
         }
         Command::Run(args) => {
@@ -166,7 +167,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 thousands(s.failed)
             );
             if s.failed > 0 {
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(super::exit::DELIVERY_FAILED));
             }
         }
     }

@@ -27,7 +27,8 @@ pub fn micros(d: Duration) -> i64 {
 impl TryFrom<&KafkaArgs> for KafkaConfig {
     type Error = anyhow::Error;
     fn try_from(a: &KafkaArgs) -> anyhow::Result<Self> {
-        for o in &a.kafka_options {
+        let options: Vec<String> = a.options().map(String::from).collect();
+        for o in &options {
             ensure!(
                 o.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty()),
                 "--kafka-option {}: expected key=value (ADSTREAM_KAFKA_OPTIONS)",
@@ -42,7 +43,7 @@ impl TryFrom<&KafkaArgs> for KafkaConfig {
             sasl_mechanism: a.kafka_sasl_mechanism.clone(),
             sasl_username: a.kafka_sasl_username.clone(),
             sasl_password: a.sasl_password()?,
-            options: a.kafka_options.clone(),
+            options,
             connect_timeout: a.connect_timeout,
         })
     }
@@ -185,6 +186,7 @@ impl TryFrom<&ReportArgs> for ReportConfig {
     fn try_from(a: &ReportArgs) -> anyhow::Result<Self> {
         Ok(ReportConfig {
             clickhouse: (&a.clickhouse).try_into()?,
+            window: a.window,
             last: a.last,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),

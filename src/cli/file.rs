@@ -78,7 +78,9 @@ fn value_text(path: &Path, key: &str, v: &toml::Value) -> anyhow::Result<String>
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         toml::Value::Array(a) => {
-            a.iter().map(|x| value_text(path, key, x)).collect::<anyhow::Result<Vec<_>>>()?.join(",")
+            // The only list is `kafka-option`, whose values may hold commas.
+            let items = a.iter().map(|x| value_text(path, key, x)).collect::<anyhow::Result<Vec<_>>>()?;
+            items.join(&crate::cli::KAFKA_OPTIONS_SEPARATOR.to_string())
         }
         toml::Value::Table(_) => bail!("{}: `{key}` is a table; expected a value", path.display()),
     })
@@ -157,14 +159,14 @@ mod tests {
 
     #[test]
     fn sections_override_the_top_level_for_their_subcommand_only() {
-        let text = "brokers = \"k1:9092\"\nwindow = \"5s\"\nkafka-option = [\"a=1\", \"b=2\"]\n\
+        let text = "brokers = \"k1:9092\"\nwindow = \"5s\"\nkafka-option = [\"a=1\", \"debug=consumer,cgrp\"]\n\
                     [run]\nwindow = \"30s\"\ndrain = true\n[generate]\nrate = 50\n";
         let p = Path::new("a.toml");
         let run: BTreeMap<_, _> = settings(p, text, &cmd(), Some("run")).unwrap().into_iter().collect();
         assert_eq!(run["ADSTREAM_BROKERS"], "k1:9092");
         assert_eq!(run["ADSTREAM_WINDOW"], "30s");
         assert_eq!(run["ADSTREAM_DRAIN"], "true");
-        assert_eq!(run["ADSTREAM_KAFKA_OPTIONS"], "a=1,b=2");
+        assert_eq!(run["ADSTREAM_KAFKA_OPTIONS"], "a=1\ndebug=consumer,cgrp");
         assert!(!run.contains_key("ADSTREAM_RATE"));
         let demo: BTreeMap<_, _> = settings(p, text, &cmd(), Some("demo")).unwrap().into_iter().collect();
         assert_eq!(demo["ADSTREAM_WINDOW"], "5s");

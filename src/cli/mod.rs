@@ -11,6 +11,7 @@ use crate::config::secret::{redact_option, redact_url, Secret};
 
 mod app;
 mod convert;
+mod exit;
 mod file;
 
 pub use app::main;
@@ -19,7 +20,8 @@ pub use app::main;
 #[command(
     name = "adstream",
     version,
-    about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse"
+    about = "Real-time ad analytics: Kafka ad events → 10-second CTR/eCPM windows → ClickHouse",
+    after_help = crate::cli::exit::TOP
 )]
 pub struct Cli {
     /// Settings file (TOML; keys are flag names, e.g. `brokers = "k1:9092"`,
@@ -47,15 +49,21 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Produce synthetic ad events into Kafka.
+    #[command(after_help = crate::cli::exit::GENERATE)]
     Generate(GenerateArgs),
     /// Consume ad events, aggregate 10-second windows, write them to ClickHouse.
+    #[command(after_help = crate::cli::exit::RUN)]
     Run(RunArgs),
     /// The embedded default: in-process generator → windows → console. No Kafka, no ClickHouse.
+    #[command(after_help = crate::cli::exit::DEMO)]
     Demo(DemoArgs),
     /// Apply the ClickHouse schema (sql/*.sql, embedded in the binary) idempotently.
+    #[command(after_help = crate::cli::exit::CLICKHOUSE)]
     Migrate(ClickHouseArgs),
-    /// Print the latest windows from ClickHouse (ad_metrics_10s) as console
-    /// lines, to check the pipeline without a dashboard.
+    /// Print the latest windows from ClickHouse (ad_metrics, at the window
+    /// size last written) as console lines, to check the pipeline without a
+    /// dashboard.
+    #[command(after_help = crate::cli::exit::CLICKHOUSE)]
     Report(ReportArgs),
 }
 
@@ -87,9 +95,10 @@ pub struct KafkaArgs {
     /// File holding the Kafka sasl.password (e.g. a mounted secret).
     #[arg(long, env = "ADSTREAM_KAFKA_SASL_PASSWORD_FILE", hide_env_values = true)]
     pub kafka_sasl_password_file: Option<PathBuf>,
-    /// Extra librdkafka setting as key=value (repeatable), e.g.
-    /// ssl.ca.location=/etc/ca.pem. Values are never printed.
-    #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true)]
+    /// Extra librdkafka setting as key=value, one per flag (repeat the
+    /// flag), e.g. ssl.ca.location=/etc/ca.pem or debug=consumer,cgrp.
+    /// In ADSTREAM_KAFKA_OPTIONS, one per line. Values are never printed.
+    #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", hide_env_values = true)]
     pub kafka_options: Vec<String>,
     /// How long to wait at start for the brokers to answer before giving up
     /// with an error.
@@ -109,13 +118,29 @@ impl std::fmt::Debug for KafkaArgs {
             .field("kafka_sasl_username", &self.kafka_sasl_username)
             .field("kafka_sasl_password", &self.kafka_sasl_password)
             .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
-            .field("kafka_options", &self.kafka_options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
+            .field("kafka_options", &self.options().map(redact_option).collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
 
+/// Separates the options in ADSTREAM_KAFKA_OPTIONS (and a settings file's
+/// `kafka-option` list): a newline, because librdkafka values use `,`
+/// (`debug`, broker lists), `:` (cipher and curve lists) and `;` and spaces
+/// (`sasl.kerberos.kinit.cmd`, `sasl.oauthbearer.config`), never a newline.
+pub const KAFKA_OPTIONS_SEPARATOR: char = '\n';
+
 impl KafkaArgs {
+    /// Every `key=value` given: one per `--kafka-option`, or the lines of
+    /// ADSTREAM_KAFKA_OPTIONS (blank lines skipped).
+    pub fn options(&self) -> impl Iterator<Item = &str> {
+        self.kafka_options
+            .iter()
+            .flat_map(|o| o.split(KAFKA_OPTIONS_SEPARATOR))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+    }
+
     /// The SASL password from the environment/flag or its file.
     pub fn sasl_password(&self) -> anyhow::Result<Option<Secret>> {
         crate::config::secret::resolve(
@@ -351,6 +376,10 @@ pub struct ReportArgs {
     /// Only this ad format.
     #[arg(long = "format", env = "ADSTREAM_FORMAT", value_parser = ["banner", "interstitial", "rewarded_video"])]
     pub ad_format: Option<String>,
+    /// Window size to report (as `run --window`); default: the size of the
+    /// latest window written.
+    #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration)]
+    pub window: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -397,7 +426,9 @@ mod tests {
             "--kafka-sasl-password",
             "kafka-pass-3",
             "--kafka-option",
-            "ssl.key.password=key-pass-4,sasl.oauthbearer.config=token-5",
+            "ssl.key.password=key-pass-4",
+            "--kafka-option",
+            "sasl.oauthbearer.config=token-5",
         ])
         .unwrap();
         let text = format!("{cli:?}");

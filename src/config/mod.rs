@@ -136,6 +136,8 @@ pub struct GenerateConfig {
 #[derive(Debug, Clone)]
 pub struct ReportConfig {
     pub clickhouse: ClickHouseConfig,
+    /// The window size to report; `None`: the latest one written.
+    pub window: Option<Duration>,
     pub last: u32,
     pub campaign: Option<String>,
     pub ad_format: Option<String>,

@@ -72,7 +72,11 @@ fn describe() {
         "Window rows (window x campaign x format x partition) written."
     );
     describe_counter!("adstream_batches_written_total", "Batches written to the sink.");
-    describe_counter!("adstream_clickhouse_insert_failures_total", "Failed sink writes (each is retried).");
+    describe_counter!("adstream_clickhouse_insert_failures_total", "Failed sink writes (transient ones are retried).");
+    describe_counter!(
+        "adstream_clickhouse_permanent_errors_total",
+        "Sink writes ClickHouse refused for good (wrong credentials, missing table or column, type mismatch): not retried, adstream exits."
+    );
     describe_counter!("adstream_offset_commits_total", "Offset commits to Kafka after a durable batch.");
     describe_gauge!("adstream_open_windows", "Windows held in memory.");
     describe_gauge!("adstream_dedup_ids", "Event ids held for deduplication.");
@@ -105,6 +109,7 @@ fn sync(stats: &Stats, topic: &str) {
     counter!("adstream_window_rows_written_total").absolute(g(&stats.rows_written));
     counter!("adstream_batches_written_total").absolute(g(&stats.batches_written));
     counter!("adstream_clickhouse_insert_failures_total").absolute(g(&stats.write_failures));
+    counter!("adstream_clickhouse_permanent_errors_total").absolute(g(&stats.permanent_write_failures));
     counter!("adstream_offset_commits_total").absolute(g(&stats.commits));
     gauge!("adstream_open_windows").set(g(&stats.open_windows) as f64);
     gauge!("adstream_dedup_ids").set(g(&stats.dedup_ids) as f64);
@@ -175,9 +180,20 @@ pub async fn serve(
     topic: &str,
     unhealthy_after: Duration,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("--metrics-addr {addr}: cannot listen (choose another address with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
-    })?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "--metrics-addr {addr}: the port is already in use, probably by another `adstream run` on this host \
+             (each process needs its own): give this one another port (--metrics-addr {}:{} or any free one with \
+             {}:0; ADSTREAM_METRICS_ADDR), or turn it off with --metrics-addr off",
+            addr.ip(),
+            addr.port().wrapping_add(1),
+            addr.ip()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!("--metrics-addr {addr}: cannot listen (choose another address with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
+        })?,
+    };
     let bound = listener.local_addr()?;
     handle();
     let server = Arc::new(Server { stats, topic: topic.to_string(), unhealthy_after, render: Mutex::new(()) });

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod panic;
 pub mod stats;
 
 pub use stats::{PartitionGauges, Stats};

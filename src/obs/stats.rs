@@ -48,6 +48,9 @@ pub struct Stats {
     pub rows_written: AtomicU64,
     pub batches_written: AtomicU64,
     pub write_failures: AtomicU64,
+    /// Of `write_failures`, those ClickHouse refused for good (see
+    /// `sink::retry`): each one stops the pipeline.
+    pub permanent_write_failures: AtomicU64,
     pub last_insert_ms: AtomicU64,
     pub commits: AtomicU64,
     /// Rejected messages acknowledged by the dead-letter topic.
@@ -227,7 +230,10 @@ impl Stats {
             g(&self.rows_written),
             g(&self.batches_written),
             g(&self.last_insert_ms),
-            g(&self.write_failures),
+            match g(&self.permanent_write_failures) {
+                0 => g(&self.write_failures).to_string(),
+                p => format!("{} ({p} permanent)", g(&self.write_failures)),
+            },
             g(&self.commits),
             g(&self.open_windows),
             g(&self.dedup_ids),

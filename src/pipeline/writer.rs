@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::engine::window::Checkpoint;
 use crate::engine::Batch;
 use crate::io::backoff::Backoff;
+use crate::io::clickhouse::retry;
 use crate::io::kafka::dlq::DlqSink;
 use crate::io::kafka::{self, PipelineConsumer};
 use crate::io::Sink;
@@ -37,6 +38,8 @@ impl Writer {
         let mut result = Ok(());
         while let Some(batch) = rx.recv().await {
             if let Err(e) = self.write(&batch).await {
+                // The consume loop must stop too, even on a quiet topic.
+                self.shutdown.trigger();
                 result = Err(e);
                 break;
             }
@@ -81,6 +84,12 @@ impl Writer {
                 }
                 Err(e) => {
                     self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                    if retry::is_permanent(&e) {
+                        // Not retried: the run stops without committing this
+                        // batch, and the error is the process's one exit line.
+                        self.stats.permanent_write_failures.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
                     // Logged once per outage plus a reminder every 30 s.
                     self.stats.health.clickhouse.failed(&format!("sink write failed, retrying with backoff: {e:#}"));
                     if backoff.gives_up(&self.shutdown) {

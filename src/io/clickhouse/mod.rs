@@ -2,6 +2,7 @@
 //! `adstream report`.
 
 pub mod report;
+pub mod retry;
 pub mod schema;
 mod sink;
 

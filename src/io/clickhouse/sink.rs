@@ -11,7 +11,8 @@ use clickhouse::{Client, Row};
 use serde::Serialize;
 
 use crate::config::ClickHouseConfig;
-use crate::engine::batch::Batch;
+use crate::engine::Batch;
+use crate::io::clickhouse::retry::{self, Table, Target};
 use crate::io::clickhouse::schema;
 
 #[derive(Row, Serialize)]
@@ -69,19 +70,36 @@ pub fn client(args: &ClickHouseConfig) -> Client {
 pub struct ClickHouseSink {
     client: Client,
     topic: String,
+    database: String,
+    args: ClickHouseConfig,
 }
 
 impl ClickHouseSink {
     /// Applies the schema and returns a sink bound to `args.database`.
     pub async fn connect(args: &ClickHouseConfig, topic: &str) -> anyhow::Result<Self> {
         let base = client(args);
-        schema::migrate(&base, &args.database).await.with_context(|| {
-            format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.display_url())
-        })?;
-        Ok(ClickHouseSink { client: base.with_database(&args.database), topic: topic.to_string() })
+        schema::migrate(&base, &args.database).await.map_err(|e| retry::schema_error(e, args))?;
+        Ok(ClickHouseSink {
+            client: base.with_database(&args.database),
+            topic: topic.to_string(),
+            database: args.database.clone(),
+            args: args.clone(),
+        })
     }
 
+    /// Writes the batch. A refusal that retrying cannot cure comes back as
+    /// a [`retry::PermanentError`] naming the table and the fix.
     pub async fn write(&self, batch: &Batch) -> anyhow::Result<()> {
+        let table = |t: &str| Table(format!("{}.{t}", self.database));
+        let r = async {
+            self.write_parts(batch).await.with_context(|| table("ad_window_parts"))?;
+            self.write_late(batch).await.with_context(|| table("ad_late_events_log"))?;
+            self.write_rejected(batch).await.with_context(|| table("ad_rejected_events_log"))
+        };
+        r.await.map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.args))
+    }
+
+    async fn write_parts(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.rows.is_empty() {
             let mut ins = self.client.insert::<PartRow<'_>>("ad_window_parts").await?;
             for r in &batch.rows {
@@ -102,6 +120,10 @@ impl ClickHouseSink {
             }
             ins.end().await.context("inserting window rows")?;
         }
+        Ok(())
+    }
+
+    async fn write_late(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.late.is_empty() {
             let mut ins = self.client.insert::<LateRow<'_>>("ad_late_events_log").await?;
             for l in &batch.late {
@@ -123,6 +145,10 @@ impl ClickHouseSink {
             }
             ins.end().await.context("inserting late events")?;
         }
+        Ok(())
+    }
+
+    async fn write_rejected(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.rejected.is_empty() {
             let mut ins = self.client.insert::<RejectedRow<'_>>("ad_rejected_events_log").await?;
             for r in &batch.rejected {

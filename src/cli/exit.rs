@@ -1,0 +1,36 @@
+//! Exit codes, listed in each command's `--help` (`after_help`).
+
+/// Some events of `generate` were not delivered (the others were).
+pub const DELIVERY_FAILED: u8 = 3;
+
+pub const TOP: &str = "Exit codes:
+  0    success
+  1    error (e.g. a service unreachable at start, or refusing for good)
+  2    usage error (a bad flag, value or settings file)
+  3    generate: some events were not delivered
+  130  run, demo, generate: a second SIGINT/SIGTERM (exited at once)";
+
+pub const GENERATE: &str = "Exit codes:
+  0    success: every event delivered
+  1    error (e.g. Kafka unreachable at start)
+  2    usage error (a bad flag, value or settings file)
+  3    some events were not delivered (the summary line says how many)
+  130  a second SIGINT/SIGTERM: exited at once (the first one stops cleanly)";
+
+pub const RUN: &str = "Exit codes:
+  0    success (stopped by SIGINT/SIGTERM, or --drain finished)
+  1    error (e.g. a service unreachable at start, or ClickHouse refusing a
+       write for good: that batch's offsets are not committed)
+  2    usage error (a bad flag, value or settings file)
+  130  a second SIGINT/SIGTERM: exited at once (the first one stops cleanly)";
+
+pub const DEMO: &str = "Exit codes:
+  0    success
+  1    error
+  2    usage error (a bad flag, value or settings file)
+  130  a second SIGINT/SIGTERM: exited at once (the first one stops cleanly)";
+
+pub const CLICKHOUSE: &str = "Exit codes:
+  0    success
+  1    error (e.g. ClickHouse unreachable, or refusing: wrong password, no grant)
+  2    usage error (a bad flag, value or settings file)";
