@@ -309,6 +309,10 @@ const WINDOW_US: i64 = 10_000_000;
 ///   end + allowed lateness (`end + lateness <= watermark`);
 /// - otherwise it is counted, unless the same `event_id` was already
 ///   counted in that window of that partition (a redelivery).
+///
+/// Every JSONL event is valid to the oracle (it has no `--max-future`
+/// guard): a test that wants a message rejected produces it outside the
+/// JSONL and names the count of rejects.
 pub struct Oracle {
     pub db: String,
     lateness_us: i64,
