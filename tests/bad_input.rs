@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 /// One injected message and where it landed.
 struct Injected {
@@ -125,39 +123,6 @@ async fn inject(topic: &str, msgs: Vec<(&'static str, &'static str, Vec<u8>)>) -
     out
 }
 
-/// Every record of `topic` (all partitions, from the beginning).
-fn read_topic(topic: &str) -> Vec<OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlq-reader"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    assert!(!parts.is_empty(), "dead-letter topic {topic} exists");
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let (mut out, mut eofs) = (Vec::new(), BTreeSet::new());
-    let t0 = Instant::now();
-    while eofs.len() < parts.len() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "reading the dead-letter topic stalled");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(m.detach()),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eofs.insert(p);
-            }
-            Some(Err(e)) => panic!("{e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 fn header(m: &OwnedMessage, name: &str) -> Option<String> {
     let h = m.headers()?;
     h.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
@@ -219,9 +184,8 @@ async fn every_bad_message_is_rejected_by_reason_forwarded_whole_to_the_dlq_and_
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
 
     // (a) The valid events equal the SQL oracle.
-    load_raw_events(&db, "raw_events", &jsonl1).await;
-    load_raw_events(&db, "raw_events", &jsonl2).await;
-    let (rows, late) = assert_matches_oracle_with_rejects(&db, "raw_events", N1 + N2, injected.len() as i64).await;
+    let oracle = Oracle::load(&db, &topic, &[&jsonl1, &jsonl2], DEFAULT_LATENESS).await;
+    let (rows, late) = oracle.assert_matches_with_rejects(N1 + N2, injected.len() as i64).await;
 
     // (c) Reject counts by reason: the stats line and ClickHouse.
     let stats = final_reject_counts(&stderr);
@@ -342,8 +306,8 @@ async fn a_dead_letter_topic_too_small_for_a_message_gets_its_prefix_flagged_ins
         ]),
         Duration::from_secs(120),
     );
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, _) = assert_matches_oracle_with_rejects(&db, "raw_events", N, 1).await;
+    let (rows, _) =
+        Oracle::load(&db, &topic, &[&jsonl], DEFAULT_LATENESS).await.assert_matches_with_rejects(N, 1).await;
     let records = read_topic(&dlq);
     assert_eq!(records.len(), 1);
     let r = &records[0];

@@ -10,16 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const NEEDS: &str = "needs Kafka and ClickHouse: run scripts/test.sh";
-
-fn run_args<'a>(topic: &'a str, group: &'a str, db: &'a str) -> Vec<&'a str> {
-    vec!["run", "--topic", topic, "--group", group, "--database", db, "--stats-interval", "2s"]
-}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
@@ -35,8 +28,8 @@ async fn every_window_equals_the_sql_oracle_and_a_new_group_replays_exactly() {
     run_ok(adstream().args(run_args(&topic, &group, &db)).arg("--drain"), Duration::from_secs(300));
     let run_secs = t0.elapsed().as_secs_f64();
 
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    let oracle = Oracle::load(&db, &topic, &[&jsonl], DEFAULT_LATENESS).await;
+    let (rows, late) = oracle.assert_matches(N).await;
     let windows = scalar(&format!("SELECT uniqExact(window_start) FROM {db}.ad_metrics_10s")).await;
     assert!(windows >= 12, "spans {windows} windows");
     assert_eq!(rows as i64, windows * 15, "5 campaigns x 3 formats in every window");
@@ -47,7 +40,7 @@ async fn every_window_equals_the_sql_oracle_and_a_new_group_replays_exactly() {
     // A new group replays the topic from the start: idempotent writes keep
     // the numbers exact (no double counting).
     run_ok(adstream().args(run_args(&topic, &unique("g2"), &db)).arg("--drain"), Duration::from_secs(300));
-    assert_matches_oracle(&db, "raw_events", N).await;
+    oracle.assert_matches(N).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,46 +86,21 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     println!("sigterm: exited 0 in {:.2} s with {visible} of {N} events visible", t1.elapsed().as_secs_f64());
 
     run_ok(adstream().args(run_args(&topic, &group, &db)).args(lateness).arg("--drain"), Duration::from_secs(300));
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    let (rows, late) = Oracle::load(&db, &topic, &[&jsonl], "1s").await.assert_matches(N).await;
     assert!(late > 0, "the stream must exercise the late path");
     println!("sigterm: after restart {rows} rows equal the oracle, {late} late");
 }
 
-/// Reads a whole topic (3 partitions) into a JSONL file; returns the count.
+/// Writes a whole topic's messages into a JSONL file; returns the count.
 fn dump_topic(topic: &str, path: &std::path::Path) -> u64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dump"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let (mut n, mut eofs) = (0u64, std::collections::BTreeSet::new());
-    let t0 = Instant::now();
-    while eofs.len() < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "topic dump stalled");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                out.write_all(m.payload().unwrap()).unwrap();
-                out.write_all(b"\n").unwrap();
-                n += 1;
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eofs.insert(p);
-            }
-            Some(Err(e)) => panic!("{e}"),
-            None => {}
-        }
+    let messages = read_topic(topic);
+    for m in &messages {
+        out.write_all(m.payload().unwrap()).unwrap();
+        out.write_all(b"\n").unwrap();
     }
     out.flush().unwrap();
-    n
+    messages.len() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,8 +127,7 @@ async fn self_feed_counts_exactly_what_it_produced() {
     assert!(stderr.contains(&format!("self-feed: {N} events delivered, 0 failed")), "{}", tail(&out.stderr));
     let jsonl = dir.join("topic.jsonl");
     assert_eq!(dump_topic(&topic, &jsonl), N, "the topic holds what the self-feed produced");
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, late) = assert_matches_oracle(&db, "raw_events", N).await;
+    let (rows, late) = Oracle::load(&db, &topic, &[&jsonl], DEFAULT_LATENESS).await.assert_matches(N).await;
     println!("self-feed: {N} events, {rows} rows equal the oracle, {late} late");
 }
 

@@ -248,8 +248,8 @@ async fn metrics_count_what_was_produced_and_healthz_turns_503_when_clickhouse_g
     assert_eq!(line("adstream_dependency_up{dependency=\"clickhouse\"}"), 1.0);
 
     // The numbers in ClickHouse are the oracle's, and what the counters said.
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, late) = assert_matches_oracle_with_rejects(&db, "raw_events", N, bad.len() as i64).await;
+    let oracle = Oracle::load(&db, &topic, &[&jsonl], DEFAULT_LATENESS).await;
+    let (rows, late) = oracle.assert_matches_with_rejects(N, bad.len() as i64).await;
     let counted: f64 = m.iter().filter(|(k, _)| k.starts_with("adstream_events_counted_total{")).map(|(_, v)| v).sum();
     assert_eq!(counted, N as f64);
     println!(
@@ -326,9 +326,9 @@ async fn report_prints_the_latest_windows_as_the_oracle_has_them() {
         adstream().args(["run", "--topic", &topic, "--group", &group, "--database", &db, "--drain"]),
         Duration::from_secs(300),
     );
-    load_raw_events(&db, "raw_events", &jsonl).await;
-    let (rows, _) = assert_matches_oracle(&db, "raw_events", N).await;
-    let oracle = oracle_windows(&db, "raw_events").await;
+    let oracle = Oracle::load(&db, &topic, &[&jsonl], DEFAULT_LATENESS).await;
+    let (rows, _) = oracle.assert_matches(N).await;
+    let oracle = oracle.windows().await;
     let starts: Vec<i64> = oracle.keys().map(|k| k.0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     assert!(starts.len() >= 6, "{} windows", starts.len());
     let expect = |last: usize, campaign: Option<&str>, format: Option<&str>| -> Vec<String> {
@@ -370,14 +370,27 @@ async fn report_prints_the_latest_windows_as_the_oracle_has_them() {
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 fn generator_progress_rewrites_one_line_on_a_terminal_and_stays_plain_in_a_pipe() {
     let topic = unique("ad_events");
-    let args = ["generate", "--topic", &topic, "--rate", "1500", "--count", "4500"];
-    // A pipe: no carriage returns, the summary on its own line.
-    let out = run_ok(adstream().args(args), Duration::from_secs(60));
+    // A pipe: a plain progress line every 10 s, so 12 s of sending (6,000
+    // events at 500/s) shows one; no carriage returns; the summary on its
+    // own line.
+    let out = run_ok(
+        adstream().args(["generate", "--topic", &topic, "--rate", "500", "--count", "6000"]),
+        Duration::from_secs(60),
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains('\r'), "{text:?}");
-    assert!(text.lines().last().unwrap().starts_with("Done: 4,500 events delivered"), "{text:?}");
+    let progress: Vec<&str> = text.lines().filter(|l| l.starts_with("Sent ")).collect();
+    assert!(!progress.is_empty(), "no progress line in 12 s of sending to a pipe: {text:?}");
+    for line in &progress {
+        let sent: u64 = line["Sent ".len()..].split(' ').next().unwrap().replace(',', "").parse().unwrap();
+        assert!(sent > 0 && sent < 6_000, "a progress line mid-stream: {line:?}");
+        assert!(line.contains(" events | Rate: ") && line.ends_with(" events/sec | Failed: 0"), "{line:?}");
+    }
+    assert!(text.lines().last().unwrap().starts_with("Done: 6,000 events delivered"), "{text:?}");
     // A terminal (util-linux `script` gives the command a pty): the line is
-    // rewritten in place with \r, and the summary still starts a new line.
+    // rewritten in place with \r every second, and the summary still starts
+    // a new line.
+    let args = ["generate", "--topic", &topic, "--rate", "1500", "--count", "4500"];
     let bin = env!("CARGO_BIN_EXE_adstream");
     let cmdline = format!("{bin} {}", args.join(" "));
     let out = run_ok(
@@ -392,8 +405,9 @@ fn generator_progress_rewrites_one_line_on_a_terminal_and_stays_plain_in_a_pipe(
     assert!(tty.contains("| Failed: 0"), "{tty:?}");
     assert!(tty.contains("\r\nDone: 4,500 events delivered"), "{tty:?}");
     println!(
-        "progress: pipe {} plain lines; tty {} in-place updates",
-        text.lines().count(),
+        "progress: pipe {} plain progress line(s) in 12 s: {:?}; tty {} in-place updates",
+        progress.len(),
+        progress,
         tty.matches("\rSent ").count()
     );
 }

@@ -26,8 +26,10 @@ use rand_chacha::ChaCha8Rng;
 /// Serialises the tests of this file: each may take a service down.
 static SERVICES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One librdkafka option per `--kafka-option` (values may hold commas).
-const FAST_GROUP: [&str; 2] = ["session.timeout.ms=6000", "heartbeat.interval.ms=1000"];
+/// A short group session, so that the group notices a SIGKILLed member
+/// quickly: a test-speed choice, not something the pipeline relies on.
+const FAST_GROUP: [&str; 4] =
+    ["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=1000"];
 
 /// 3 s of jitter against 1 s of allowed lateness: a few percent of the
 /// events are late, and every replay after a kill, outage or rebalance must
@@ -35,59 +37,22 @@ const FAST_GROUP: [&str; 2] = ["session.timeout.ms=6000", "heartbeat.interval.ms
 const JITTER: &str = "3s";
 const LATENESS: &str = "1s";
 
-fn names() -> (String, String, String) {
-    (unique("ad_events"), unique("g"), unique("rel"))
+/// A fresh topic, group and database, and `run` on them with the fast
+/// group session and [`LATENESS`] (plus `extra`).
+fn pipeline(extra: &[&str]) -> Pipeline {
+    pipeline_on(&unique("ad_events"), extra)
 }
 
-fn run_args(topic: &str, group: &str, db: &str) -> Vec<String> {
-    [
-        "run",
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--database",
-        db,
-        "--stats-interval",
-        "1s",
-        "--kafka-option",
-        FAST_GROUP[0],
-        "--kafka-option",
-        FAST_GROUP[1],
-        "--allowed-lateness",
-        LATENESS,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// [`pipeline`] on an existing topic.
+fn pipeline_on(topic: &str, extra: &[&str]) -> Pipeline {
+    let mut flags = FAST_GROUP.to_vec();
+    flags.extend(["--allowed-lateness", LATENESS]);
+    flags.extend(extra);
+    Pipeline::new(topic, &unique("g"), &unique("rel"), &flags)
 }
-
-fn with<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
-    base.iter().map(|s| s.as_str()).chain(extra.iter().copied()).collect()
-}
-
-/// Polls `cond` every 200 ms; panics with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// How far a caught-up group's committed offsets may trail the end of the
-/// topic: a commit points at the oldest open window (see `window.rs`), and
-/// with 10 s windows, 1 s lateness, 3 s jitter and 1000 events per simulated
-/// second at most two windows per partition are open, about 20,000 events
-/// in all.
-const OPEN_TAIL: i64 = 30_000;
 
 fn produced(topic: &str) -> i64 {
     high_watermarks(topic).map(sum3).unwrap_or(0)
-}
-
-fn committed(group: &str, topic: &str) -> i64 {
-    committed_offsets(group, topic).map(sum3).unwrap_or(0)
 }
 
 /// Waits until the topic exists (the generator creates it), so runners
@@ -104,36 +69,13 @@ fn events_in(log: &str) -> Option<u64> {
     log[at + "events in ".len()..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Loads every generator's JSONL and checks all windows against the oracle,
-/// then each source partition's contribution against the partition's length
-/// (after a rebalance or restart a partition is rebuilt by whoever owns it
-/// next, so each one must add up on its own); returns (rows, late).
-async fn check_oracle(db: &str, topic: &str, jsonls: &[&std::path::Path], events: u64) -> (usize, u64) {
-    for j in jsonls {
-        load_raw_events(db, "raw_events", j).await;
-    }
-    let (rows, late) = assert_matches_oracle(db, "raw_events", events).await;
-    assert!(late > 0, "the stream must exercise the late path");
-    let raw = scalar(&format!("SELECT count() FROM {db}.raw_events")).await as u64;
-    assert_eq!(raw, events, "the oracle saw every generated event");
-    let lengths = high_watermarks(topic).expect("high watermarks");
-    for (p, len) in lengths.iter().enumerate() {
-        let counted = scalar(&format!(
-            "SELECT toInt64(sum(impressions + clicks)) FROM {db}.ad_window_parts FINAL WHERE partition = {p}"
-        ))
-        .await;
-        let late = scalar(&format!("SELECT count() FROM {db}.ad_late_events WHERE partition = {p}")).await;
-        assert_eq!(counted + late, *len, "partition {p}: events counted + late = messages in the partition");
-    }
-    (rows, late)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 async fn kill_9_at_three_random_points_loses_and_duplicates_nothing() {
     let _serial = SERVICES.lock().await;
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let pipe = pipeline(&[]);
+    let topic = &pipe.topic;
     let dir = scratch_dir();
     const N: u64 = 500_000;
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed_0001);
@@ -145,11 +87,10 @@ async fn kill_9_at_three_random_points_loses_and_duplicates_nothing() {
     let points: Vec<i64> = (0..3).map(|k| N as i64 / 10 + k * third + rng.random_range(0..third)).collect();
     println!("kill -9: {N} events at 20k/s, SIGKILL when the topic holds {points:?} events (seeded)");
 
-    let gen = Generator::start(&topic, GenSpec::new(N, 101, JITTER, 20_000), &dir);
-    wait_for_topic(&topic);
-    let args = run_args(&topic, &group, &db);
+    let gen = Generator::start(topic, GenSpec::new(N, 101, JITTER, 20_000), &dir);
+    wait_for_topic(topic);
     let rss = RssWatch::new();
-    let mut run = Runner::start("run0", &with(&args, &[]), &dir);
+    let mut run = pipe.start("run0", &[], &dir);
     rss.watch(run.pid());
     let mut gen = Some(gen);
     let mut jsonl = None;
@@ -157,27 +98,27 @@ async fn kill_9_at_three_random_points_loses_and_duplicates_nothing() {
         // Kill only while this process is consuming: it has written and
         // committed something since it started, and the topic has reached
         // the kill point.
-        let before = committed(&group, &topic);
+        let before = pipe.committed();
         wait_until(&format!("kill point {i}"), Duration::from_secs(180), || {
             run.assert_alive("before its SIGKILL");
-            produced(&topic) >= point && committed(&group, &topic) > before
+            produced(topic) >= point && pipe.committed() > before
         });
-        let (p, c) = (produced(&topic), committed(&group, &topic));
+        let (p, c) = (produced(topic), pipe.committed());
         let alive_for = run.started.elapsed().as_secs_f64();
         run.kill9();
         println!("kill -9 #{}: after {alive_for:.1} s, topic at {p} events, group committed {c}", i + 1);
         if i + 1 == points.len() {
             // The last restart drains the topic once everything is in it.
             jsonl = Some(gen.take().unwrap().finish(Duration::from_secs(300)));
-            run = Runner::start("run-drain", &with(&args, &["--drain"]), &dir);
+            run = pipe.start("run-drain", &["--drain"], &dir);
         } else {
-            run = Runner::start(&format!("run{}", i + 1), &with(&args, &[]), &dir);
+            run = pipe.start(&format!("run{}", i + 1), &[], &dir);
         }
         rss.watch(run.pid());
     }
     run.wait_ok(Duration::from_secs(300));
     let jsonl = jsonl.unwrap();
-    let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
+    let (_, rows, late) = pipe.check_oracle(&[&jsonl], N).await;
     println!(
         "kill -9: 3 SIGKILLs, {N} events checked, {rows} rows equal the SQL oracle ({late} late), no duplicates or gaps; \
          peak RSS {:.0} MiB; took {:.1} s",
@@ -195,20 +136,20 @@ async fn broker_restart_mid_stream_keeps_adstream_running_and_exact() {
         return;
     }
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let pipe = pipeline(&[]);
+    let (topic, group) = (&pipe.topic, &pipe.group);
     let dir = scratch_dir();
     const N: u64 = 300_000;
-    let gen = Generator::start(&topic, GenSpec::new(N, 202, JITTER, 20_000), &dir);
-    wait_for_topic(&topic);
-    let args = run_args(&topic, &group, &db);
+    let gen = Generator::start(topic, GenSpec::new(N, 202, JITTER, 20_000), &dir);
+    wait_for_topic(topic);
     let rss = RssWatch::new();
-    let mut run = Runner::start("run", &with(&args, &[]), &dir);
+    let mut run = pipe.start("run", &[], &dir);
     rss.watch(run.pid());
     wait_until("adstream to commit and the stream to reach 30%", Duration::from_secs(120), || {
         run.assert_alive("before the broker restart");
-        committed(&group, &topic) > 0 && produced(&topic) >= N as i64 * 3 / 10
+        pipe.committed() > 0 && produced(topic) >= N as i64 * 3 / 10
     });
-    let (h0, c0) = (high_watermarks(&topic).unwrap(), committed_offsets(&group, &topic).unwrap());
+    let (h0, c0) = (high_watermarks(topic).unwrap(), committed_offsets(group, topic).unwrap());
 
     let t_out = Instant::now();
     let (outage, took_down) = Outage::begin("kafka");
@@ -219,7 +160,7 @@ async fn broker_restart_mid_stream_keeps_adstream_running_and_exact() {
     let took_up = outage.end();
     let outage_s = t_out.elapsed().as_secs_f64();
     run.assert_alive("after the broker came back");
-    let (h1, c1) = (high_watermarks(&topic).unwrap(), committed_offsets(&group, &topic).unwrap());
+    let (h1, c1) = (high_watermarks(topic).unwrap(), committed_offsets(group, topic).unwrap());
     assert!(h1.iter().zip(&h0).all(|(a, b)| a >= b), "the topic kept its data: {h0:?} -> {h1:?}");
     assert!(c1.iter().zip(&c0).all(|(a, b)| a >= b), "the group kept its offsets: {c0:?} -> {c1:?}");
     println!(
@@ -234,21 +175,11 @@ async fn broker_restart_mid_stream_keeps_adstream_running_and_exact() {
 
     let jsonl = gen.finish(Duration::from_secs(300));
     // Resumed: the same process reads on to the end of the stream.
-    wait_until("adstream to catch up after the outage", Duration::from_secs(180), || {
-        run.assert_alive("after the broker restart");
-        committed(&group, &topic) >= N as i64 - OPEN_TAIL
-    });
-    let resumed_at = committed(&group, &topic);
-    let (status, took) = run.sigterm(Duration::from_secs(20));
-    assert!(status.success(), "SIGTERM after the outage: {status}");
-    let tail_run = Runner::start("run-drain", &with(&args, &["--drain"]), &dir);
-    rss.watch(tail_run.pid());
-    tail_run.wait_ok(Duration::from_secs(300));
-    let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
+    let Finish { caught_up, sigterm_exits, rows, late } = pipe.finish(vec![run], &[&jsonl], N, &dir, &rss).await;
     println!(
-        "broker restart: resumed and caught up (committed {resumed_at} of {N}), SIGTERM exit 0 in {:.1} s; \
+        "broker restart: resumed and caught up (committed {caught_up} of {N}), SIGTERM exit 0 in {:.1} s; \
          {N} events checked, {rows} rows equal the SQL oracle ({late} late); peak RSS {:.0} MiB; took {:.1} s",
-        took.as_secs_f64(),
+        sigterm_exits[0].as_secs_f64(),
         rss.peak_mib(),
         t_test.elapsed().as_secs_f64()
     );
@@ -263,7 +194,7 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
         return;
     }
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let topic = unique("ad_events");
     let dir = scratch_dir();
     const N: u64 = 400_000;
     let gen = Generator::start(&topic, GenSpec::new(N, 303, JITTER, 20_000), &dir);
@@ -273,22 +204,21 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     // past the last message whenever an EOF came last, and only adstream's
     // seek on resume keeps the message after it (without that seek this
     // test lost one event per partition, every run).
-    let mut args = run_args(&topic, &group, &db);
-    args.extend(["--kafka-option".to_string(), "enable.partition.eof=true".to_string()]);
+    let pipe = pipeline_on(&topic, &["--kafka-option", "enable.partition.eof=true"]);
+    let (group, db) = (&pipe.group, &pipe.db);
     // A second pipeline (own group and database) lives through the same
     // outage but is SIGKILLed at its end: had it committed anything it had
     // not written, its restart would skip those events and miss the oracle.
-    let (group_k, db_k) = (unique("g"), unique("rel"));
-    let args_k = run_args(&topic, &group_k, &db_k);
+    let pipe_k = pipeline_on(&topic, &[]);
     let rss = RssWatch::new();
-    let mut run = Runner::start("run", &with(&args, &[]), &dir);
-    let mut run_k = Runner::start("killed", &with(&args_k, &[]), &dir);
+    let mut run = pipe.start("run", &[], &dir);
+    let mut run_k = pipe_k.start("killed", &[], &dir);
     rss.watch(run.pid());
     rss.watch(run_k.pid());
     wait_until("both pipelines to commit and the stream to reach 20%", Duration::from_secs(120), || {
         run.assert_alive("before the ClickHouse outage");
         run_k.assert_alive("before the ClickHouse outage");
-        committed(&group, &topic) > 0 && committed(&group_k, &topic) > 0 && produced(&topic) >= N as i64 / 5
+        pipe.committed() > 0 && pipe_k.committed() > 0 && produced(&topic) >= N as i64 / 5
     });
     // FINAL: background merges of the ReplacingMergeTree may collapse raw
     // rows at any time; the set of (window, key, partition) rows only grows.
@@ -299,12 +229,12 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     let (outage, took_down) = Outage::begin("clickhouse");
     // Let an async commit of the last batch written before the outage land.
     std::thread::sleep(Duration::from_secs(2));
-    let frozen = committed_offsets(&group, &topic).expect("committed offsets");
+    let frozen = committed_offsets(group, &topic).expect("committed offsets");
     let (mut in_at_15s, mut rss_at_15s) = (None, 0.0);
     while t_out.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_secs(1));
         run.assert_alive("while ClickHouse was down");
-        let now = committed_offsets(&group, &topic).expect("committed offsets");
+        let now = committed_offsets(group, &topic).expect("committed offsets");
         assert_eq!(now, frozen, "offsets committed while nothing could be written");
         if in_at_15s.is_none() && t_out.elapsed() >= Duration::from_secs(15) {
             in_at_15s = events_in(&run.log_text());
@@ -343,26 +273,16 @@ async fn clickhouse_outage_holds_offsets_and_memory_then_catches_up() {
     );
 
     let jsonl = gen.finish(Duration::from_secs(300));
-    wait_until("adstream to catch up after the outage", Duration::from_secs(180), || {
-        run.assert_alive("after ClickHouse came back");
-        committed(&group, &topic) >= N as i64 - OPEN_TAIL
-    });
-    let caught_up = committed(&group, &topic);
-    let (status, took) = run.sigterm(Duration::from_secs(20));
-    assert!(status.success(), "SIGTERM after the outage: {status}");
-    let tail_run = Runner::start("run-drain", &with(&args, &["--drain"]), &dir);
-    let restart_k = Runner::start("killed-restart-drain", &with(&args_k, &["--drain"]), &dir);
-    rss.watch(tail_run.pid());
+    let restart_k = pipe_k.start("killed-restart-drain", &["--drain"], &dir);
     rss.watch(restart_k.pid());
-    tail_run.wait_ok(Duration::from_secs(300));
+    let Finish { caught_up, sigterm_exits, rows, late } = pipe.finish(vec![run], &[&jsonl], N, &dir, &rss).await;
     restart_k.wait_ok(Duration::from_secs(300));
-    let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
-    let (rows_k, late_k) = check_oracle(&db_k, &topic, &[&jsonl], N).await;
+    let (_, rows_k, late_k) = pipe_k.check_oracle(&[&jsonl], N).await;
     println!(
         "ClickHouse outage: caught up (committed {caught_up} of {N}), SIGTERM exit 0 in {:.1} s; {N} events \
          checked, {rows} rows equal the SQL oracle ({late} late); the pipeline SIGKILLed at the end of the outage \
          and restarted: {rows_k} rows equal the oracle ({late_k} late); peak RSS {:.0} MiB; took {:.1} s",
-        took.as_secs_f64(),
+        sigterm_exits[0].as_secs_f64(),
         rss.peak_mib(),
         t_test.elapsed().as_secs_f64()
     );
@@ -394,34 +314,32 @@ fn partitions_seen(log: &str) -> std::collections::BTreeSet<i32> {
 async fn scale_out_to_three_and_back_rebuilds_moved_partitions_exactly() {
     let _serial = SERVICES.lock().await;
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let pipe = pipeline(&[]);
+    let topic = &pipe.topic;
     let dir = scratch_dir();
     const N: u64 = 300_000;
-    let gen = Generator::start(&topic, GenSpec::new(N, 404, JITTER, 15_000), &dir);
-    wait_for_topic(&topic);
-    let args = run_args(&topic, &group, &db);
+    let gen = Generator::start(topic, GenSpec::new(N, 404, JITTER, 15_000), &dir);
+    wait_for_topic(topic);
     let rss = RssWatch::new();
-    let mut a = Runner::start("a", &with(&args, &[]), &dir);
-    let mut b = Runner::start("b", &with(&args, &[]), &dir);
+    let mut a = pipe.start("a", &[], &dir);
+    let mut b = pipe.start("b", &[], &dir);
     rss.watch(a.pid());
     rss.watch(b.pid());
     wait_until("two members to commit and the stream to reach 25%", Duration::from_secs(120), || {
         a.assert_alive("before the scale-out");
         b.assert_alive("before the scale-out");
-        committed(&group, &topic) > 0 && produced(&topic) >= N as i64 / 4
+        pipe.committed() > 0 && produced(topic) >= N as i64 / 4
     });
-    let joined_at = produced(&topic);
-    let mut c = Runner::start("c", &with(&args, &[]), &dir);
+    let joined_at = produced(topic);
+    let mut c = pipe.start("c", &[], &dir);
     rss.watch(c.pid());
     wait_until("the third member to get a partition and the stream to reach 60%", Duration::from_secs(120), || {
         c.assert_alive("after joining");
-        !partitions_seen(&c.log_text()).is_empty() && produced(&topic) >= N as i64 * 6 / 10
+        !partitions_seen(&c.log_text()).is_empty() && produced(topic) >= N as i64 * 6 / 10
     });
-    let before_leave = committed(&group, &topic);
-    wait_until("the group to commit with three members", Duration::from_secs(60), || {
-        committed(&group, &topic) > before_leave
-    });
-    let left_at = produced(&topic);
+    let before_leave = pipe.committed();
+    wait_until("the group to commit with three members", Duration::from_secs(60), || pipe.committed() > before_leave);
+    let left_at = produced(topic);
     let a_log_at_leave = assignments(&a.log_text());
     let (status, took) = a.sigterm(Duration::from_secs(20));
     assert!(status.success(), "member a on SIGTERM: {status}");
@@ -432,25 +350,17 @@ async fn scale_out_to_three_and_back_rebuilds_moved_partitions_exactly() {
     );
 
     let jsonl = gen.finish(Duration::from_secs(300));
-    wait_until("b and c to catch up after a left", Duration::from_secs(180), || {
-        b.assert_alive("after a left");
-        c.assert_alive("after a left");
-        committed(&group, &topic) >= N as i64 - OPEN_TAIL
-    });
-    let (logs_b, logs_c) = (assignments(&b.log_text()), assignments(&c.log_text()));
+    // b and c catch up after a left, stop, and a drain finishes the topic.
+    let logs = [b.log.clone(), c.log.clone()];
+    let Finish { sigterm_exits, rows, late, .. } = pipe.finish(vec![b, c], &[&jsonl], N, &dir, &rss).await;
+    for (name, took) in ["b", "c"].iter().zip(&sigterm_exits) {
+        println!("scale-out: {name} stopped (SIGTERM, exit 0 in {:.1} s)", took.as_secs_f64());
+    }
+    let [logs_b, logs_c] = logs.map(|l| assignments(&std::fs::read_to_string(l).unwrap_or_default()));
     let seen: Vec<_> = [&a_log_at_leave, &logs_b, &logs_c].iter().map(|l| partitions_seen(&l.join("\n"))).collect();
     println!("scale-out: assignments a {a_log_at_leave:?}, b {logs_b:?}, c {logs_c:?}");
     let moved = (0..3).filter(|p| seen.iter().filter(|s| s.contains(p)).count() >= 2).count();
     assert!(moved > 0, "no partition changed owner: {seen:?}");
-    for (r, name) in [(b, "b"), (c, "c")] {
-        let (status, took) = r.sigterm(Duration::from_secs(20));
-        assert!(status.success(), "member {name} on SIGTERM: {status}");
-        println!("scale-out: {name} stopped (SIGTERM, exit 0 in {:.1} s)", took.as_secs_f64());
-    }
-    let tail_run = Runner::start("drain", &with(&args, &["--drain"]), &dir);
-    rss.watch(tail_run.pid());
-    tail_run.wait_ok(Duration::from_secs(300));
-    let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
     println!(
         "scale-out: {moved} partition(s) moved between members; {N} events checked, {rows} rows equal the SQL oracle \
          ({late} late); peak RSS {:.0} MiB; took {:.1} s",
@@ -464,29 +374,29 @@ async fn scale_out_to_three_and_back_rebuilds_moved_partitions_exactly() {
 async fn restart_on_a_drained_topic_changes_no_row() {
     let _serial = SERVICES.lock().await;
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let pipe = pipeline(&[]);
+    let (topic, group, db) = (&pipe.topic, &pipe.group, &pipe.db);
     let dir = scratch_dir();
     const N: u64 = 100_000;
-    let jsonl = generate(&topic, N, 505, JITTER, &dir);
-    let args = run_args(&topic, &group, &db);
+    let jsonl = generate(topic, N, 505, JITTER, &dir);
     let rss = RssWatch::new();
-    let first = Runner::start("first", &with(&args, &["--drain"]), &dir);
+    let first = pipe.start("first", &["--drain"], &dir);
     rss.watch(first.pid());
     first.wait_ok(Duration::from_secs(300));
-    let (rows, late) = check_oracle(&db, &topic, &[&jsonl], N).await;
-    let before = parts_snapshot(&db).await;
-    let offsets = committed_offsets(&group, &topic).expect("committed offsets");
+    let (oracle, rows, late) = pipe.check_oracle(&[&jsonl], N).await;
+    let before = parts_snapshot(db).await;
+    let offsets = committed_offsets(group, topic).expect("committed offsets");
     assert!(offsets.iter().all(|&o| o > 0), "every partition committed: {offsets:?}");
 
     // Restart with --drain: it replays the open tail and rewrites nothing new.
-    let again = Runner::start("again-drain", &with(&args, &["--drain"]), &dir);
+    let again = pipe.start("again-drain", &["--drain"], &dir);
     rss.watch(again.pid());
     again.wait_ok(Duration::from_secs(120));
-    assert_eq!(parts_snapshot(&db).await, before, "a --drain restart on a drained topic is a no-op");
-    assert_eq!(committed_offsets(&group, &topic), Some(offsets), "and commits the same offsets");
+    assert_eq!(parts_snapshot(db).await, before, "a --drain restart on a drained topic is a no-op");
+    assert_eq!(committed_offsets(group, topic), Some(offsets), "and commits the same offsets");
 
     // Restart as a service, let it replay, then stop it.
-    let mut svc = Runner::start("again-run", &with(&args, &[]), &dir);
+    let mut svc = pipe.start("again-run", &[], &dir);
     rss.watch(svc.pid());
     wait_until("the service restart to start all 3 partitions", Duration::from_secs(60), || {
         svc.assert_alive("while idle on a drained topic");
@@ -495,9 +405,9 @@ async fn restart_on_a_drained_topic_changes_no_row() {
     std::thread::sleep(Duration::from_secs(2));
     let (status, took) = svc.sigterm(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM: {status}");
-    assert_eq!(parts_snapshot(&db).await, before, "a restart and SIGTERM on a drained topic is a no-op");
-    assert_eq!(committed_offsets(&group, &topic), Some(offsets), "and commits the same offsets");
-    assert_matches_oracle(&db, "raw_events", N).await;
+    assert_eq!(parts_snapshot(db).await, before, "a restart and SIGTERM on a drained topic is a no-op");
+    assert_eq!(committed_offsets(group, topic), Some(offsets), "and commits the same offsets");
+    oracle.assert_matches(N).await;
     println!(
         "restart no-op: {N} events, {rows} rows equal the SQL oracle ({late} late); {} part rows and committed \
          offsets {offsets:?} unchanged by a --drain restart and by a run + SIGTERM (exit 0 in {:.1} s); peak RSS \
@@ -514,30 +424,29 @@ async fn restart_on_a_drained_topic_changes_no_row() {
 async fn sigterm_under_full_load_exits_within_10s_and_restart_is_exact() {
     let _serial = SERVICES.lock().await;
     let t_test = Instant::now();
-    let (topic, group, db) = names();
+    let pipe = pipeline(&[]);
+    let (topic, db) = (&pipe.topic, &pipe.db);
     let dir = scratch_dir();
     // A backlog, plus a generator producing as fast as it can while
     // adstream consumes as fast as it can; its events continue the
     // backlog's event time.
     const BACKLOG: u64 = 200_000;
     const LIVE: u64 = 400_000;
-    let backlog =
-        Generator::start(&topic, GenSpec::new(BACKLOG, 606, JITTER, 0), &dir).finish(Duration::from_secs(300));
+    let backlog = Generator::start(topic, GenSpec::new(BACKLOG, 606, JITTER, 0), &dir).finish(Duration::from_secs(300));
     let mut live = Generator::start(
-        &topic,
+        topic,
         GenSpec { start_time: "2025-12-10T00:03:20Z", ..GenSpec::new(LIVE, 607, JITTER, 40_000) },
         &dir,
     );
-    let args = run_args(&topic, &group, &db);
     let rss = RssWatch::new();
-    let mut run = Runner::start("run", &with(&args, &[]), &dir);
+    let mut run = pipe.start("run", &[], &dir);
     rss.watch(run.pid());
     wait_until("adstream to write and commit under load", Duration::from_secs(120), || {
         run.assert_alive("under load");
-        committed(&group, &topic) > 0
+        pipe.committed() > 0
     });
     assert!(live.is_running(), "the live generator must still be producing at the SIGTERM");
-    let at = produced(&topic);
+    let at = produced(topic);
     let (status, took) = run.sigterm(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM under load must exit 0, got {status}");
     assert!(took < Duration::from_secs(10), "SIGTERM under load took {took:?} (limit 10 s)");
@@ -550,10 +459,10 @@ async fn sigterm_under_full_load_exits_within_10s_and_restart_is_exact() {
     );
 
     let live_jsonl = live.finish(Duration::from_secs(300));
-    let again = Runner::start("restart-drain", &with(&args, &["--drain"]), &dir);
+    let again = pipe.start("restart-drain", &["--drain"], &dir);
     rss.watch(again.pid());
     again.wait_ok(Duration::from_secs(300));
-    let (rows, late) = check_oracle(&db, &topic, &[&backlog, &live_jsonl], BACKLOG + LIVE).await;
+    let (_, rows, late) = pipe.check_oracle(&[&backlog, &live_jsonl], BACKLOG + LIVE).await;
     println!(
         "graceful shutdown: after restart {} events checked, {rows} rows equal the SQL oracle ({late} late); peak RSS \
          {:.0} MiB; took {:.1} s",

@@ -172,10 +172,29 @@ mod tests {
         assert_eq!(format_micros(-1), "-0.000001");
     }
 
+    /// Sums of parsed amounts are the exact decimal totals, on inputs where
+    /// summing the same texts as `f64` is wrong (checked here, so the cases
+    /// stay ones that floats get wrong).
     #[test]
-    fn summing_is_exact() {
-        let a = parse_micros("0.1").unwrap();
-        let b = parse_micros("0.2").unwrap();
-        assert_eq!(a + b, parse_micros("0.3").unwrap());
+    fn sums_of_parsed_amounts_are_exact_where_float_sums_are_not() {
+        let sum_f64 = |texts: &[&str]| texts.iter().map(|t| t.parse::<f64>().unwrap()).sum::<f64>();
+        let sum_micros = |texts: &[&str]| texts.iter().map(|t| parse_micros(t).unwrap()).sum::<i64>();
+        let cases: [(&[&str], f64, &str); 4] = [
+            (&["0.1", "0.2"], 0.3, "0.300000"),
+            (&["0.1"; 10], 1.0, "1.000000"),
+            (&["0.07", "0.0175"], 0.0875, "0.087500"),
+            (&["1.1", "2.2"], 3.3, "3.300000"),
+        ];
+        for (texts, exact, total) in cases {
+            assert_ne!(sum_f64(texts), exact, "{texts:?}: a case floats get wrong");
+            assert_eq!(format_micros(sum_micros(texts)), total, "{texts:?}");
+        }
+        // A day of clicks at one price: a million additions of 0.0523.
+        let clicks = vec!["0.0523"; 1_000_000];
+        assert_ne!(sum_f64(&clicks), 52_300.0, "f64 drifts over a million additions");
+        assert_eq!(format_micros(sum_micros(&clicks)), "52300.000000");
+        // Float noise in the input lands on the intended micro-unit, so the
+        // total is still the exact one.
+        assert_eq!(format_micros(sum_micros(&["0.07100000000000001", "0.02899999999999999"])), "0.100000");
     }
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -163,23 +164,6 @@ pub async fn scalar(sql: &str) -> i64 {
     s.trim().parse().unwrap_or_else(|_| panic!("{sql} returned {s:?}"))
 }
 
-/// Loads raw events (the generator's JSONL) into `{db}.{table}` with
-/// ClickHouse's own JSON parser: the oracle never sees our Rust parser.
-pub async fn load_raw_events(db: &str, table: &str, jsonl: &Path) {
-    exec(&format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{table} (event_id String, timestamp String, user_id String, campaign_id String, \
-         ad_format String, country String, device String, event_type String, revenue Decimal(18, 6)) \
-         ENGINE = MergeTree ORDER BY tuple()"
-    ))
-    .await;
-    let data = std::fs::read(jsonl).unwrap();
-    let mut ins = ch().insert_formatted_with(format!("INSERT INTO {db}.{table} FORMAT JSONEachRow"));
-    for chunk in data.chunks(4 << 20) {
-        ins.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
-    }
-    ins.end().await.unwrap();
-}
-
 /// One row of window numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
@@ -225,25 +209,6 @@ pub async fn actual_windows(db: &str) -> Windows {
     w
 }
 
-/// The oracle: the same windows computed by SQL over the raw events (each
-/// event_id once: a redelivered event is one event), minus the events
-/// adstream reported late (those are checked separately).
-pub async fn oracle_windows(db: &str, raw: &str) -> Windows {
-    let text = tsv(&format!(
-        "SELECT ws, campaign_id, ad_format, imps, clks, toString(rev), \
-                if(imps = 0, NULL, clks / imps * 100), if(imps = 0, NULL, toFloat64(rev) / imps * 1000) \
-         FROM ( \
-           SELECT toInt64(toUnixTimestamp(toStartOfInterval(parseDateTime64BestEffort(timestamp, 6, 'UTC'), INTERVAL 10 SECOND))) AS ws, \
-                  campaign_id, ad_format, countIf(event_type = 'impression') AS imps, countIf(event_type = 'click') AS clks, \
-                  CAST(sum(revenue) AS Decimal(18, 6)) AS rev \
-           FROM (SELECT * FROM {db}.{raw} LIMIT 1 BY event_id) \
-           WHERE event_id NOT IN (SELECT event_id FROM {db}.ad_late_events) \
-           GROUP BY ws, campaign_id, ad_format) ORDER BY 1, 2, 3"
-    ))
-    .await;
-    parse_windows(&text)
-}
-
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
         (None, None) => true,
@@ -285,28 +250,204 @@ pub fn assert_windows_equal(actual: &Windows, expected: &Windows) -> usize {
     expected.len()
 }
 
-/// Full check: every window equals the oracle, and every raw event is either
-/// in a window or in the late table. Returns (rows compared, late events).
-pub async fn assert_matches_oracle(db: &str, raw: &str, events: u64) -> (usize, u64) {
-    assert_matches_oracle_with_rejects(db, raw, events, 0).await
+/// Every record of `topic`, all partitions, from the beginning to the end
+/// as of the call (no consumer group joined, nothing committed).
+pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("topic reader");
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "topic {topic} exists");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for &p in &parts {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("assign");
+    }
+    c.assign(&tpl).expect("assign");
+    let (mut out, mut eofs) = (Vec::new(), std::collections::BTreeSet::new());
+    let t0 = Instant::now();
+    while eofs.len() < parts.len() {
+        assert!(t0.elapsed() < Duration::from_secs(180), "reading {topic} stalled");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eofs.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
 }
 
-/// [`assert_matches_oracle`] for a topic that also holds `rejected` invalid
-/// messages besides the `events` valid ones of `raw`.
-pub async fn assert_matches_oracle_with_rejects(db: &str, raw: &str, events: u64, rejected: i64) -> (usize, u64) {
-    let actual = actual_windows(db).await;
-    let expected = oracle_windows(db, raw).await;
-    let rows = assert_windows_equal(&actual, &expected);
-    let counted: u64 = actual.values().map(|m| m.impressions + m.clicks).sum();
-    let late = scalar(&format!("SELECT count() FROM {db}.ad_late_events")).await as u64;
-    let late_known =
-        scalar(&format!("SELECT count() FROM {db}.ad_late_events WHERE event_id IN (SELECT event_id FROM {db}.{raw})"))
-            .await as u64;
-    assert_eq!(late, late_known, "late events are real input events");
-    assert_eq!(counted + late, events, "every event counted exactly once or reported late");
-    let got = scalar(&format!("SELECT count() FROM {db}.ad_rejected_events")).await;
-    assert_eq!(got, rejected, "rejected messages (generated events are all valid)");
-    (rows, late)
+/// `run`'s default `--allowed-lateness`.
+pub const DEFAULT_LATENESS: &str = "5s";
+
+/// Window size of `ad_metrics_10s`, µs.
+const WINDOW_US: i64 = 10_000_000;
+
+/// The oracle: the windows and the late events computed here, independently
+/// of adstream, from the raw input.
+///
+/// What it knows: the valid events (the lines of the generators' JSONL
+/// files: what a test produced and knows to be valid) and where each copy
+/// of one sits in the topic (partition and offset, read back from the
+/// broker; a message is a valid event when its bytes equal a JSONL line).
+/// ClickHouse's own JSON parser reads the fields, never adstream's.
+///
+/// What it decides, per partition in offset order, by the documented rules
+/// (`src/window.rs`), in SQL with window functions:
+/// - the watermark before a message is the highest event time of the valid
+///   events before it in its partition (invalid messages do not move it);
+/// - an event is **late** when that watermark has reached its window's
+///   end + allowed lateness (`end + lateness <= watermark`);
+/// - otherwise it is counted, unless the same `event_id` was already
+///   counted in that window of that partition (a redelivery).
+///
+/// Every JSONL event is valid to the oracle (it has no `--max-future`
+/// guard): a test that wants a message rejected produces it outside the
+/// JSONL and names the count of rejects.
+pub struct Oracle {
+    pub db: String,
+    lateness_us: i64,
+}
+
+impl Oracle {
+    /// Loads `{db}.raw_events` (one row per valid message, with its
+    /// partition and offset) from `topic` and the JSONL files, for a run
+    /// with `--allowed-lateness lateness`; panics unless every JSONL event
+    /// is in the topic.
+    pub async fn load(db: &str, topic: &str, jsonls: &[&Path], lateness: &str) -> Oracle {
+        let lateness_us = humantime::parse_duration(lateness).expect("lateness").as_micros() as i64;
+        let mut valid = std::collections::HashSet::new();
+        for j in jsonls {
+            for line in std::fs::read(j).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                assert!(line.starts_with(b"{"), "a JSONL line is an object: {}", String::from_utf8_lossy(line));
+                valid.insert(xxhash_rust::xxh3::xxh3_128(line));
+            }
+        }
+        let mut rows = Vec::new();
+        let mut found = std::collections::HashSet::new();
+        for m in read_topic(topic) {
+            use rdkafka::message::Message;
+            let Some(payload) = m.payload() else { continue };
+            let h = xxhash_rust::xxh3::xxh3_128(payload);
+            if !valid.contains(&h) {
+                continue;
+            }
+            found.insert(h);
+            // The event's own fields plus where it sits.
+            write!(rows, "{{\"partition\":{},\"offset\":{},", m.partition(), m.offset()).unwrap();
+            rows.extend_from_slice(&payload[1..]);
+            rows.push(b'\n');
+        }
+        assert_eq!(found.len(), valid.len(), "every event of the JSONL files is in {topic}");
+        exec(&format!(
+            "CREATE TABLE {db}.raw_events (partition Int32, offset Int64, event_id String, timestamp String, \
+             user_id String, campaign_id String, ad_format String, country String, device String, \
+             event_type String, revenue Decimal(18, 6)) ENGINE = MergeTree ORDER BY (partition, offset)"
+        ))
+        .await;
+        let mut ins = ch().insert_formatted_with(format!("INSERT INTO {db}.raw_events FORMAT JSONEachRow"));
+        for chunk in rows.chunks(4 << 20) {
+            ins.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        ins.end().await.unwrap();
+        Oracle { db: db.to_string(), lateness_us }
+    }
+
+    /// Every valid message with the oracle's verdict: `late`, `counted`.
+    fn classified(&self) -> String {
+        let (db, size, lat) = (&self.db, WINDOW_US, self.lateness_us);
+        format!(
+            "SELECT *, NOT late AND row_number() OVER (PARTITION BY partition, ws_us, event_id ORDER BY offset) = 1 \
+                    AS counted \
+             FROM ( \
+               SELECT *, ifNull(ws_us + {size} + {lat} <= max(toNullable(ts)) OVER (PARTITION BY partition \
+                        ORDER BY offset ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS late \
+               FROM ( \
+                 SELECT partition, offset, event_id, campaign_id, ad_format, event_type, revenue, \
+                        toUnixTimestamp64Micro(parseDateTime64BestEffort(timestamp, 6, 'UTC')) AS ts, \
+                        intDiv(ts, {size}) * {size} AS ws_us \
+                 FROM {db}.raw_events))"
+        )
+    }
+
+    /// The windows: the counted events by (window, campaign, format).
+    pub async fn windows(&self) -> Windows {
+        let text = tsv(&format!(
+            "SELECT intDiv(ws_us, 1000000), campaign_id, ad_format, imps, clks, toString(rev), \
+                    if(imps = 0, NULL, clks / imps * 100), if(imps = 0, NULL, toFloat64(rev) / imps * 1000) \
+             FROM ( \
+               SELECT ws_us, campaign_id, ad_format, countIf(event_type = 'impression') AS imps, \
+                      countIf(event_type = 'click') AS clks, CAST(sum(revenue) AS Decimal(18, 6)) AS rev \
+               FROM ({}) WHERE counted GROUP BY ws_us, campaign_id, ad_format) ORDER BY 1, 2, 3",
+            self.classified()
+        ))
+        .await;
+        parse_windows(&text)
+    }
+
+    /// The late events as `partition \t offset \t event_id` lines, in order.
+    pub async fn late(&self) -> Vec<String> {
+        let text = tsv(&format!(
+            "SELECT partition, offset, event_id FROM ({}) WHERE late ORDER BY partition, offset",
+            self.classified()
+        ))
+        .await;
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Full check: every window equals the oracle's, the late events are
+    /// exactly the oracle's (same partition, offset and event id), and every
+    /// one of `events` distinct events is counted once or late. Returns
+    /// (rows compared, late events).
+    pub async fn assert_matches(&self, events: u64) -> (usize, u64) {
+        self.assert_matches_with_rejects(events, 0).await
+    }
+
+    /// [`Oracle::assert_matches`] for a topic that also holds `rejected`
+    /// invalid messages besides the valid events.
+    pub async fn assert_matches_with_rejects(&self, events: u64, rejected: i64) -> (usize, u64) {
+        let db = &self.db;
+        let actual = actual_windows(db).await;
+        let rows = assert_windows_equal(&actual, &self.windows().await);
+        let got_late: Vec<String> =
+            tsv(&format!("SELECT partition, offset, event_id FROM {db}.ad_late_events ORDER BY partition, offset"))
+                .await
+                .lines()
+                .map(str::to_string)
+                .collect();
+        assert_lists_equal("late events (partition, offset, event_id)", &got_late, &self.late().await);
+        let late = got_late.len() as u64;
+        let counted: u64 = actual.values().map(|m| m.impressions + m.clicks).sum();
+        assert_eq!(counted + late, events, "every event counted exactly once or reported late");
+        let got = scalar(&format!("SELECT count() FROM {db}.ad_rejected_events")).await;
+        assert_eq!(got, rejected, "rejected messages (generated events are all valid)");
+        (rows, late)
+    }
+}
+
+/// Asserts two sorted lists are equal, naming the first differences.
+fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
+    if actual == expected {
+        return;
+    }
+    let a: std::collections::BTreeSet<&String> = actual.iter().collect();
+    let e: std::collections::BTreeSet<&String> = expected.iter().collect();
+    let extra: Vec<&&String> = a.difference(&e).take(10).collect();
+    let missing: Vec<&&String> = e.difference(&a).take(10).collect();
+    panic!(
+        "{what}: adstream has {}, the oracle {}; adstream only (first 10): {extra:?}; oracle only (first 10): {missing:?}",
+        actual.len(),
+        expected.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -647,4 +788,130 @@ pub async fn parts_snapshot(db: &str) -> String {
          FROM {db}.ad_window_parts FINAL ORDER BY window_start, campaign_id, ad_format, topic, partition"
     ))
     .await
+}
+
+/// Polls `cond` every 200 ms; panics with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `adstream run` of `topic` in consumer group `group` into database `db`,
+/// a stats line every second.
+pub fn run_args(topic: &str, group: &str, db: &str) -> Vec<String> {
+    ["run", "--topic", topic, "--group", group, "--database", db, "--stats-interval", "1s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The `--allowed-lateness` a command line gives `run` (its default if none).
+pub fn lateness_in(args: &[String]) -> &str {
+    args.iter().position(|a| a == "--allowed-lateness").and_then(|i| args.get(i + 1)).map_or(DEFAULT_LATENESS, |s| s)
+}
+
+/// How far a caught-up group's committed offsets may trail the end of the
+/// topic: a commit points at the oldest open window (see `window.rs`), and
+/// with 10 s windows, a few seconds of lateness and jitter and 1000 events
+/// per simulated second at most two windows per partition are open, about
+/// 20,000 events in all.
+pub const OPEN_TAIL: i64 = 30_000;
+
+/// One pipeline of a live-stream test: `adstream run` processes reading
+/// `topic` in one consumer group into one database, all with `args`.
+pub struct Pipeline {
+    pub topic: String,
+    pub group: String,
+    pub db: String,
+    pub args: Vec<String>,
+}
+
+/// How the end of a live-stream test went (see [`Pipeline::finish`]).
+pub struct Finish {
+    /// Sum of the committed offsets when the group had caught up.
+    pub caught_up: i64,
+    /// How long each runner took to exit after its SIGTERM.
+    pub sigterm_exits: Vec<Duration>,
+    /// Rows equal to the oracle, and late events.
+    pub rows: usize,
+    pub late: u64,
+}
+
+impl Pipeline {
+    /// `run` of `topic` into `db` in `group`, with `extra` flags.
+    pub fn new(topic: &str, group: &str, db: &str, extra: &[&str]) -> Self {
+        let mut args = run_args(topic, group, db);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Pipeline { topic: topic.into(), group: group.into(), db: db.into(), args }
+    }
+
+    /// Starts one more `run` process (plus `extra` flags) as `name`.
+    pub fn start(&self, name: &str, extra: &[&str], dir: &Path) -> Runner {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+        Runner::start(name, &args, dir)
+    }
+
+    /// Sum of the group's committed offsets (0 if none).
+    pub fn committed(&self) -> i64 {
+        committed_offsets(&self.group, &self.topic).map(sum3).unwrap_or(0)
+    }
+
+    /// Checks every window and late event against the oracle over
+    /// `jsonls`, then each source partition's contribution against the
+    /// partition's length (after a rebalance or restart a partition is
+    /// rebuilt by whoever owns it next, so each one must add up on its
+    /// own); returns the oracle and (rows, late).
+    pub async fn check_oracle(&self, jsonls: &[&Path], events: u64) -> (Oracle, usize, u64) {
+        let db = &self.db;
+        let oracle = Oracle::load(db, &self.topic, jsonls, lateness_in(&self.args)).await;
+        let (rows, late) = oracle.assert_matches(events).await;
+        assert!(late > 0, "the stream must exercise the late path");
+        let raw = scalar(&format!("SELECT count() FROM {db}.raw_events")).await as u64;
+        assert_eq!(raw, events, "the oracle saw every generated event");
+        let lengths = high_watermarks(&self.topic).expect("high watermarks");
+        for (p, len) in lengths.iter().enumerate() {
+            let counted = scalar(&format!(
+                "SELECT toInt64(sum(impressions + clicks)) FROM {db}.ad_window_parts FINAL WHERE partition = {p}"
+            ))
+            .await;
+            let late = scalar(&format!("SELECT count() FROM {db}.ad_late_events WHERE partition = {p}")).await;
+            assert_eq!(counted + late, *len, "partition {p}: events counted + late = messages in the partition");
+        }
+        (oracle, rows, late)
+    }
+
+    /// The end of a live-stream test, once every event is in the topic:
+    /// waits until the group has caught up (committed to within
+    /// [`OPEN_TAIL`] of `events`, every runner alive), stops each runner
+    /// with SIGTERM (each must exit 0), drains the rest with one `--drain`
+    /// run, and checks the oracle over `jsonls`.
+    pub async fn finish(
+        &self,
+        mut runners: Vec<Runner>,
+        jsonls: &[&Path],
+        events: u64,
+        dir: &Path,
+        rss: &RssWatch,
+    ) -> Finish {
+        wait_until("the group to catch up", Duration::from_secs(180), || {
+            runners.iter_mut().for_each(|r| r.assert_alive("before catching up"));
+            self.committed() >= events as i64 - OPEN_TAIL
+        });
+        let caught_up = self.committed();
+        let mut sigterm_exits = Vec::new();
+        for r in runners {
+            let name = r.name.clone();
+            let (status, took) = r.sigterm(Duration::from_secs(20));
+            assert!(status.success(), "{name} on SIGTERM: {status}");
+            sigterm_exits.push(took);
+        }
+        let drain = self.start("drain", &["--drain"], dir);
+        rss.watch(drain.pid());
+        drain.wait_ok(Duration::from_secs(300));
+        let (_, rows, late) = self.check_oracle(jsonls, events).await;
+        Finish { caught_up, sigterm_exits, rows, late }
+    }
 }
