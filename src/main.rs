@@ -10,7 +10,7 @@ use clap::{CommandFactory, FromArgMatches};
 use adstream::cli::{Cli, Command, LogFormat};
 use adstream::source::kafka;
 use adstream::source::producer::{self, thousands, thousands_f, ProduceConfig, ProduceStats};
-use adstream::{config, demo, pipeline, report, schema, sink};
+use adstream::{config, demo, pipeline, report, schema_cluster, sink};
 
 fn main() -> ExitCode {
     let cli = match parse() {
@@ -149,10 +149,19 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Migrate(args) => {
-            schema::migrate(&sink::clickhouse::client(&args)?, &args.database)
+            let (ch, cluster) = (&args.clickhouse, args.cluster.name());
+            if args.print {
+                ch.validate()?;
+                let script = schema_cluster::script(&ch.database, cluster)?;
+                // A closed pipe (| head) is not an error.
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes());
+                return Ok(ExitCode::SUCCESS);
+            }
+            schema_cluster::migrate(&sink::clickhouse::client(ch)?, &ch.database, cluster)
                 .await
-                .with_context(|| format!("ClickHouse at {}", args.display_url()))?;
-            println!("schema applied: database {} at {}", args.database, args.display_url());
+                .with_context(|| format!("ClickHouse at {}", ch.display_url()))?;
+            let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
+            println!("schema applied{on}: database {} at {}", ch.database, ch.display_url());
         }
         Command::Run(args) => {
             let stop = stop_flag();

@@ -54,9 +54,9 @@ pub async fn run(args: RunArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let topic = args.kafka.topic.clone();
 
     let mut sink = match args.sink {
-        SinkKind::Clickhouse => {
-            Sink::ClickHouse(Box::new(sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, &topic).await?))
-        }
+        SinkKind::Clickhouse => Sink::ClickHouse(Box::new(
+            sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, args.cluster.name(), &topic).await?,
+        )),
         SinkKind::Console => Sink::Console(sink::console::ConsoleSink),
     };
     let kafka_args = args.kafka.clone();
