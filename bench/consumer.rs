@@ -310,7 +310,7 @@ fn opt_f64(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-fn clickhouse_windows(db: &str) -> anyhow::Result<Windows> {
+pub fn clickhouse_windows(db: &str) -> anyhow::Result<Windows> {
     let text = query_tsv(&format!(
         "SELECT toInt64(toUnixTimestamp(window_start)), campaign_id, ad_format, impressions, clicks, toString(revenue), \
          ctr, ecpm FROM {db}.ad_metrics_10s"
