@@ -36,9 +36,9 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::consumer::clickhouse_windows;
-use crate::procstat::{run_measured, Spawned, Usage};
+use crate::procstat::{Spawned, Usage};
 use crate::report::{finish, Figure, Run, Target};
-use crate::services::{brokers, clickhouse_url, delete_topic, number_after, query_tsv, unique};
+use crate::services::{brokers, clickhouse_url, delete_topic, number_after, preload, query_tsv, unique};
 
 pub struct ScaleoutArgs {
     pub events: u64,
@@ -50,6 +50,7 @@ pub struct ScaleoutArgs {
     pub keep_topic: bool,
 }
 
+/// `services::preload`'s seed.
 const SEED: u64 = 42;
 const JITTER_US: i64 = 1_000_000;
 /// How long a join may take to bring every partition back before the next
@@ -66,18 +67,8 @@ pub fn run(args: &ScaleoutArgs, out: &Path) -> anyhow::Result<Value> {
     anyhow::ensure!(!args.processes.is_empty() && args.processes.iter().all(|&n| n >= 1), "--processes");
     let topic = unique("bench_scaleout", 0);
     println!("scaleout: preloading {} events into {topic} ({} partitions) ...", args.events, args.partitions);
-    let pre = run_measured(
-        Command::new(&args.adstream)
-            .args(["generate", "--topic", &topic, "--rate", "0", "--seed", &SEED.to_string(), "--jitter", "1s"])
-            .args(["--partitions", &args.partitions.to_string()])
-            .args(["--event-rate", &args.event_rate.to_string(), "--count", &args.events.to_string()])
-            .env("ADSTREAM_BROKERS", brokers()),
-        &out.join("scaleout-preload"),
-        Duration::from_secs(3600),
-        false,
-    )?;
-    anyhow::ensure!(pre.exit_code == 0, "preload failed: see {}", out.join("scaleout-preload.err").display());
-    println!("  preloaded in {:.1} s", pre.wall_s);
+    let (p, name) = (Some(args.partitions), "scaleout-preload");
+    preload(&args.adstream, &topic, args.events, args.event_rate, p, out, name)?;
     let t = Instant::now();
     let oracle = oracle(args);
     println!("  oracle: {} windows × keys from the generator in {:.1} s", oracle.len(), t.elapsed().as_secs_f64());

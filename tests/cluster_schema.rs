@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::Parser as _;
 use common::*;
 
-use adstream::event::AdFormat;
-use adstream::sink::{Batch, OutRow};
-use adstream::window::{Totals, WindowRow};
+use adstream::generator::{Generator, GeneratorConfig, DEFAULT_SEEDED_START_US};
+use adstream::processor::Processor;
+use adstream::sink::Batch;
 
 /// What the engine makes of `sql`: its canonical formatting, or its error.
 async fn format_query(sql: &str) -> Result<String, String> {
@@ -75,24 +75,29 @@ async fn every_cluster_statement_is_parsed_by_the_engine() {
     println!("{} cluster statements parsed by the engine: {kinds:?}", stmts.len());
 }
 
-fn row(partition: i32, start_s: i64, campaign: u32, version: u64, impressions: u64) -> OutRow {
-    let start = start_s * 1_000_000;
-    OutRow {
-        partition,
-        row: WindowRow {
-            window_start_us: start,
-            window_end_us: start + 10_000_000,
-            campaign,
-            ad_format: AdFormat::Banner,
-            totals: Totals { impressions, clicks: 1, revenue_micros: 2_500 },
-            version,
-            is_final: version % 2 == 1,
-        },
+/// The batch the real processor makes of the first `n` seeded events, in
+/// two partitions, every window fired.
+fn batch_of(n: u64) -> Batch {
+    let cfg = adstream::window::WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+    let stats = std::sync::Arc::new(adstream::stats::Stats::default());
+    let mut proc = Processor::new(cfg, adstream::parse::DEFAULT_MAX_EVENT_BYTES, stats);
+    let mut g = Generator::new(GeneratorConfig {
+        seed: Some(7),
+        start_time_us: DEFAULT_SEEDED_START_US,
+        event_rate: 100.0,
+        jitter_us: 0,
+    });
+    let (mut key, mut json) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        g.next_into(|| 0, &mut key, &mut json);
+        let p = (i % 2) as i32;
+        if !proc.has_partition(p) {
+            proc.init_partition(p, None);
+        }
+        proc.process(p, (i / 2) as i64, Some(&key), &json);
     }
-}
-
-fn batch(rows: Vec<OutRow>) -> Batch {
-    Batch { rows, names: vec!["C001".into(), "C002".into()].into(), ..Default::default() }
+    proc.fire_all();
+    proc.take_batch()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,29 +115,29 @@ async fn a_resent_batch_is_dropped_by_its_deduplication_token() {
     .unwrap();
     let adstream::cli::Command::Migrate(args) = cli.command else { panic!("migrate") };
     let sink = adstream::sink::clickhouse::ClickHouseSink::connect(&args.clickhouse, None, "ad-events").await.unwrap();
-    let rows =
-        || vec![row(0, 1_700_000_000, 0, 41, 5), row(1, 1_700_000_000, 0, 17, 3), row(0, 1_700_000_010, 1, 60, 8)];
     let raw = || async { scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await };
 
-    sink.write(&batch(rows())).await.unwrap();
-    assert_eq!(raw().await, 3);
+    let first = batch_of(2_000);
+    let rows = first.rows.len() as i64;
+    assert!(rows > 30, "several windows × keys × partitions: {rows}");
+    sink.write(&first).await.unwrap();
+    assert_eq!(raw().await, rows);
     // The retry of the same batch, its rows in another order (and a new
     // inserted_at on the server): dropped.
-    let mut again = rows();
-    again.reverse();
-    sink.write(&batch(again)).await.unwrap();
-    assert_eq!(raw().await, 3, "the re-sent batch was written again");
-    // A batch cut differently (one row more) is another batch: written,
-    // and the version collapses the repeated rows in the views.
-    let mut more = rows();
-    more.push(row(2, 1_700_000_000, 0, 9, 1));
-    sink.write(&batch(more)).await.unwrap();
-    assert_eq!(raw().await, 7);
-    assert_eq!(scalar(&format!("SELECT sum(impressions) FROM {db}.ad_metrics_10s")).await, 5 + 3 + 8 + 1);
-    // ad_metrics_latest (GLOBAL IN since the cluster schema) on one server.
-    assert_eq!(
-        tsv(&format!("SELECT campaign_id, impressions FROM {db}.ad_metrics_latest ORDER BY window_start")).await,
-        "C001\t9\nC002\t8\n"
-    );
+    let mut again = batch_of(2_000);
+    again.rows.reverse();
+    sink.write(&again).await.unwrap();
+    assert_eq!(raw().await, rows, "the re-sent batch was written again");
+    // A batch cut elsewhere (more events: a replay after a crash) is
+    // another batch: written, and the versions collapse the repeated rows
+    // in the views.
+    let more = batch_of(2_100);
+    sink.write(&more).await.unwrap();
+    assert_eq!(raw().await, rows + more.rows.len() as i64);
+    assert_eq!(scalar(&format!("SELECT sum(impressions) + sum(clicks) FROM {db}.ad_metrics_10s")).await, 2_100);
+    // ad_metrics_latest (GLOBAL IN since the cluster schema) on one server:
+    // the six latest 10 s windows of the 21 s of event time (all three).
+    assert_eq!(scalar(&format!("SELECT count(DISTINCT window_start) FROM {db}.ad_metrics_latest")).await, 3);
+    assert_eq!(scalar(&format!("SELECT sum(impressions) + sum(clicks) FROM {db}.ad_metrics_latest")).await, 2_100);
     exec(&format!("DROP DATABASE {db}")).await;
 }
