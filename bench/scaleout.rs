@@ -385,7 +385,8 @@ fn log_lines(text: &str) -> Vec<(i64, String, Option<i64>)> {
 
 /// The pause of the join at `join_us`, in ms: (from the join, from the
 /// first revocation after it) to the last partition's first message after
-/// it; `None` when some partition never started again.
+/// it; `None` when some partition never started again, or (revocation)
+/// when no member revoked anything in between.
 fn rebalance_pause(events: &[(i64, usize, LogEvent)], join_us: i64, partitions: i32) -> Pause {
     let mut first: BTreeMap<i64, i64> = BTreeMap::new();
     for &(ts, _, e) in events.iter().filter(|e| e.0 > join_us) {
@@ -397,7 +398,10 @@ fn rebalance_pause(events: &[(i64, usize, LogEvent)], join_us: i64, partitions: 
         return (None, None);
     }
     let all = first.values().copied().max().unwrap_or(join_us);
-    let revoke = events.iter().filter(|e| e.0 > join_us && e.2 == LogEvent::Revoked).map(|e| e.0).min();
+    // Only a revocation before every partition is back belongs to this
+    // join (none: the group was not stopped, e.g. the only member had
+    // already drained and left; a later one belongs to the next join).
+    let revoke = events.iter().filter(|e| e.0 > join_us && e.0 <= all && e.2 == LogEvent::Revoked).map(|e| e.0).min();
     let ms = |from: i64| (all - from) as f64 / 1000.0;
     (Some(ms(join_us)), revoke.map(ms))
 }
@@ -437,5 +441,9 @@ mod tests {
         ];
         assert_eq!(rebalance_pause(&ev, 100, 2), (Some(0.3), Some(0.25)));
         assert_eq!(rebalance_pause(&ev, 100, 3), (None, None));
+        // A revocation after every partition is back is the next join's.
+        let later =
+            [ev[0], (300, 1, LogEvent::Started(1)), (400, 0, LogEvent::Started(0)), (450, 0, LogEvent::Revoked)];
+        assert_eq!(rebalance_pause(&later, 100, 2), (Some(0.3), None));
     }
 }
