@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::procstat::run_measured;
 use crate::report::{finish, Figure, Run, Target};
-use crate::services::{brokers, clickhouse_url, delete_topic, number_after, query_tsv, unique};
+use crate::services::{brokers, clickhouse_url, delete_topic, number_after, preload, query_tsv, unique};
 
 pub struct ConsumerArgs {
     pub events: u64,
@@ -47,17 +47,7 @@ type Windows = BTreeMap<WindowKey, Numbers>;
 pub fn run(args: &ConsumerArgs, out: &Path) -> anyhow::Result<Value> {
     let topic = unique("bench_e2e", 0);
     println!("consumer: preloading {} events into {topic} (3 partitions) ...", args.events);
-    let pre = run_measured(
-        Command::new(&args.adstream)
-            .args(["generate", "--topic", &topic, "--rate", "0", "--seed", "42", "--jitter", "1s"])
-            .args(["--event-rate", &args.event_rate.to_string(), "--count", &args.events.to_string()])
-            .env("ADSTREAM_BROKERS", brokers()),
-        &out.join("consumer-preload"),
-        Duration::from_secs(3600),
-        false,
-    )?;
-    anyhow::ensure!(pre.exit_code == 0, "preload failed: see {}", out.join("consumer-preload.err").display());
-    println!("  preloaded in {:.1} s", pre.wall_s);
+    preload(&args.adstream, &topic, args.events, args.event_rate, None, out, "consumer-preload")?;
 
     let result = measure(args, out, &topic);
     if !args.keep_topic {
@@ -310,7 +300,7 @@ fn opt_f64(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-fn clickhouse_windows(db: &str) -> anyhow::Result<Windows> {
+pub fn clickhouse_windows(db: &str) -> anyhow::Result<Windows> {
     let text = query_tsv(&format!(
         "SELECT toInt64(toUnixTimestamp(window_start)), campaign_id, ad_format, impressions, clicks, toString(revenue), \
          ctr, ecpm FROM {db}.ad_metrics_10s"

@@ -7,6 +7,9 @@
 //! - `generator`: `adstream generate --rate 0` into the real broker.
 //! - `consumer`: preloaded topic → `adstream run --drain` → ClickHouse, with
 //!   the Spark Structured Streaming peer on the same topic when configured.
+//! - `scaleout`: a 12-partition topic consumed by 1, 2 and 3 `adstream run
+//!   --drain` processes in one group: cost per event per process, rows and
+//!   inserts per second, exact totals, and the rebalance pause of each join.
 //! - `scaling`: the engine loop over key counts × window sizes; cost per
 //!   event and heap in use per point.
 //!
@@ -19,6 +22,7 @@ mod engine;
 mod generator;
 mod procstat;
 mod report;
+mod scaleout;
 mod scaling;
 mod services;
 
@@ -107,6 +111,24 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         flush_every: u64,
     },
+    /// 1, 2, 3 `adstream run --drain` processes in one group on one
+    /// preloaded topic: CPU per event, rows/s, exactness, rebalance pause.
+    Scaleout {
+        #[arg(long, default_value_t = 20_000_000)]
+        events: u64,
+        #[arg(long, default_value = "target/release/adstream")]
+        adstream: String,
+        #[arg(long, default_value_t = 10_000.0)]
+        event_rate: f64,
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Process counts, each measured in every repetition.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        processes: Vec<usize>,
+        /// Keep the preloaded topic.
+        #[arg(long)]
+        keep_topic: bool,
+    },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
 }
@@ -141,6 +163,10 @@ fn main() -> ExitCode {
                 flush_every: flush_every.max(1),
                 seed: 42,
             },
+            &cli.out,
+        ),
+        Bench::Scaleout { events, adstream, event_rate, partitions, processes, keep_topic } => scaleout::run(
+            &scaleout::ScaleoutArgs { events, reps, adstream, event_rate, partitions, processes, keep_topic },
             &cli.out,
         ),
         Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),

@@ -51,48 +51,25 @@ pub struct Usage {
 /// process's last < 200 ms are missed); otherwise they come exactly from
 /// `wait4`'s rusage of the child itself.
 pub fn run_measured(cmd: &mut Command, log: &Path, limit: Duration, tree: bool) -> anyhow::Result<Usage> {
-    let out = File::create(log.with_extension("out")).context("creating log")?;
-    let err = File::create(log.with_extension("err")).context("creating log")?;
-    let t0 = Instant::now();
-    let child =
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().with_context(|| format!("spawning {cmd:?}"))?;
-    let pid = child.id() as libc::pid_t;
+    let child = Spawned::start(cmd, log)?;
+    let pid = child.pid;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tree.then(|| {
         let stop = stop.clone();
         std::thread::spawn(move || sample_tree(pid, &stop))
     });
-    let mut status = 0;
-    // SAFETY: rusage is plain data; zeroed is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid out-pointers; `pid` is our own child, reaped only here.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break;
+    let mut usage = loop {
+        if let Some(u) = child.try_wait()? {
+            break u;
         }
-        if r < 0 {
-            bail!("wait4: {}", std::io::Error::last_os_error());
-        }
-        if t0.elapsed() > limit {
-            // SAFETY: signalling our own, not yet reaped, child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: as above.
-            unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if child.t0.elapsed() > limit {
+            let _ = child.kill_and_wait();
             stop.store(true, Ordering::SeqCst);
             bail!("{cmd:?} timed out after {limit:?}; see {}", log.with_extension("err").display());
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let wall_s = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::SeqCst);
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let mut usage = Usage {
-        wall_s,
-        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
-        exit_code: if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 },
     };
+    stop.store(true, Ordering::SeqCst);
     if let Some(h) = sampler {
         if let Ok((cpu, rss)) = h.join() {
             usage.cpu_s = usage.cpu_s.max(cpu);
@@ -100,6 +77,56 @@ pub fn run_measured(cmd: &mut Command, log: &Path, limit: Duration, tree: bool) 
         }
     }
     Ok(usage)
+}
+
+/// A child whose stdout and stderr go to `<log>.out` / `<log>.err`, measured
+/// exactly (`wait4`'s rusage) when it is reaped. Several can run at once.
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    pub t0: Instant,
+}
+
+impl Spawned {
+    pub fn start(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        let out = File::create(log.with_extension("out")).context("creating log")?;
+        let err = File::create(log.with_extension("err")).context("creating log")?;
+        let t0 = Instant::now();
+        let child =
+            cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Spawned { pid: child.id() as libc::pid_t, t0 })
+    }
+
+    fn wait(&self, flags: libc::c_int) -> anyhow::Result<Option<Usage>> {
+        let mut status = 0;
+        // SAFETY: rusage is plain data; zeroed is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointers; `pid` is our own child, reaped only here.
+        let r = unsafe { libc::wait4(self.pid, &mut status, flags, &mut ru) };
+        if r < 0 {
+            bail!("wait4: {}", std::io::Error::last_os_error());
+        }
+        if r != self.pid {
+            return Ok(None);
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Ok(Some(Usage {
+            wall_s: self.t0.elapsed().as_secs_f64(),
+            cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
+            peak_rss_mb: ru.ru_maxrss as f64 / 1024.0,
+            exit_code: if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 },
+        }))
+    }
+
+    /// Its usage once it has exited; `None` while it runs. Reap it once.
+    pub fn try_wait(&self) -> anyhow::Result<Option<Usage>> {
+        self.wait(libc::WNOHANG)
+    }
+
+    pub fn kill_and_wait(&self) -> anyhow::Result<Option<Usage>> {
+        // SAFETY: signalling our own, not yet reaped, child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.wait(0)
+    }
 }
 
 /// Samples `root` and its descendants until `stop`: (CPU seconds summed

@@ -144,7 +144,7 @@ pub fn machine() -> Value {
 /// end of `scripts/bench.sh` and for BENCHMARKS.md).
 pub fn summary(dir: &Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for name in ["engine", "generator", "consumer", "scaling"] {
+    for name in ["engine", "generator", "consumer", "scaling", "scaleout"] {
         let path = dir.join(format!("{name}.json"));
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
         let doc: Value = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;

@@ -2,12 +2,16 @@
 //! (`ADSTREAM_BROKERS`, `ADSTREAM_CLICKHOUSE_URL`, as for the tests), and
 //! the few admin calls the benches need.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
+
+use crate::procstat::run_measured;
 
 pub fn brokers() -> String {
     std::env::var("ADSTREAM_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -43,6 +47,32 @@ pub fn query_tsv(sql: &str) -> anyhow::Result<String> {
             anyhow::Ok(String::from_utf8_lossy(&out).into_owned())
         })
         .with_context(|| format!("ClickHouse: {sql}"))
+}
+
+/// Fills `topic` with `events` seeded events (`generate --rate 0 --seed
+/// 42 --jitter 1s`; `partitions` when it creates the topic, else 3), not
+/// timed; its logs are `<out>/<name>.{out,err}`.
+pub fn preload(
+    adstream: &str,
+    topic: &str,
+    events: u64,
+    event_rate: f64,
+    partitions: Option<i32>,
+    out: &Path,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(adstream);
+    cmd.args(["generate", "--topic", topic, "--rate", "0", "--seed", "42", "--jitter", "1s"])
+        .args(["--event-rate", &event_rate.to_string(), "--count", &events.to_string()])
+        .env("ADSTREAM_BROKERS", brokers());
+    if let Some(p) = partitions {
+        cmd.args(["--partitions", &p.to_string()]);
+    }
+    let log = out.join(name);
+    let pre = run_measured(&mut cmd, &log, Duration::from_secs(3600), false)?;
+    anyhow::ensure!(pre.exit_code == 0, "preload failed: see {}", log.with_extension("err").display());
+    println!("  preloaded in {:.1} s", pre.wall_s);
+    Ok(())
 }
 
 /// A unique name for this bench process: `prefix_<pid>_<n>`.

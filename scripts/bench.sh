@@ -4,17 +4,19 @@
 #   scripts/bench.sh                       # engine, generator, consumer + Spark peer
 #   scripts/bench.sh engine                # any subset of: engine generator consumer scaling
 #   scripts/bench.sh scaling               # cost/memory vs keys and window size (not in the default set)
+#   scripts/bench.sh scaleout              # 1, 2, 3 run processes in one group (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
 # broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
 # point at running ones), and for the Spark peer pyspark (PyPI, into
 # .venv/spark) plus Spark's Kafka connector jars (Maven Central, into
 # .cache/spark). Results: a table per bench, a summary table, and
-# target/bench/{engine,generator,consumer,scaling}.json (logs of each run beside them).
+# target/bench/{engine,generator,consumer,scaling,scaleout}.json (logs of each run beside them).
 #
 # Sizes (defaults are the issue's): BENCH_REPS=3, BENCH_ENGINE_EVENTS=5000000,
 # BENCH_GENERATOR_EVENTS=5000000, BENCH_CONSUMER_EVENTS=10000000,
-# BENCH_SCALING_EVENTS=2000000 per point (the memory check runs twice that);
+# BENCH_SCALING_EVENTS=2000000 per point (the memory check runs twice that),
+# BENCH_SCALEOUT_EVENTS=20000000 (12 partitions, 1/2/3 processes per rep);
 # BENCH_SPARK=0 skips the Spark peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,7 @@ cleanup() {
   for s in "${started[@]}"; do scripts/"$s".sh down || true; done
 }
 trap cleanup EXIT
-if wants generator || wants consumer; then
+if wants generator || wants consumer || wants scaleout; then
   if [ -z "${ADSTREAM_BROKERS:-}" ]; then
     step "Kafka (scripts/kafka.sh)"
     if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
@@ -90,6 +92,10 @@ if wants scaling; then
   step "scaling bench (keys × window size)"
   se="${BENCH_SCALING_EVENTS:-2000000}"
   "$BENCH" --out "$OUT" --reps "$REPS" scaling --events "$se" --memory-events "$((2 * se))"
+fi
+if wants scaleout; then
+  step "scale-out bench (1, 2, 3 run processes in one group)"
+  "$BENCH" --out "$OUT" --reps "$REPS" scaleout --events "${BENCH_SCALEOUT_EVENTS:-20000000}"
 fi
 step "summary ($OUT/*.json)"
 "$BENCH" --out "$OUT" summary

@@ -5,6 +5,9 @@
 -- once the row is final; a replay writes the same row with the same
 -- version, a late update a higher one, the final row outranks all earlier
 -- ones, and ReplacingMergeTree keeps the highest.
+-- non_replicated_deduplication_window: a retried insert (same
+-- insert_deduplication_token, see src/insert_token.rs) is dropped instead of
+-- written twice; on a cluster, replicated tables do this through Keeper.
 CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 (
     window_start DateTime64(3, 'UTC'),
@@ -22,4 +25,5 @@ CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_start, window_end, campaign_id, ad_format, topic, partition);
+ORDER BY (window_start, window_end, campaign_id, ad_format, topic, partition)
+SETTINGS non_replicated_deduplication_window = 1000;

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS {database}.ad_late_events_log
     inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (topic, partition, offset);
+ORDER BY (topic, partition, offset)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE OR REPLACE VIEW {database}.ad_late_events AS
 SELECT topic, partition, offset, event_id, event_time, window_start, campaign_id, ad_format,
@@ -38,7 +39,8 @@ CREATE TABLE IF NOT EXISTS {database}.ad_rejected_events_log
     inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (topic, partition, offset);
+ORDER BY (topic, partition, offset)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE OR REPLACE VIEW {database}.ad_rejected_events AS
 SELECT topic, partition, offset, reason, detail, raw, raw_size

@@ -34,12 +34,15 @@ FROM
 -- The six most recent 10 s windows that have data (the last minute of
 -- traffic, whatever the wall clock says), one row per (window, campaign,
 -- format), with `is_final` telling whether the window has closed (its
--- numbers can still change while it is open).
+-- numbers can still change while it is open). GLOBAL IN: on a cluster
+-- (migrate --cluster) both sides read Distributed tables, and a plain IN
+-- there is a "double-distributed" subquery, refused under the default
+-- distributed_product_mode = 'deny'; on one server it is a plain IN.
 CREATE OR REPLACE VIEW {database}.ad_metrics_latest AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm, is_final
 FROM {database}.ad_metrics
 WHERE dateDiff('millisecond', window_start, window_end) = 10000
-  AND window_start IN
+  AND window_start GLOBAL IN
   (
       SELECT DISTINCT window_start
       FROM {database}.ad_metrics_10s

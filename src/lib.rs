@@ -16,3 +16,12 @@ mod io;
 mod obs;
 mod pipeline;
 mod shutdown;
+
+/// Internals the integration tests in `tests/` drive directly (the sink and
+/// its schema, against a real ClickHouse). Not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::config::ClickHouseConfig;
+    pub use crate::io::clickhouse::schema_cluster::SHARDING;
+    pub use crate::io::clickhouse::ClickHouseSink;
+}

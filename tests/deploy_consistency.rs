@@ -231,3 +231,159 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The inner texts of every `<tag>…</tag>` in `xml` (comments removed
+/// first; the tag must not nest in itself, which holds for our files).
+fn xml_all<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(open.as_str()).skip(1).map(|s| s.split(close.as_str()).next().unwrap().trim()).collect()
+}
+
+fn xml_one<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let all = xml_all(xml, tag);
+    assert_eq!(all.len(), 1, "<{tag}> once: {all:?}");
+    all[0]
+}
+
+/// The variable of `<tag from_env="VAR"/>`.
+fn xml_from_env<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let at = xml.find(&format!("<{tag} from_env=\"")).unwrap_or_else(|| panic!("<{tag} from_env=…/>"));
+    xml[at..].split('"').nth(1).unwrap()
+}
+
+fn strip_comments(xml: &str) -> String {
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<!--") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].split_once("-->").map_or("", |(_, r)| r);
+    }
+    out + rest
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec().map(|v| v.iter().map(|s| s.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn the_cluster_profile_matches_its_config_files_and_the_binary() {
+    let doc = compose();
+    let all = services(&doc);
+    let in_profile: BTreeSet<String> = all
+        .iter()
+        .filter(|(_, s)| strings(&s["profiles"]).contains(&"cluster".to_string()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let ch = strip_comments(&read("deploy/cluster/clickhouse.xml"));
+    let keeper = strip_comments(&read("deploy/cluster/keeper.xml"));
+
+    // remote_servers: one cluster, 2 shards × 2 replicas, each replica a
+    // ClickHouse service of the profile whose macros name its shard.
+    let remote = xml_one(&ch, "remote_servers");
+    let cluster = remote.trim_start_matches('<').split('>').next().unwrap().to_string();
+    let shards = xml_all(remote, "shard");
+    assert_eq!(shards.len(), 2, "{remote}");
+    let (shard_var, replica_var) = (xml_from_env(&ch, "shard"), xml_from_env(&ch, "replica"));
+    let server_image = doc["services"]["clickhouse"]["image"].as_str().unwrap();
+    let mut replicas = BTreeSet::new();
+    for (i, shard) in shards.iter().enumerate() {
+        assert_eq!(xml_one(shard, "internal_replication"), "true", "replicated tables replicate themselves");
+        let reps = xml_all(shard, "replica");
+        assert_eq!(reps.len(), 2, "{shard}");
+        for r in reps {
+            let host = xml_one(r, "host");
+            let svc = &doc["services"][host];
+            assert!(in_profile.contains(host), "{host} is not a service of the cluster profile");
+            assert_eq!(svc["image"].as_str(), Some(server_image), "{host}: the single-node server's pinned image");
+            assert_eq!(svc["hostname"].as_str(), Some(host), "{host}: replicas find each other by hostname");
+            let env = env_map(svc);
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(get(shard_var), Some((i + 1).to_string()), "{host}: {{shard}} macro");
+            assert_eq!(get(replica_var).as_deref(), Some(host), "{host}: {{replica}} macro");
+            assert_eq!(xml_one(r, "port"), "9000", "{host}: the native port");
+            assert_eq!(get("CLICKHOUSE_USER").as_deref(), Some(xml_one(r, "user")), "{host}: inter-server user");
+            assert_eq!(get("CLICKHOUSE_PASSWORD").as_deref(), Some(xml_one(r, "password")), "{host}");
+            let mounts = strings(&svc["volumes"]);
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m.starts_with("./deploy/cluster/clickhouse.xml:/etc/clickhouse-server/config.d/")),
+                "{host}: {mounts:?}"
+            );
+            assert!(replicas.insert(host.to_string()), "{host} twice");
+        }
+    }
+
+    // Keeper: the servers' <zookeeper> nodes are the Raft ensemble of
+    // keeper.xml, each a service of the profile with its own server id.
+    let keeper_port = xml_one(&keeper, "tcp_port");
+    let raft = xml_all(xml_one(&keeper, "raft_configuration"), "server");
+    assert_eq!(raft.len(), 3, "three Keeper nodes");
+    let zk: Vec<(String, String)> = xml_all(xml_one(&ch, "zookeeper"), "node")
+        .iter()
+        .map(|n| (xml_one(n, "host").to_string(), xml_one(n, "port").to_string()))
+        .collect();
+    let id_var = xml_from_env(&keeper, "server_id");
+    let mut ids = BTreeSet::new();
+    for s in &raft {
+        let (id, host) = (xml_one(s, "id"), xml_one(s, "hostname"));
+        assert!(zk.contains(&(host.to_string(), keeper_port.to_string())), "{host}:{keeper_port} not in {zk:?}");
+        let svc = &doc["services"][host];
+        assert!(in_profile.contains(host), "{host}");
+        assert_eq!(svc["hostname"].as_str(), Some(host));
+        let image = svc["image"].as_str().unwrap();
+        assert_eq!(image.rsplit_once(':').map(|t| t.1), server_image.rsplit_once(':').map(|t| t.1), "{image}");
+        let env = env_map(svc);
+        assert_eq!(env.iter().find(|(k, _)| k == id_var).map(|(_, v)| v.as_str()), Some(id), "{host}: server id");
+        assert!(strings(&svc["volumes"])
+            .contains(&"./deploy/cluster/keeper.xml:/etc/clickhouse-keeper/keeper_config.xml:ro".to_string()));
+        ids.insert(id.to_string());
+    }
+    assert_eq!(ids.len(), 3);
+    assert_eq!(zk.len(), 3);
+
+    // adstream: two replicas passing --cluster with the cluster's name,
+    // every variable one `adstream run` reads, ClickHouse on a cluster node.
+    let svc = &doc["services"]["adstream-cluster"];
+    assert!(in_profile.contains("adstream-cluster"));
+    assert_eq!(svc["deploy"]["replicas"].as_i64(), Some(2));
+    let command: Vec<String> = strings(&svc["command"]);
+    let at = command.iter().position(|c| c == "--cluster").expect("--cluster");
+    assert_eq!(command[at + 1], cluster, "the name in remote_servers");
+    let mut with_help: Vec<&str> = command.iter().map(String::as_str).collect();
+    with_help.push("--help");
+    let accepted = help_envs(&adstream(&with_help));
+    assert!(accepted.contains("ADSTREAM_CLUSTER"));
+    let env = env_map(svc);
+    for (k, _) in &env {
+        assert!(accepted.contains(k), "adstream-cluster sets {k}, which `adstream run` does not read");
+    }
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{k}"));
+    let url = get("ADSTREAM_CLICKHOUSE_URL");
+    let host = url.trim_start_matches("http://").split(':').next().unwrap();
+    assert!(replicas.contains(host) && port_of(&url) == "8123", "{url} is not a cluster node's HTTP port");
+    assert_eq!(svc["depends_on"][host]["condition"].as_str(), Some("service_healthy"));
+    let advertised =
+        env_map(&doc["services"]["kafka"]).into_iter().find(|(k, _)| k == "KAFKA_ADVERTISED_LISTENERS").unwrap().1;
+    assert!(advertised.contains(&format!("//{}", get("ADSTREAM_BROKERS"))));
+    assert_ne!(get("ADSTREAM_GROUP"), get_default_group(&doc), "its own consumer group");
+
+    // No two services publish the same host port.
+    let mut published = BTreeSet::new();
+    for (name, s) in &all {
+        for p in ports(s) {
+            let host_port = p.split(':').next().unwrap().to_string();
+            assert!(published.insert(host_port.clone()), "{name}: host port {host_port} published twice");
+        }
+    }
+    assert_eq!(in_profile.len(), 3 + 4 + 1, "{in_profile:?}");
+    println!(
+        "cluster profile: {cluster} = {} shards × 2 replicas {replicas:?}, Keeper {ids:?} on {keeper_port}, \
+         adstream ×2 with --cluster {cluster}; host ports {published:?}",
+        shards.len()
+    );
+}
+
+fn get_default_group(doc: &Yaml) -> String {
+    env_map(&doc["services"]["adstream"]).into_iter().find(|(k, _)| k == "ADSTREAM_GROUP").unwrap().1
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches};
 
 use super::{file, Cli, Command, LogFormat};
-use crate::config::{DemoConfig, GenerateConfig, ReportConfig, RunConfig};
-use crate::io::clickhouse::{report, schema};
+use crate::config::{DemoConfig, GenerateConfig, MigrateConfig, ReportConfig, RunConfig};
+use crate::io::clickhouse::{report, schema_cluster};
 use crate::io::kafka;
 use crate::io::kafka::producer::{self, thousands, thousands_f, ProduceConfig, ProduceStats};
 use crate::shutdown::Shutdown;
@@ -132,11 +132,19 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Migrate(args) => {
-            let cfg = crate::config::ClickHouseConfig::try_from(&args)?;
-            schema::migrate(&crate::io::clickhouse::client(&cfg), &cfg.database)
+            let cfg = MigrateConfig::try_from(&args)?;
+            let (ch, cluster) = (&cfg.clickhouse, cfg.cluster.as_deref());
+            if cfg.print {
+                let script = schema_cluster::script(&ch.database, cluster)?;
+                // A closed pipe (| head) is not an error.
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes());
+                return Ok(ExitCode::SUCCESS);
+            }
+            schema_cluster::migrate(&crate::io::clickhouse::client(ch), &ch.database, cluster)
                 .await
-                .map_err(|e| crate::io::clickhouse::retry::schema_error(e, &cfg))?;
-            println!("schema applied: database {} at {}", cfg.database, cfg.display_url());
+                .map_err(|e| crate::io::clickhouse::retry::schema_error(e, ch))?;
+            let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
+            println!("schema applied{on}: database {} at {}", ch.database, ch.display_url());
         }
         Command::Run(args) => {
             let cfg = RunConfig::try_from(&args)?;

@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 
 use super::{
-    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, ReportArgs, RunArgs, SinkKind as SinkArg, TrafficArgs,
-    WindowArgs,
+    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, RunArgs, SinkKind as SinkArg,
+    TrafficArgs, WindowArgs,
 };
 use crate::config::{
-    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, ReportConfig, RunConfig, SelfFeed, SinkKind,
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportConfig, RunConfig, SelfFeed,
+    SinkKind,
 };
 use crate::engine::WindowConfig;
 use crate::generator::GeneratorConfig;
@@ -135,6 +136,7 @@ impl TryFrom<&RunArgs> for RunConfig {
             kafka: (&a.kafka).try_into()?,
             group: a.group.clone(),
             clickhouse: (&a.clickhouse).try_into()?,
+            cluster: a.cluster.name().map(String::from),
             window: a.window.config()?,
             sink,
             self_feed,
@@ -177,6 +179,17 @@ impl TryFrom<&GenerateArgs> for GenerateConfig {
             out_jsonl: a.out_jsonl.clone(),
             partitions: a.partitions,
             replication_factor: a.replication_factor,
+        })
+    }
+}
+
+impl TryFrom<&MigrateArgs> for MigrateConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &MigrateArgs) -> anyhow::Result<Self> {
+        Ok(MigrateConfig {
+            clickhouse: (&a.clickhouse).try_into()?,
+            cluster: a.cluster.name().map(String::from),
+            print: a.print,
         })
     }
 }

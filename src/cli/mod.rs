@@ -59,7 +59,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Apply the ClickHouse schema (sql/*.sql, embedded in the binary) idempotently.
     #[command(after_help = crate::cli::exit::CLICKHOUSE)]
-    Migrate(ClickHouseArgs),
+    Migrate(MigrateArgs),
     /// Print the latest windows from ClickHouse (ad_metrics, at the window
     /// size last written) as console lines, to check the pipeline without a
     /// dashboard.
@@ -218,6 +218,35 @@ impl ClickHouseArgs {
     }
 }
 
+/// `--cluster`, for the commands that apply the schema.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// ClickHouse cluster (a name in the servers' remote_servers) to create
+    /// the schema on: ON CLUSTER DDL, ReplicatedReplacingMergeTree tables
+    /// (*_local, {shard}/{replica} macros) behind Distributed tables of the
+    /// single-node names, the same views. Unset: the single-node schema.
+    #[arg(long, env = "ADSTREAM_CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+impl ClusterArgs {
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print the statements it would run, `;`-terminated (a script for
+    /// clickhouse-client --multiquery), and exit; nothing is sent.
+    #[arg(long, env = "ADSTREAM_PRINT")]
+    pub print: bool,
+}
+
 /// The traffic model's knobs, shared by `generate`, `demo` and `run --self-feed`.
 #[derive(Args, Debug, Clone)]
 pub struct TrafficArgs {
@@ -295,6 +324,8 @@ pub struct RunArgs {
     pub group: String,
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub window: WindowArgs,
     /// Where windows go.

@@ -94,6 +94,8 @@ pub struct RunConfig {
     pub kafka: KafkaConfig,
     pub group: String,
     pub clickhouse: ClickHouseConfig,
+    /// A ClickHouse cluster to create the schema on (`--cluster`).
+    pub cluster: Option<String>,
     pub window: WindowConfig,
     pub sink: SinkKind,
     pub self_feed: Option<SelfFeed>,
@@ -130,6 +132,15 @@ pub struct GenerateConfig {
     pub out_jsonl: Option<PathBuf>,
     pub partitions: i32,
     pub replication_factor: i32,
+}
+
+/// `adstream migrate`.
+#[derive(Debug, Clone)]
+pub struct MigrateConfig {
+    pub clickhouse: ClickHouseConfig,
+    pub cluster: Option<String>,
+    /// Print the statements instead of running them.
+    pub print: bool,
 }
 
 /// `adstream report`.

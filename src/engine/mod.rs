@@ -13,6 +13,7 @@ pub(crate) mod time;
 pub(crate) mod window;
 
 pub use batch::{Batch, Counts};
+pub use event::{AdFormat, EventType};
 pub use parse::DEFAULT_MAX_EVENT_BYTES;
 pub use processor::Processor;
 pub use window::WindowConfig;

@@ -46,7 +46,9 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let topic = cfg.kafka.topic.clone();
 
     let sink = match cfg.sink {
-        SinkKind::ClickHouse => Sink::ClickHouse(Box::new(ClickHouseSink::connect(&cfg.clickhouse, &topic).await?)),
+        SinkKind::ClickHouse => {
+            Sink::ClickHouse(Box::new(ClickHouseSink::connect(&cfg.clickhouse, cfg.cluster.as_deref(), &topic).await?))
+        }
         SinkKind::Console => Sink::Console(ConsoleSink),
     };
     let kafka_cfg = cfg.kafka.clone();

@@ -1,9 +1,11 @@
 //! ClickHouse over HTTP: the client, the schema (`sql/`), the batch sink and
 //! `adstream report`.
 
+mod insert_token;
 pub mod report;
 pub mod retry;
 pub mod schema;
+pub mod schema_cluster;
 mod sink;
 
 pub use sink::{client, ClickHouseSink};

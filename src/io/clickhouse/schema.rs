@@ -2,7 +2,7 @@
 //! works from anywhere, applied in file order. Every statement is
 //! idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE VIEW`).
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 /// The files of `sql/`, in order.
 const FILES: &[(&str, &str)] = &[
@@ -40,15 +40,6 @@ pub fn statements(database: &str) -> anyhow::Result<Vec<(&'static str, String)>>
         }
     }
     Ok(out)
-}
-
-/// Applies the whole schema. `client` must not be bound to `database` (it
-/// may not exist yet).
-pub async fn migrate(client: &clickhouse::Client, database: &str) -> anyhow::Result<()> {
-    for (file, stmt) in statements(database)? {
-        client.query(&stmt).execute().await.with_context(|| format!("applying {file}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

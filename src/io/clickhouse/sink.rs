@@ -4,7 +4,9 @@
 //! Writes are idempotent by design: window rows are versioned
 //! (ReplacingMergeTree keeps the highest version), late and rejected
 //! records are keyed by (topic, partition, offset). So a retry after a lost
-//! response, or a replay after a crash, never double-counts.
+//! response, or a replay after a crash, never double-counts. Each insert
+//! also carries an `insert_deduplication_token` (see [`crate::insert_token`])
+//! so that a re-sent batch is dropped by ClickHouse instead of written twice.
 
 use anyhow::Context as _;
 use clickhouse::{Client, Row};
@@ -13,7 +15,7 @@ use serde::Serialize;
 use crate::config::ClickHouseConfig;
 use crate::engine::Batch;
 use crate::io::clickhouse::retry::{self, Table, Target};
-use crate::io::clickhouse::schema;
+use crate::io::clickhouse::{insert_token, schema_cluster};
 
 #[derive(Row, Serialize)]
 struct PartRow<'a> {
@@ -72,19 +74,36 @@ pub struct ClickHouseSink {
     topic: String,
     database: String,
     args: ClickHouseConfig,
+    /// On a cluster: inserts go through `Distributed` tables, synchronously
+    /// (acknowledged once the shards have the rows, not when they are
+    /// queued on the receiving node's disk).
+    cluster: bool,
 }
 
 impl ClickHouseSink {
-    /// Applies the schema and returns a sink bound to `args.database`.
-    pub async fn connect(args: &ClickHouseConfig, topic: &str) -> anyhow::Result<Self> {
+    /// Applies the schema (the cluster rendering with `cluster`) and returns
+    /// a sink bound to `args.database`.
+    pub async fn connect(args: &ClickHouseConfig, cluster: Option<&str>, topic: &str) -> anyhow::Result<Self> {
         let base = client(args);
-        schema::migrate(&base, &args.database).await.map_err(|e| retry::schema_error(e, args))?;
+        schema_cluster::migrate(&base, &args.database, cluster).await.map_err(|e| retry::schema_error(e, args))?;
         Ok(ClickHouseSink {
             client: base.with_database(&args.database),
             topic: topic.to_string(),
             database: args.database.clone(),
             args: args.clone(),
+            cluster: cluster.is_some(),
         })
+    }
+
+    /// An insert into `table` carrying `token`.
+    async fn insert<T: Row>(&self, table: &str, token: String) -> anyhow::Result<clickhouse::insert::Insert<T>> {
+        let mut ins = self.client.insert::<T>(table).await?.with_setting("insert_deduplication_token", token);
+        if self.cluster {
+            // The older name, which newer servers keep as an alias of
+            // distributed_foreground_insert.
+            ins = ins.with_setting("insert_distributed_sync", "1");
+        }
+        Ok(ins)
     }
 
     /// Writes the batch. A refusal that retrying cannot cure comes back as
@@ -101,7 +120,8 @@ impl ClickHouseSink {
 
     async fn write_parts(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.rows.is_empty() {
-            let mut ins = self.client.insert::<PartRow<'_>>("ad_window_parts").await?;
+            let mut ins =
+                self.insert::<PartRow<'_>>("ad_window_parts", insert_token::window_rows(&self.topic, batch)).await?;
             for r in &batch.rows {
                 ins.write(&PartRow {
                     window_start: r.row.window_start_us / 1000,
@@ -125,7 +145,8 @@ impl ClickHouseSink {
 
     async fn write_late(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.late.is_empty() {
-            let mut ins = self.client.insert::<LateRow<'_>>("ad_late_events_log").await?;
+            let mut ins =
+                self.insert::<LateRow<'_>>("ad_late_events_log", insert_token::late(&self.topic, &batch.late)).await?;
             for l in &batch.late {
                 ins.write(&LateRow {
                     topic: &self.topic,
@@ -150,7 +171,12 @@ impl ClickHouseSink {
 
     async fn write_rejected(&self, batch: &Batch) -> anyhow::Result<()> {
         if !batch.rejected.is_empty() {
-            let mut ins = self.client.insert::<RejectedRow<'_>>("ad_rejected_events_log").await?;
+            let mut ins = self
+                .insert::<RejectedRow<'_>>(
+                    "ad_rejected_events_log",
+                    insert_token::rejected(&self.topic, &batch.rejected),
+                )
+                .await?;
             for r in &batch.rejected {
                 ins.write(&RejectedRow {
                     topic: &self.topic,
