@@ -73,7 +73,7 @@ impl TrafficArgs {
         ensure!(event_rate > 0.0 && event_rate.is_finite(), "--event-rate must be a positive number");
         ensure!(
             1e6 / event_rate <= MAX_EVENT_GAP_US,
-            "--event-rate {event_rate} puts more than a year between two events, so event times overflow \
+            "--event-rate {event_rate:e} puts more than a year between two events, so event times overflow \
              the calendar: use at least {:.3e} (one event a year)",
             1e6 / MAX_EVENT_GAP_US
         );
