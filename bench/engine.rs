@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use adstream::engine::Processor;
 use adstream::engine::WindowConfig;
 use adstream::engine::DEFAULT_MAX_EVENT_BYTES;
+use adstream::engine::{Dims, Processor, Rollup};
 use adstream::generator::{Generator, GeneratorConfig, DEFAULT_SEEDED_START_US};
 use serde_json::json;
 
@@ -24,6 +24,22 @@ pub struct EngineArgs {
     pub event_rate: f64,
     pub flush_every: u64,
     pub seed: u64,
+    /// Over how many campaigns (default: the origin's five).
+    pub campaigns: Option<u32>,
+}
+
+/// The rollup sets measured side by side: (report name, title, rollups).
+fn rollup_sets() -> Vec<(&'static str, &'static str, Vec<Rollup>)> {
+    const S: i64 = 1_000_000;
+    vec![
+        ("engine", "campaign × format 10 s only", vec![Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S)]),
+        (
+            "engine-segments",
+            "campaign × format and segments, 10 s",
+            vec![Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S), Rollup::new(Dims::SEGMENT, 10 * S)],
+        ),
+        ("engine-all-rollups", "the five default rollups (10 s, 1 m, 1 h)", Rollup::defaults(10 * S)),
+    ]
 }
 
 /// The wire bytes of `n` seeded events, back to back, and each one's span;
@@ -52,26 +68,32 @@ pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: Option<u32>) -
 
 pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
-    let (buf, spans) = build_input(args.events, args.event_rate, args.seed, None);
+    let (buf, spans) = build_input(args.events, args.event_rate, args.seed, args.campaigns);
     println!(
         "engine: {} events, {:.1} MiB of JSON built in {:.1} s",
         args.events,
         buf.len() as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let mut runs = Vec::new();
-    let mut checks = Vec::new();
+    let sets = rollup_sets();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sets.len()];
+    let mut checks: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sets.len()];
+    // The sets interleaved in every rep, so a burst of load from the
+    // neighbours costs each set one run, which the median drops.
     for rep in 0..args.reps {
-        let (run, check) = once(&buf, &spans, args)?;
-        println!(
-            "  run {}: {:.0} events/s per core, {:.1} ns/event, {:.2} allocations/event",
-            rep + 1,
-            run["events_per_s_per_core"],
-            run["ns_per_event"],
-            run["allocs_per_event"]
-        );
-        runs.push(run);
-        checks.push(check);
+        for (i, (_, title, rollups)) in sets.iter().enumerate() {
+            let (run, check) = once(&buf, &spans, args, rollups)?;
+            println!(
+                "  run {} [{title}]: {:.0} events/s per core, {:.1} ns/event, {:.2} allocations/event, {:.0} bytes per open cell",
+                rep + 1,
+                run["events_per_s_per_core"],
+                run["ns_per_event"],
+                run["allocs_per_event"],
+                run["state_bytes_per_cell"]
+            );
+            runs[i].push(run);
+            checks[i].push(check);
+        }
     }
     let figures = [
         Figure {
@@ -100,40 +122,70 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             target: Target::None,
         },
         Figure { label: "process peak RSS (incl. input)", metric: "peak_rss_mb", unit: "MiB", target: Target::None },
+        Figure { label: "open cells at the peak", metric: "max_open_cells", unit: "cells", target: Target::None },
+        Figure {
+            label: "state bytes per open cell (peak RSS)",
+            metric: "state_bytes_per_cell",
+            unit: "B",
+            target: Target::None,
+        },
     ];
-    let config = json!({
-        "events": args.events, "reps": args.reps, "event_rate": args.event_rate, "flush_every": args.flush_every,
-        "seed": args.seed, "input_bytes": buf.len(), "partitions": 3, "window_s": 10, "allowed_lateness_s": 5,
-    });
-    finish(
-        out,
-        "engine",
-        "Engine: parse + validate + window, in memory, 1 thread",
-        config,
-        &runs,
-        &figures,
-        json!(checks),
-    )
+    let mut results = Vec::new();
+    for (i, (name, title, rollups)) in sets.iter().enumerate() {
+        let names: Vec<String> = rollups.iter().map(Rollup::name).collect();
+        let config = json!({
+            "events": args.events, "reps": args.reps, "event_rate": args.event_rate, "flush_every": args.flush_every,
+            "seed": args.seed, "input_bytes": buf.len(), "partitions": 3, "window_s": 10, "allowed_lateness_s": 5,
+            "campaigns": args.campaigns.unwrap_or(5), "rollups": names,
+        });
+        results.push(finish(
+            out,
+            name,
+            &format!("Engine: parse + validate + window, in memory, 1 thread; {title}"),
+            config,
+            &runs[i],
+            &figures,
+            json!(checks[i]),
+        )?);
+    }
+    let ns = |i: usize| crate::report::median(runs[i].iter().map(|r| r["ns_per_event"]).collect());
+    println!(
+        "\nrollups side by side (median ns/event): campaign × format {:.1}; + segments {:.1} ({:.2}×, goal ≤ 1.3×); all five {:.1} ({:.2}×, goal ≤ 1.6×)",
+        ns(0),
+        ns(1),
+        ns(1) / ns(0),
+        ns(2),
+        ns(2) / ns(0)
+    );
+    Ok(results.swap_remove(0))
 }
 
-fn once(buf: &[u8], spans: &[(usize, usize)], args: &EngineArgs) -> anyhow::Result<(Run, serde_json::Value)> {
+fn once(
+    buf: &[u8],
+    spans: &[(usize, usize)],
+    args: &EngineArgs,
+    rollups: &[Rollup],
+) -> anyhow::Result<(Run, serde_json::Value)> {
     let n = spans.len() as u64;
     let mut counts = adstream::engine::Counts::default();
     // Every message carries a Kafka timestamp in production: the future
     // guard's comparison is part of the measured work.
     let produced = Some(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64);
     let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
-    let mut proc = Processor::new(cfg, DEFAULT_MAX_EVENT_BYTES);
+    let mut proc =
+        Processor::with_rollups(cfg, rollups.to_vec(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
+    let mut max_open_cells = 0usize;
     for p in 0..3 {
         proc.init_partition(p, None);
     }
-    // Latest row per (window, campaign, format, partition): what ClickHouse
-    // would keep; its totals must add up to every event.
-    let mut latest: BTreeMap<(i64, u32, u8, i32), (u64, u64)> = BTreeMap::new();
+    // Latest row per (rollup, window, key, partition): what ClickHouse
+    // would keep; every rollup's totals must add up to every event.
+    let mut latest: BTreeMap<(u8, i64, adstream::engine::SegmentKey, i32), (u64, u64)> = BTreeMap::new();
     let mut keep = |b: adstream::engine::Batch| {
         counts.add(&b.counts);
+        max_open_cells = max_open_cells.max(b.footprint.open_cells);
         for r in b.rows {
-            let k = (r.row.window_start_us, r.row.campaign, r.row.ad_format.index() as u8, r.partition);
+            let k = (r.row.rollup, r.row.window_start_us, r.row.key, r.partition);
             let e = latest.entry(k).or_insert((0, 0));
             if r.row.version >= e.0 {
                 *e = (r.row.version, r.row.totals.impressions + r.row.totals.clicks);
@@ -165,7 +217,11 @@ fn once(buf: &[u8], spans: &[(usize, usize)], args: &EngineArgs) -> anyhow::Resu
     let counted = counts.counted;
     let in_rows: u64 = latest.values().map(|v| v.1).sum();
     anyhow::ensure!(counted == n, "engine counted {counted} of {n} events ({counts:?})");
-    anyhow::ensure!(in_rows == n, "window rows hold {in_rows} events, expected {n}");
+    let per_rollup = rollups.len() as u64;
+    anyhow::ensure!(
+        in_rows == n * per_rollup,
+        "window rows hold {in_rows} events, expected {n} per rollup × {per_rollup}"
+    );
     let mut run = Run::new();
     run.insert("events", n as f64);
     run.insert("wall_s", wall);
@@ -176,8 +232,13 @@ fn once(buf: &[u8], spans: &[(usize, usize)], args: &EngineArgs) -> anyhow::Resu
     run.insert("allocs_per_event", (a1 - a0) as f64 / n as f64);
     run.insert("alloc_bytes_per_event", (b1 - b0) as f64 / n as f64);
     run.insert("peak_rss_mb", peak_kb as f64 / 1024.0);
+    run.insert("max_open_cells", max_open_cells as f64);
     if peak_reset {
-        run.insert("state_rss_mb", peak_kb.saturating_sub(rss_before) as f64 / 1024.0);
+        let state = peak_kb.saturating_sub(rss_before) as f64 * 1024.0;
+        run.insert("state_rss_mb", state / 1048576.0);
+        run.insert("state_bytes_per_cell", state / max_open_cells.max(1) as f64);
+    } else {
+        run.insert("state_bytes_per_cell", f64::NAN);
     }
     let check = json!({
         "events": n, "counted": counted, "rejected": counts.rejected_total(), "late": counts.late,

@@ -60,6 +60,9 @@ enum Bench {
         /// every flush interval.
         #[arg(long, default_value_t = 100_000)]
         flush_every: u64,
+        /// Spread the events over this many campaigns (default: C001–C005).
+        #[arg(long)]
+        campaigns: Option<u32>,
     },
     /// `adstream generate --rate 0` into Kafka.
     Generator {
@@ -141,8 +144,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.bench {
-        Bench::Engine { events, event_rate, flush_every } => engine::run(
-            &engine::EngineArgs { events, reps, event_rate, flush_every: flush_every.max(1), seed: 42 },
+        Bench::Engine { events, event_rate, flush_every, campaigns } => engine::run(
+            &engine::EngineArgs { events, reps, event_rate, flush_every: flush_every.max(1), seed: 42, campaigns },
             &cli.out,
         ),
         Bench::Generator { events, adstream } => {

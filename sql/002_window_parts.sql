@@ -1,4 +1,4 @@
--- One row per (window, campaign, format, source topic partition): each
+-- One row per (window, rollup key, source topic partition): each
 -- partition's contribution is written separately, so contributions built by
 -- different processes (after a rebalance) never overwrite each other.
 -- `version` = 2 × (1 + the highest Kafka offset counted in the row), + 1
@@ -6,14 +6,27 @@
 -- version, a late update a higher one, the final row outranks all earlier
 -- ones, and ReplacingMergeTree keeps the highest.
 -- non_replicated_deduplication_window: a retried insert (same
--- insert_deduplication_token, see src/insert_token.rs) is dropped instead of
--- written twice; on a cluster, replicated tables do this through Keeper.
+-- insert_deduplication_token, see src/io/clickhouse/insert_token.rs) is
+-- dropped instead of written twice; on a cluster, replicated tables do this
+-- through Keeper.
+--
+-- Every rollup (`run --rollup`) writes here, named in `rollup` as
+-- `dimensions:window` (`campaign_id,ad_format:10s`); a dimension the rollup
+-- leaves out holds '' ("all": no event has an empty campaign, format,
+-- country or device). So a new rollup needs no migration: its rows land in
+-- this table and `ad_rollup_metrics` shows them. `rollup` leads the sorting
+-- key, so a query over one rollup (a month of `ad_metrics_1h`) reads only
+-- that rollup's rows, never the 10 s ones. A table from before rollups is
+-- moved aside and copied in by `migrate` (src/io/clickhouse/upgrade.rs).
 CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 (
+    rollup       LowCardinality(String),
     window_start DateTime64(3, 'UTC'),
     window_end   DateTime64(3, 'UTC'),
     campaign_id  LowCardinality(String),
     ad_format    LowCardinality(String),
+    country      LowCardinality(String),
+    device       LowCardinality(String),
     topic        LowCardinality(String),
     partition    Int32,
     impressions  UInt64,
@@ -25,5 +38,5 @@ CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_start, window_end, campaign_id, ad_format, topic, partition)
+ORDER BY (rollup, window_start, window_end, campaign_id, ad_format, country, device, topic, partition)
 SETTINGS non_replicated_deduplication_window = 1000;

@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS {database}.ad_late_events_log
     window_start DateTime64(3, 'UTC'),
     campaign_id  LowCardinality(String),
     ad_format    LowCardinality(String),
+    country      LowCardinality(String),
+    device       LowCardinality(String),
     event_type   LowCardinality(String),
     revenue      Decimal(18, 6),
     watermark    DateTime64(6, 'UTC'),
@@ -24,7 +26,7 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE OR REPLACE VIEW {database}.ad_late_events AS
 SELECT topic, partition, offset, event_id, event_time, window_start, campaign_id, ad_format,
-       event_type, revenue, watermark, reason
+       country, device, event_type, revenue, watermark, reason
 FROM {database}.ad_late_events_log FINAL;
 
 CREATE TABLE IF NOT EXISTS {database}.ad_rejected_events_log

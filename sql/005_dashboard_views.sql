@@ -1,35 +1,38 @@
--- The dashboard's query surface (superset/ charts read only these views, no
--- SQL lives in the charts). Both are plain views over ad_metrics_10s, so
--- they always show the same final numbers and need no FINAL.
+-- The dashboard's query surface (superset/ charts read only these views and
+-- those of 003, no SQL lives in the charts). Plain views over the rollups,
+-- so they always show the same final numbers and need no FINAL.
 --
--- Per-minute rollup: six 10 s windows per (minute, campaign, format). Sums
--- stay exact (UInt64, Decimal); ctr and ecpm are recomputed from the sums
--- (never averaged), NULL when the minute has no impressions. `windows` is
--- how many 10 s windows have rows yet (6 once the minute is complete).
+-- Per-minute rollup (`campaign_id,ad_format:1m`, computed by the engine in
+-- the same pass as the 10 s windows, so it equals the sum of its six 10 s
+-- rows). Sums stay exact (UInt64, Decimal); ctr and ecpm are NULL when the
+-- minute has no impressions. `windows` is how many 10 s windows of the
+-- minute have rows (6 once the minute is complete).
 CREATE OR REPLACE VIEW {database}.ad_metrics_1m AS
 SELECT
-    minute,
-    campaign_id,
-    ad_format,
-    windows,
-    sum_impressions AS impressions,
-    sum_clicks AS clicks,
-    sum_revenue AS revenue,
-    if(sum_impressions = 0, NULL, sum_clicks / sum_impressions * 100) AS ctr,
-    if(sum_impressions = 0, NULL, toFloat64(sum_revenue) / sum_impressions * 1000) AS ecpm
+    m.window_start AS minute,
+    m.campaign_id AS campaign_id,
+    m.ad_format AS ad_format,
+    w.windows AS windows,
+    m.impressions AS impressions,
+    m.clicks AS clicks,
+    m.revenue AS revenue,
+    m.ctr AS ctr,
+    m.ecpm AS ecpm,
+    m.window_start AS window_start,
+    m.window_end AS window_end
 FROM
 (
-    SELECT
-        toStartOfMinute(window_start) AS minute,
-        campaign_id,
-        ad_format,
-        count() AS windows,
-        sum(impressions) AS sum_impressions,
-        sum(clicks) AS sum_clicks,
-        CAST(sum(revenue) AS Decimal(18, 6)) AS sum_revenue
+    SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm
+    FROM {database}.ad_rollup_metrics
+    WHERE rollup = 'campaign_id,ad_format:1m'
+) AS m
+LEFT JOIN
+(
+    SELECT toStartOfMinute(window_start) AS minute, campaign_id, ad_format, count() AS windows
     FROM {database}.ad_metrics_10s
     GROUP BY minute, campaign_id, ad_format
-);
+) AS w
+ON m.window_start = w.minute AND m.campaign_id = w.campaign_id AND m.ad_format = w.ad_format;
 
 -- The six most recent 10 s windows that have data (the last minute of
 -- traffic, whatever the wall clock says), one row per (window, campaign,
@@ -40,8 +43,8 @@ FROM
 -- distributed_product_mode = 'deny'; on one server it is a plain IN.
 CREATE OR REPLACE VIEW {database}.ad_metrics_latest AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm, is_final
-FROM {database}.ad_metrics
-WHERE dateDiff('millisecond', window_start, window_end) = 10000
+FROM {database}.ad_rollup_metrics
+WHERE rollup = 'campaign_id,ad_format:10s'
   AND window_start GLOBAL IN
   (
       SELECT DISTINCT window_start

@@ -4,19 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 
 use crate::config::DemoConfig;
 use crate::engine::batch::{campaign_name, OutRow};
-use crate::engine::event::{AdFormat, Names};
+use crate::engine::event::Names;
 use crate::engine::time::{format_seconds, format_time_of_day, now_micros};
-use crate::engine::{Batch, Counts, Processor, DEFAULT_MAX_EVENT_BYTES};
+use crate::engine::{Batch, Counts, Processor, SegmentKey, DEFAULT_MAX_EVENT_BYTES};
 use crate::generator::{Generator, Pacer};
 use crate::shutdown::Shutdown;
 
 pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let cfg = args.window;
-    let mut proc = Processor::new(cfg, DEFAULT_MAX_EVENT_BYTES);
+    let mut proc =
+        Processor::with_rollups(cfg, args.rollups.clone(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
     proc.init_partition(0, None);
     let mut gen = Generator::new(args.generator);
     let mut totals = Counts::default();
@@ -80,7 +80,7 @@ struct Printer {
     current: Option<(i64, bool)>,
     rows: u64,
     /// Latest not-yet-final row per window × campaign × format.
-    unfinished: BTreeMap<(i64, Arc<str>, AdFormat), OutRow>,
+    unfinished: BTreeMap<(i64, SegmentKey), OutRow>,
     /// Campaign names by id, from the latest batch (ids are stable).
     names: Names,
 }
@@ -91,9 +91,8 @@ impl Printer {
     fn print(&mut self, batch: &Batch) -> bool {
         self.names = batch.names.clone();
         let mut finals = Vec::new();
-        for r in &batch.rows {
-            let name = self.names.get(r.row.campaign as usize).cloned().unwrap_or_else(|| Arc::from(""));
-            let key = (r.row.window_start_us, name, r.row.ad_format);
+        for r in batch.console_rows() {
+            let key = (r.row.window_start_us, r.row.key);
             if r.row.is_final {
                 self.unfinished.remove(&key);
                 finals.push(r.clone());
@@ -126,7 +125,8 @@ impl Printer {
                 );
                 self.current = Some(key);
             }
-            if writeln!(out, "{}", r.console_line(campaign_name(&self.names, r.row.campaign))).is_err() {
+            let campaign = r.row.key.campaign.map_or("", |c| campaign_name(&self.names, c));
+            if writeln!(out, "{}", r.console_line(campaign)).is_err() {
                 return false;
             }
             self.rows += 1;

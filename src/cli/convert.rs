@@ -7,13 +7,14 @@ use anyhow::{ensure, Context as _};
 
 use super::{
     ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, RunArgs, SinkKind as SinkArg,
-    TrafficArgs, WindowArgs,
+    TrafficArgs, WindowArgs, ROLLUPS_SEPARATORS,
 };
 use crate::config::{
     ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportConfig, RunConfig, SelfFeed,
     SinkKind,
 };
-use crate::engine::WindowConfig;
+use crate::engine::processor::check_rollups;
+use crate::engine::{Dims, Rollup, WindowConfig};
 use crate::generator::GeneratorConfig;
 
 /// Longest simulated gap between two generated events: one a year. Beyond
@@ -109,6 +110,47 @@ impl WindowArgs {
     }
 }
 
+impl WindowArgs {
+    /// The rollups of `--rollup` (default: [`Rollup::defaults`]), each
+    /// `DIMENSIONS[:WINDOW]` with the window a multiple of `--window`.
+    pub fn rollups(&self) -> anyhow::Result<Vec<Rollup>> {
+        let base = micros(self.window);
+        let specs: Vec<&str> = self
+            .rollup
+            .iter()
+            .flat_map(|s| s.split(ROLLUPS_SEPARATORS))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let rollups = if specs.is_empty() {
+            Rollup::defaults(base)
+        } else {
+            specs.iter().map(|s| parse_rollup(s, base)).collect::<anyhow::Result<Vec<_>>>()?
+        };
+        check_rollups(&rollups, base).map_err(anyhow::Error::msg)?;
+        Ok(rollups)
+    }
+}
+
+/// One `--rollup` value: `campaign_id,ad_format:1h`; without `:WINDOW`,
+/// the base window.
+fn parse_rollup(spec: &str, base_us: i64) -> anyhow::Result<Rollup> {
+    let (dims, size) = match spec.split_once(':') {
+        Some((d, s)) => (d, Some(s)),
+        None => (spec, None),
+    };
+    let dims = Dims::parse(dims).map_err(|e| anyhow::anyhow!("--rollup {spec}: {e}"))?;
+    let size_us = match size {
+        Some(s) => micros(
+            humantime::parse_duration(s.trim())
+                .map_err(|e| anyhow::anyhow!("--rollup {spec}: window {s:?}: {e} (examples: 10s, 1m, 1h)"))?,
+        ),
+        None => base_us,
+    };
+    ensure!(size_us > 0, "--rollup {spec}: the window must be more than 0s");
+    Ok(Rollup::new(dims, size_us))
+}
+
 impl TryFrom<&RunArgs> for RunConfig {
     type Error = anyhow::Error;
     fn try_from(a: &RunArgs) -> anyhow::Result<Self> {
@@ -138,6 +180,7 @@ impl TryFrom<&RunArgs> for RunConfig {
             clickhouse: (&a.clickhouse).try_into()?,
             cluster: a.cluster.name().map(String::from),
             window: a.window.config()?,
+            rollups: a.window.rollups()?,
             sink,
             self_feed,
             drain: a.drain,
@@ -161,6 +204,7 @@ impl TryFrom<&DemoArgs> for DemoConfig {
             count: a.count,
             generator: a.traffic.generator_config(a.rate)?,
             window: a.window.config()?,
+            rollups: a.window.rollups()?,
         })
     }
 }

@@ -313,7 +313,21 @@ pub struct WindowArgs {
     /// rejected (at least 1s).
     #[arg(long, env = "ADSTREAM_MAX_FUTURE", value_parser = duration, default_value = "1h")]
     pub max_future: Duration,
+    /// A rollup to aggregate, repeatable: `DIMENSIONS[:WINDOW]`, the
+    /// dimensions a comma list of campaign_id, ad_format, country, device
+    /// (or `total`), the window a multiple of --window (default: --window).
+    /// Its rows go to ad_window_parts as rollup `DIMENSIONS:WINDOW`, shown by
+    /// the view ad_rollup_metrics. Default: campaign_id,ad_format and
+    /// campaign_id,ad_format,country,device at --window, campaign_id,ad_format
+    /// at 1m and 1h, campaign_id,ad_format,country,device at 1h (the views
+    /// ad_metrics_10s, _segments_10s, _1m, _1h, _segments_1h). In
+    /// ADSTREAM_ROLLUPS, separated by `;` or newlines.
+    #[arg(long = "rollup", env = "ADSTREAM_ROLLUPS", value_name = "DIMENSIONS[:WINDOW]")]
+    pub rollup: Vec<String>,
 }
+
+/// Separate the rollups in ADSTREAM_ROLLUPS (values contain commas).
+pub const ROLLUPS_SEPARATORS: [char; 2] = [';', '\n'];
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::engine::WindowConfig;
+use crate::engine::{Rollup, WindowConfig};
 use crate::generator::GeneratorConfig;
 use secret::{redact_option, redact_url, Secret};
 
@@ -97,6 +97,8 @@ pub struct RunConfig {
     /// A ClickHouse cluster to create the schema on (`--cluster`).
     pub cluster: Option<String>,
     pub window: WindowConfig,
+    /// What to aggregate (`--rollup`), each a multiple of `window`.
+    pub rollups: Vec<Rollup>,
     pub sink: SinkKind,
     pub self_feed: Option<SelfFeed>,
     pub drain: bool,
@@ -119,6 +121,7 @@ pub struct DemoConfig {
     pub count: Option<u64>,
     pub generator: GeneratorConfig,
     pub window: WindowConfig,
+    pub rollups: Vec<Rollup>,
 }
 
 /// `adstream generate`.

@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
-use crate::engine::event::{AdFormat, EventType, Names};
+use crate::engine::event::{AdFormat, Country, Device, EventType, Names};
 use crate::engine::parse::{Reject, RejectReason};
+use crate::engine::rollup::{Dims, Rollup};
 use crate::engine::window::{Checkpoint, WindowRow};
 
 /// A window row with its source partition and campaign name resolved.
 #[derive(Debug, Clone)]
 pub struct OutRow {
     pub partition: i32,
-    /// `row.campaign` is an interned id: its name is in [`Batch::names`].
+    /// `row.key.campaign` is an interned id: its name is in [`Batch::names`].
     pub row: WindowRow,
 }
 
@@ -27,6 +28,8 @@ pub struct LateRecord {
     pub window_start_us: i64,
     pub campaign: Arc<str>,
     pub ad_format: AdFormat,
+    pub country: Country,
+    pub device: Device,
     pub event_type: EventType,
     pub revenue_micros: i64,
     pub watermark_us: i64,
@@ -120,8 +123,10 @@ impl Counts {
 /// What the engine's state is made of, as of the last [`Batch`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
-    /// Windows in memory over all partitions.
+    /// Windows in memory over all partitions and rollups.
     pub open_windows: usize,
+    /// Window × key cells in memory over all partitions and rollups.
+    pub open_cells: usize,
     /// Event ids held for deduplication, and their heap bytes.
     pub dedup_ids: usize,
     pub dedup_bytes: usize,
@@ -142,6 +147,8 @@ pub struct Batch {
     pub due: Vec<(std::time::Instant, u32)>,
     /// Campaign names by id, for `rows`.
     pub names: Names,
+    /// The configured rollups: `rows[i].row.rollup` indexes this.
+    pub rollups: Arc<[Rollup]>,
     /// Events by fate since the previous batch.
     pub counts: Counts,
     /// The state's size when the batch was cut.
@@ -149,9 +156,29 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The campaign name of a row of this batch.
+    /// The campaign name of a row of this batch (`""` for a rollup
+    /// without campaigns).
     pub fn campaign(&self, r: &OutRow) -> &str {
-        campaign_name(&self.names, r.row.campaign)
+        r.row.key.campaign.map_or("", |c| campaign_name(&self.names, c))
+    }
+
+    /// The rows a console shows: those of the campaign × format rollup at
+    /// the shortest window, or every row when no campaign × format rollup
+    /// is configured.
+    pub fn console_rows(&self) -> impl Iterator<Item = &OutRow> {
+        let contract = self
+            .rollups
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.dims == Dims::CAMPAIGN_FORMAT)
+            .min_by_key(|(_, r)| r.size_us)
+            .map(|(i, _)| i as u8);
+        self.rows.iter().filter(move |r| contract.is_none_or(|c| r.row.rollup == c))
+    }
+
+    /// The rollup a row belongs to.
+    pub fn rollup(&self, r: &OutRow) -> Option<&Rollup> {
+        self.rollups.get(usize::from(r.row.rollup))
     }
 
     pub fn has_output(&self) -> bool {

@@ -74,8 +74,78 @@ impl EventType {
     }
 }
 
+/// The countries of the traffic model (each has its own revenue range).
+/// Anything else is rejected (`unknown_country`), like an unknown format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Country {
+    Us,
+    Kr,
+    Jp,
+    Uk,
+    De,
+    Fr,
+    Ca,
+}
+
+impl Country {
+    pub const ALL: [Country; 7] =
+        [Country::Us, Country::Kr, Country::Jp, Country::Uk, Country::De, Country::Fr, Country::Ca];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Country::Us => "US",
+            Country::Kr => "KR",
+            Country::Jp => "JP",
+            Country::Uk => "UK",
+            Country::De => "DE",
+            Country::Fr => "FR",
+            Country::Ca => "CA",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Country> {
+        Country::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Dense index 0..7.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The device platforms of the traffic model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Device {
+    Ios,
+    Android,
+}
+
+impl Device {
+    pub const ALL: [Device; 2] = [Device::Ios, Device::Android];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Ios => "iOS",
+            Device::Android => "Android",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Device> {
+        match s {
+            "iOS" => Some(Device::Ios),
+            "Android" => Some(Device::Android),
+            _ => None,
+        }
+    }
+
+    /// Dense index 0..2.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// A validated event. Only the fields the aggregation needs are kept;
-/// `user_id`, `country` and `device` are type-checked and dropped.
+/// `user_id` is type-checked and dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event<'a> {
     pub event_id: Cow<'a, str>,
@@ -83,6 +153,8 @@ pub struct Event<'a> {
     pub timestamp_us: i64,
     pub campaign_id: Cow<'a, str>,
     pub ad_format: AdFormat,
+    pub country: Country,
+    pub device: Device,
     pub event_type: EventType,
     /// Revenue in micro-USD; zero on impressions.
     pub revenue_micros: i64,

@@ -1,6 +1,6 @@
 //! A fast path for the JSON shape almost every ad event has: one flat object,
 //! compact (no whitespace), string values without escapes, a plain number
-//! for `revenue`. It either returns the six fields the engine needs, exactly
+//! for `revenue`. It either returns the eight fields the engine needs, exactly
 //! as serde_json would have produced them (borrowed from the input), or
 //! `None` as soon as anything differs from that shape (whitespace, an escape,
 //! a control character, a nested or non-string value, a duplicate or missing
@@ -20,6 +20,8 @@ pub struct Fields<'a> {
     pub timestamp: &'a str,
     pub campaign_id: &'a str,
     pub ad_format: &'a str,
+    pub country: &'a str,
+    pub device: &'a str,
     pub event_type: &'a str,
     /// The number's text, as in the message.
     pub revenue: &'a str,
@@ -31,11 +33,11 @@ const CAMPAIGN_ID: usize = 2;
 const AD_FORMAT: usize = 3;
 const EVENT_TYPE: usize = 4;
 const REVENUE: usize = 5;
-/// Optional string fields: type-checked by serde, so seen here only as
-/// strings, and (like every named field) at most once.
-const USER_ID: usize = 6;
-const COUNTRY: usize = 7;
-const DEVICE: usize = 8;
+const COUNTRY: usize = 6;
+const DEVICE: usize = 7;
+/// An optional string field: type-checked by serde, so seen here only as
+/// a string, and (like every named field) at most once.
+const USER_ID: usize = 8;
 const NAMED: usize = 9;
 
 /// The keys in the order `adstream generate` writes them, quoted and with
@@ -122,6 +124,8 @@ pub fn scan(text: &str) -> Option<Fields<'_>> {
         timestamp: seen[TIMESTAMP]?,
         campaign_id: seen[CAMPAIGN_ID]?,
         ad_format: seen[AD_FORMAT]?,
+        country: seen[COUNTRY]?,
+        device: seen[DEVICE]?,
         event_type: seen[EVENT_TYPE]?,
         revenue: seen[REVENUE]?,
     })
@@ -220,11 +224,17 @@ mod tests {
                 timestamp: "2025-12-10T00:46:21.994570",
                 campaign_id: "C001",
                 ad_format: "banner",
+                country: "US",
+                device: "iOS",
                 event_type: "click",
                 revenue: "0.0523",
             }
         );
-        assert!(scan(&GOOD.replace(r#""device":"iOS","#, r#""placement":"top","#)).is_some(), "unknown string field");
+        assert!(
+            scan(&GOOD.replace(r#""user_id":"U12345","#, r#""placement":"top","#)).is_some(),
+            "unknown string field"
+        );
+        assert!(scan(&GOOD.replace(r#""device":"iOS","#, "")).is_none(), "device is required: serde classifies it");
     }
 
     #[test]
@@ -267,7 +277,8 @@ mod tests {
         assert_eq!(scan(&swapped), scan(GOOD));
         // A key that is a prefix or extension of an expected one.
         assert_eq!(scan(&GOOD.replace(r#""event_id":"#, r#""event_idx":"#)), None, "event_id missing");
-        assert_eq!(scan(&GOOD.replace(r#""device":"#, r#""device ":"#)).map(|f| f.event_id), Some("e1"));
+        assert_eq!(scan(&GOOD.replace(r#""device":"#, r#""device ":"#)), None, "device missing");
+        assert_eq!(scan(&GOOD.replace(r#""user_id":"#, r#""user_id ":"#)).map(|f| f.event_id), Some("e1"));
     }
 
     #[test]

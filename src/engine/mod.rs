@@ -9,11 +9,13 @@ pub(crate) mod flat_json;
 pub(crate) mod money;
 pub(crate) mod parse;
 pub(crate) mod processor;
+pub(crate) mod rollup;
 pub(crate) mod time;
 pub(crate) mod window;
 
 pub use batch::{Batch, Counts};
-pub use event::{AdFormat, EventType};
+pub use event::{AdFormat, Country, Device, EventType};
 pub use parse::DEFAULT_MAX_EVENT_BYTES;
 pub use processor::Processor;
+pub use rollup::{Dims, Rollup, SegmentKey};
 pub use window::WindowConfig;

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::engine::event::{AdFormat, Event, EventType};
+use crate::engine::event::{AdFormat, Country, Device, Event, EventType};
 use crate::engine::money::{self, MICROS_PER_USD};
 use crate::engine::time::parse_timestamp_micros;
 
@@ -32,6 +32,8 @@ pub enum RejectReason {
     InvalidField,
     UnknownEventType,
     UnknownAdFormat,
+    UnknownCountry,
+    UnknownDevice,
     InvalidTimestamp,
     /// More than the allowed horizon ahead of the partition's watermark.
     FutureTimestamp,
@@ -44,7 +46,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::EmptyMessage,
         RejectReason::TooLarge,
         RejectReason::InvalidUtf8,
@@ -54,6 +56,8 @@ impl RejectReason {
         RejectReason::InvalidField,
         RejectReason::UnknownEventType,
         RejectReason::UnknownAdFormat,
+        RejectReason::UnknownCountry,
+        RejectReason::UnknownDevice,
         RejectReason::InvalidTimestamp,
         RejectReason::FutureTimestamp,
         RejectReason::InvalidRevenue,
@@ -74,6 +78,8 @@ impl RejectReason {
             RejectReason::InvalidField => "invalid_field",
             RejectReason::UnknownEventType => "unknown_event_type",
             RejectReason::UnknownAdFormat => "unknown_ad_format",
+            RejectReason::UnknownCountry => "unknown_country",
+            RejectReason::UnknownDevice => "unknown_device",
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::FutureTimestamp => "future_timestamp",
             RejectReason::InvalidRevenue => "invalid_revenue",
@@ -116,18 +122,16 @@ struct Wire<'a> {
     #[serde(borrow)]
     ad_format: Cow<'a, str>,
     #[serde(borrow)]
+    country: Cow<'a, str>,
+    #[serde(borrow)]
+    device: Cow<'a, str>,
+    #[serde(borrow)]
     event_type: Cow<'a, str>,
     #[serde(borrow)]
     revenue: &'a RawValue,
     #[serde(default)]
     #[allow(dead_code)]
     user_id: Option<AnyStr>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    country: Option<AnyStr>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    device: Option<AnyStr>,
 }
 
 /// A string field that is type-checked and dropped. Deserializing it never
@@ -174,6 +178,8 @@ fn parse_event_with(payload: &[u8], max_bytes: usize, fast: bool) -> Result<Even
             timestamp: Cow::Borrowed(f.timestamp),
             campaign_id: Cow::Borrowed(f.campaign_id),
             ad_format: Cow::Borrowed(f.ad_format),
+            country: Cow::Borrowed(f.country),
+            device: Cow::Borrowed(f.device),
             event_type: Cow::Borrowed(f.event_type),
             revenue: f.revenue,
         },
@@ -188,6 +194,8 @@ struct Fields<'a> {
     timestamp: Cow<'a, str>,
     campaign_id: Cow<'a, str>,
     ad_format: Cow<'a, str>,
+    country: Cow<'a, str>,
+    device: Cow<'a, str>,
     event_type: Cow<'a, str>,
     /// The number's text (or whatever JSON value stood there).
     revenue: &'a str,
@@ -202,6 +210,8 @@ fn parse_with_serde(text: &str) -> Result<Fields<'_>, Reject> {
         timestamp: w.timestamp,
         campaign_id: w.campaign_id,
         ad_format: w.ad_format,
+        country: w.country,
+        device: w.device,
         event_type: w.event_type,
         revenue: w.revenue.get(),
     })
@@ -220,6 +230,10 @@ fn validate(wire: Fields<'_>) -> Result<Event<'_>, Reject> {
     let ad_format = AdFormat::parse(&wire.ad_format).ok_or_else(|| {
         Reject::new(RejectReason::UnknownAdFormat, format!("ad_format {:?}", truncate(&wire.ad_format)))
     })?;
+    let country = Country::parse(&wire.country)
+        .ok_or_else(|| Reject::new(RejectReason::UnknownCountry, format!("country {:?}", truncate(&wire.country))))?;
+    let device = Device::parse(&wire.device)
+        .ok_or_else(|| Reject::new(RejectReason::UnknownDevice, format!("device {:?}", truncate(&wire.device))))?;
     let timestamp_us = parse_timestamp_micros(&wire.timestamp).map_err(|_| {
         Reject::new(RejectReason::InvalidTimestamp, format!("timestamp {:?}", truncate(&wire.timestamp)))
     })?;
@@ -235,6 +249,8 @@ fn validate(wire: Fields<'_>) -> Result<Event<'_>, Reject> {
         timestamp_us,
         campaign_id: wire.campaign_id,
         ad_format,
+        country,
+        device,
         event_type,
         revenue_micros,
     })
@@ -304,6 +320,7 @@ mod tests {
         assert_eq!(e.timestamp_us, parse_timestamp_micros("2025-12-10T00:46:21.994570Z").unwrap());
         assert_eq!(e.campaign_id, "C001");
         assert_eq!(e.ad_format, AdFormat::Banner);
+        assert_eq!((e.country, e.device), (Country::Us, Device::Ios));
         assert_eq!(e.event_type, EventType::Click);
         assert_eq!(e.revenue_micros, 52_300);
         assert!(matches!(e.campaign_id, Cow::Borrowed(_)), "no allocation for plain strings");
@@ -328,7 +345,7 @@ mod tests {
     fn unknown_fields_are_ignored_and_optional_ones_may_be_absent() {
         let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
         v["placement"] = "top".into();
-        v.as_object_mut().unwrap().remove("country");
+        v.as_object_mut().unwrap().remove("user_id");
         assert!(parse_event(v.to_string().as_bytes(), 1 << 20).is_ok());
     }
 
@@ -350,7 +367,7 @@ mod tests {
         assert_eq!(reason(b"{\"event_id\":"), RejectReason::InvalidJson);
         assert_eq!(reason(b"[1,2,3]"), RejectReason::WrongType);
         assert_eq!(reason(b"null"), RejectReason::WrongType);
-        for f in ["event_id", "timestamp", "campaign_id", "ad_format", "event_type", "revenue"] {
+        for f in ["event_id", "timestamp", "campaign_id", "ad_format", "country", "device", "event_type", "revenue"] {
             assert_eq!(reason(without(f).as_bytes()), RejectReason::MissingField, "{f}");
         }
         assert_eq!(reason(with("revenue", r#""0.05""#).as_bytes()), RejectReason::WrongType);
@@ -365,6 +382,10 @@ mod tests {
         );
         assert_eq!(reason(with("event_type", r#""conversion""#).as_bytes()), RejectReason::UnknownEventType);
         assert_eq!(reason(with("ad_format", r#""video""#).as_bytes()), RejectReason::UnknownAdFormat);
+        assert_eq!(reason(with("country", r#""BR""#).as_bytes()), RejectReason::UnknownCountry);
+        assert_eq!(reason(with("country", r#""us""#).as_bytes()), RejectReason::UnknownCountry);
+        assert_eq!(reason(with("device", r#""Windows""#).as_bytes()), RejectReason::UnknownDevice);
+        assert_eq!(reason(with("device", r#""ios""#).as_bytes()), RejectReason::UnknownDevice);
         assert_eq!(reason(with("timestamp", r#""yesterday""#).as_bytes()), RejectReason::InvalidTimestamp);
         assert_eq!(reason(with("revenue", "-0.01").as_bytes()), RejectReason::NegativeRevenue);
         assert_eq!(reason(with("revenue", "1000.000001").as_bytes()), RejectReason::AbsurdRevenue);

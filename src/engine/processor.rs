@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
 use crate::engine::event::{event_key, Interner};
 use crate::engine::parse::{parse_event, Reject, RejectReason};
+use crate::engine::rollup::Rollup;
 use crate::engine::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
 
 /// Most distinct campaign ids kept in memory.
@@ -15,6 +16,7 @@ pub const MAX_CAMPAIGNS: usize = 100_000;
 
 pub struct Processor {
     cfg: WindowConfig,
+    rollups: std::sync::Arc<[Rollup]>,
     max_event_bytes: usize,
     interner: Interner,
     partitions: BTreeMap<i32, PartitionWindows>,
@@ -35,9 +37,21 @@ pub struct Processor {
 }
 
 impl Processor {
+    /// A processor with the default rollups ([`Rollup::defaults`]).
     pub fn new(cfg: WindowConfig, max_event_bytes: usize) -> Self {
-        Processor {
+        Self::with_rollups(cfg, Rollup::defaults(cfg.size_us), max_event_bytes)
+            .unwrap_or_else(|e| unreachable!("the default rollups are valid: {e}"))
+    }
+
+    /// A processor aggregating `rollups`: at least one, none twice, each
+    /// window size a whole multiple of the base window `cfg.size_us` (the
+    /// base window decides lateness for all of them, so a shorter or
+    /// misaligned window could close while an event for it is on time).
+    pub fn with_rollups(cfg: WindowConfig, rollups: Vec<Rollup>, max_event_bytes: usize) -> Result<Self, String> {
+        check_rollups(&rollups, cfg.size_us)?;
+        Ok(Processor {
             cfg,
+            rollups: rollups.into(),
             max_event_bytes,
             interner: Interner::with_capacity_limit(MAX_CAMPAIGNS),
             partitions: BTreeMap::new(),
@@ -46,7 +60,12 @@ impl Processor {
             scratch: Vec::new(),
             due_since: HashMap::new(),
             counts: Counts::default(),
-        }
+        })
+    }
+
+    /// The rollups this processor aggregates, in row order.
+    pub fn rollups(&self) -> &[Rollup] {
+        &self.rollups
     }
 
     pub fn has_partition(&self, p: i32) -> bool {
@@ -66,8 +85,8 @@ impl Processor {
     /// Starts tracking partition `p`, from a committed checkpoint if any.
     pub fn init_partition(&mut self, p: i32, cp: Option<Checkpoint>) {
         let w = match cp {
-            Some(cp) => PartitionWindows::restore(self.cfg, &cp),
-            None => PartitionWindows::new(self.cfg),
+            Some(cp) => PartitionWindows::restore(self.cfg, &self.rollups, &cp),
+            None => PartitionWindows::new(self.cfg, &self.rollups),
         };
         if let Some(cp) = cp {
             self.sent.insert(p, cp);
@@ -136,6 +155,8 @@ impl Processor {
             ts: ev.timestamp_us,
             campaign: cid,
             ad_format: ev.ad_format,
+            country: ev.country,
+            device: ev.device,
             event_type: ev.event_type,
             revenue_micros: ev.revenue_micros,
             id: event_key(&ev.event_id),
@@ -167,6 +188,8 @@ impl Processor {
                     window_start_us,
                     campaign: self.interner.name(cid).clone(),
                     ad_format: ev.ad_format,
+                    country: ev.country,
+                    device: ev.device,
                     event_type: ev.event_type,
                     revenue_micros: ev.revenue_micros,
                     watermark_us,
@@ -217,10 +240,11 @@ impl Processor {
     /// of (the scaling bench samples it between batches too).
     pub fn footprint(&self) -> Footprint {
         let open_windows = self.partitions.values().map(|w| w.open_windows()).sum();
+        let open_cells = self.partitions.values().map(|w| w.open_cells()).sum();
         let (dedup_ids, dedup_bytes) =
             self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let min_watermark_us = self.partitions.values().filter_map(|w| w.watermark()).min();
-        Footprint { open_windows, dedup_ids, dedup_bytes, min_watermark_us }
+        Footprint { open_windows, open_cells, dedup_ids, dedup_bytes, min_watermark_us }
     }
 
     /// Takes the output so far, with the checkpoint of every partition.
@@ -235,6 +259,7 @@ impl Processor {
         // consoles sort what they print (OutRow::display_key).
         let mut batch = std::mem::take(&mut self.batch);
         batch.names = self.interner.names();
+        batch.rollups = self.rollups.clone();
         batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);
@@ -243,6 +268,29 @@ impl Processor {
         batch.footprint = self.footprint();
         batch
     }
+}
+
+/// The rule of [`Processor::with_rollups`].
+pub fn check_rollups(rollups: &[Rollup], base_us: i64) -> Result<(), String> {
+    if rollups.is_empty() {
+        return Err("no rollup configured (--rollup): nothing would be aggregated".to_string());
+    }
+    if rollups.len() > usize::from(u8::MAX) {
+        return Err(format!("{} rollups configured; at most 255", rollups.len()));
+    }
+    for (i, r) in rollups.iter().enumerate() {
+        if r.size_us <= 0 || r.size_us % base_us != 0 {
+            return Err(format!(
+                "rollup {}: its window must be a whole multiple of --window {} (the base window decides lateness for every rollup)",
+                r.name(),
+                crate::engine::time::format_duration_us(base_us)
+            ));
+        }
+        if rollups[..i].contains(r) {
+            return Err(format!("rollup {} is configured twice", r.name()));
+        }
+    }
+    Ok(())
 }
 
 /// Moves emitted window rows of partition `p` into the batch (campaigns stay
@@ -261,14 +309,17 @@ fn move_rows(batch: &mut Batch, p: i32, rows: &mut Vec<WindowRow>, due: Option<I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::event::{AdFormat, Country, Device};
+    use crate::engine::rollup::Dims;
 
     fn ev(id: &str, ts: &str, fmt: &str, ty: &str, rev: &str) -> Vec<u8> {
-        format!(r#"{{"event_id":"{id}","timestamp":"{ts}","campaign_id":"C001","ad_format":"{fmt}","event_type":"{ty}","revenue":{rev}}}"#).into_bytes()
+        format!(r#"{{"event_id":"{id}","timestamp":"{ts}","campaign_id":"C001","ad_format":"{fmt}","country":"US","device":"iOS","event_type":"{ty}","revenue":{rev}}}"#).into_bytes()
     }
 
     #[test]
     fn every_message_ends_up_counted_late_or_rejected() {
-        let mut p = Processor::new(WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000), 4096);
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let mut p = Processor::with_rollups(cfg, vec![Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us)], 4096).unwrap();
         p.init_partition(0, None);
         let msgs: Vec<Vec<u8>> = vec![
             ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
@@ -326,5 +377,48 @@ mod tests {
         assert!(!b.rows[0].row.is_final);
         assert_eq!(b.counts.consumed, 0, "the redelivered offset was not processed again");
         assert!(!p.pending(), "nothing new after the forced batch");
+    }
+
+    #[test]
+    fn every_default_rollup_gets_every_counted_event() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let mut p = Processor::new(cfg, 4096);
+        assert_eq!(p.rollups().len(), 5);
+        p.init_partition(0, None);
+        let msgs = [
+            ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
+            ev("b", "2025-12-10T00:00:02", "banner", "click", "0.05"),
+            ev("c", "2025-12-10T00:00:31", "interstitial", "impression", "0.0"),
+            ev("d", "2025-12-10T00:00:03", "banner", "impression", "0.0"), // late: watermark 00:00:31
+        ];
+        for (i, m) in msgs.iter().enumerate() {
+            p.process(0, i as i64, None, None, m);
+        }
+        p.fire_all();
+        let b = p.take_batch();
+        for (i, r) in p.rollups().iter().enumerate() {
+            let rows: Vec<_> = b.rows.iter().filter(|o| o.row.rollup as usize == i).collect();
+            let events: u64 = rows.iter().map(|o| o.row.totals.impressions + o.row.totals.clicks).sum();
+            assert_eq!(events, 3, "rollup {}", r.name());
+            let segmented = r.dims.contains(Dims::COUNTRY);
+            assert!(rows.iter().all(|o| o.row.key.country.is_some() == segmented && o.row.key.ad_format.is_some()));
+        }
+        assert_eq!(b.late.len(), 1, "late once, not once per rollup");
+        assert_eq!((b.late[0].country, b.late[0].device), (Country::Us, Device::Ios));
+        let console: Vec<_> = b.console_rows().map(|o| (o.row.window_start_us, o.row.key.ad_format)).collect();
+        assert_eq!(console.len(), 2, "the console shows the campaign × format 10 s rows: {console:?}");
+        assert!(console.contains(&(1_765_324_800_000_000, Some(AdFormat::Banner))));
+    }
+
+    #[test]
+    fn rollups_must_fit_the_base_window() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let r = |s: i64| Rollup::new(Dims::CAMPAIGN_FORMAT, s * 1_000_000);
+        assert!(Processor::with_rollups(cfg, vec![], 4096).is_err());
+        let e = Processor::with_rollups(cfg, vec![r(10), r(15)], 4096).err().unwrap();
+        assert!(e.contains("whole multiple of --window 10s"), "{e}");
+        assert!(Processor::with_rollups(cfg, vec![r(5)], 4096).is_err(), "shorter than the base window");
+        assert!(Processor::with_rollups(cfg, vec![r(10), r(10)], 4096).err().unwrap().contains("twice"));
+        assert!(Processor::with_rollups(cfg, vec![r(20), r(3600)], 4096).is_ok());
     }
 }

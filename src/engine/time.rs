@@ -193,6 +193,25 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A whole duration, compactly: `10s`, `1m`, `1h`, `1h30m`, `250ms`.
+pub fn format_duration_us(us: i64) -> String {
+    if us <= 0 || us % 1_000 != 0 {
+        return format!("{us}us");
+    }
+    if us % 1_000_000 != 0 {
+        return format!("{}ms", us / 1_000);
+    }
+    let s = us / 1_000_000;
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (v, unit) in [(h, "h"), (m, "m"), (sec, "s")] {
+        if v > 0 {
+            out.push_str(&format!("{v}{unit}"));
+        }
+    }
+    out
+}
+
 /// Wall clock now, in epoch microseconds.
 pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
@@ -297,5 +316,20 @@ mod tests {
         assert_eq!(format_event_timestamp(m), s);
         assert_eq!(format_seconds(m), "2025-12-10 00:46:21");
         assert_eq!(format_time_of_day(m), "00:46:21");
+    }
+
+    #[test]
+    fn durations_print_compactly() {
+        let s = 1_000_000;
+        for (us, want) in [
+            (10 * s, "10s"),
+            (60 * s, "1m"),
+            (3600 * s, "1h"),
+            (5400 * s, "1h30m"),
+            (250_000, "250ms"),
+            (90 * s, "1m30s"),
+        ] {
+            assert_eq!(format_duration_us(us), want);
+        }
     }
 }

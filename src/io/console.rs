@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::engine::batch::{campaign_name, Batch, OutRow};
-use crate::engine::event::AdFormat;
+use crate::engine::event::{AdFormat, Country, Device};
 use crate::engine::time::{format_seconds, format_time_of_day};
 use crate::engine::window::{ctr_percent, ecpm_usd, Totals};
 
@@ -32,23 +32,33 @@ impl OutRow {
     /// (`names`: the batch's campaign names). Only the printers sort; a
     /// batch stays in emission order, which costs nothing on the way to
     /// ClickHouse.
-    pub fn display_key<'a>(&self, names: &'a [Arc<str>]) -> (i64, &'a str, AdFormat, i32) {
-        (self.row.window_start_us, campaign_name(names, self.row.campaign), self.row.ad_format, self.partition)
+    #[allow(clippy::type_complexity)]
+    pub fn display_key<'a>(
+        &self,
+        names: &'a [Arc<str>],
+    ) -> (i64, &'a str, Option<AdFormat>, Option<Country>, Option<Device>, i32) {
+        let k = &self.row.key;
+        let campaign = k.campaign.map_or("", |c| campaign_name(names, c));
+        (self.row.window_start_us, campaign, k.ad_format, k.country, k.device, self.partition)
     }
 
-    /// This row as a console line (without the partition).
+    /// This row as a console line (without the partition). A rollup that
+    /// leaves a dimension out shows `*` there; country and device follow
+    /// the format when the rollup has them.
     pub fn console_line(&self, campaign: &str) -> String {
-        format_line(
-            self.row.window_start_us,
-            self.row.window_end_us,
-            campaign,
-            self.row.ad_format.as_str(),
-            &self.row.totals,
-        )
+        let k = &self.row.key;
+        let mut label = k.ad_format.map_or("*", |f| f.as_str()).to_string();
+        for v in [k.country.map(|c| c.as_str()), k.device.map(|d| d.as_str())].into_iter().flatten() {
+            label.push_str(" | ");
+            label.push_str(v);
+        }
+        let campaign = if k.campaign.is_some() { campaign } else { "*" };
+        format_line(self.row.window_start_us, self.row.window_end_us, campaign, &label, &self.row.totals)
     }
 }
 
-/// Prints batches to stdout. In `run` mode a line is one source
+/// Prints batches to stdout: the rows of the campaign × format rollup at
+/// the base window (all rows when that rollup is not configured). In `run` mode a line is one source
 /// partition's contribution, so it is tagged with the partition. The output
 /// is a changelog: a window's rows are printed when it fires (tagged
 /// `(early)`), again when late events update them, and a last time when the
@@ -61,7 +71,7 @@ impl ConsoleSink {
     pub fn write(&mut self, batch: &Batch) {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        let mut rows: Vec<&OutRow> = batch.rows.iter().collect();
+        let mut rows: Vec<&OutRow> = batch.console_rows().collect();
         rows.sort_by(|a, b| a.display_key(&batch.names).cmp(&b.display_key(&batch.names)));
         for r in rows {
             let line = r.console_line(batch.campaign(r));

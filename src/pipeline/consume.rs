@@ -20,7 +20,7 @@ use rdkafka::Offset;
 use tokio::sync::mpsc;
 
 use crate::engine::window::Checkpoint;
-use crate::engine::{Batch, Processor, WindowConfig};
+use crate::engine::{Batch, Processor};
 use crate::io::kafka::queue::{MessageBatch, MessageQueue};
 use crate::io::kafka::{self, PipelineConsumer, RebalanceEvent, WatermarkClient};
 use crate::obs::{PartitionGauges, Stats};
@@ -34,8 +34,6 @@ const BATCH_MESSAGES: usize = 1024;
 /// What the loop needs to know, fixed for its lifetime.
 pub(super) struct LoopSettings {
     pub topic: String,
-    pub window: WindowConfig,
-    pub max_event_bytes: usize,
     pub flush_interval: Duration,
     pub idle_timeout: Duration,
     pub drain: bool,
@@ -103,6 +101,7 @@ enum Polled<'a> {
 impl ConsumeLoop {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
+        proc: Processor,
         consumer: Arc<PipelineConsumer>,
         watermarks: Option<WatermarkClient>,
         settings: LoopSettings,
@@ -113,7 +112,7 @@ impl ConsumeLoop {
     ) -> Self {
         let now = Instant::now();
         ConsumeLoop {
-            proc: Processor::new(settings.window, settings.max_event_bytes),
+            proc,
             consumer,
             watermarks,
             settings,

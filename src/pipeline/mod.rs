@@ -29,7 +29,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 
 use crate::config::{RunConfig, SinkKind};
-use crate::engine::Batch;
+use crate::engine::{Batch, Processor};
 use crate::io::kafka::producer::{self, ProduceConfig, ProduceStats};
 use crate::io::kafka::{self, dlq::DlqSink};
 use crate::io::{clickhouse::ClickHouseSink, console::ConsoleSink, Sink};
@@ -91,14 +91,14 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Batch>(8);
     let settings = LoopSettings {
         topic: topic.clone(),
-        window: cfg.window,
-        max_event_bytes: cfg.max_event_bytes,
         flush_interval: cfg.flush_interval,
         idle_timeout: cfg.idle_timeout,
         drain: cfg.drain,
     };
+    let proc =
+        Processor::with_rollups(cfg.window, cfg.rollups.clone(), cfg.max_event_bytes).map_err(anyhow::Error::msg)?;
     let consume_loop =
-        ConsumeLoop::new(consumer.clone(), watermarks, settings, shutdown.clone(), feed_done, stats.clone(), tx);
+        ConsumeLoop::new(proc, consumer.clone(), watermarks, settings, shutdown.clone(), feed_done, stats.clone(), tx);
     let consume = tokio::task::spawn_blocking(move || consume_loop.run());
     let _probes = ops.probe(consumer.clone(), &topic);
     let _stats_line = StatsLine::spawn(stats.clone(), cfg.stats_interval);

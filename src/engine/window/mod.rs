@@ -29,6 +29,17 @@
 //!   two values stored with the message, so a replay decides the same, and
 //!   a quiet gap of any length between valid events never trips it.
 //!
+//! # Rollups
+//! Every configured [`Rollup`] (a set of dimensions and a window size, a
+//! multiple of the base window `--window`) has its own windows, fed in the
+//! same pass. The fate of an event (late, duplicate, counted) is decided
+//! once, by its **base** window, so all rollups agree: a 1 h row is the sum
+//! of its 360 base rows, a campaign × format row the sum of its segments,
+//! and a late event is late for all of them. A longer window closes when
+//! its last base window does (same allowed lateness after its end).
+//! Longer windows hold the checkpoint back (see below): with a 1 h rollup a
+//! restart replays up to an hour and the lateness of each partition.
+//!
 //! # Checkpoints and replay
 //! Each partition's state is summarised by a [`Checkpoint`]: the offset to
 //! resume from (the first offset of the oldest window still in memory) and
@@ -44,7 +55,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::engine::event::{AdFormat, EventType};
+use crate::engine::event::{AdFormat, Country, Device, EventType};
+pub use crate::engine::rollup::{Rollup, SegmentKey};
 
 /// Window geometry and tolerances, all in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +90,7 @@ impl WindowConfig {
     }
 }
 
-/// Totals of one window × campaign × format within one partition.
+/// Totals of one window × key within one partition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub impressions: u64,
@@ -86,15 +98,16 @@ pub struct Totals {
     pub revenue_micros: i64,
 }
 
-/// One emitted row: a partition's contribution to a (window, campaign,
-/// format) cell.
+/// One emitted row: a partition's contribution to a (window, key) cell of
+/// one rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowRow {
+    /// Index of the rollup in the configured list.
+    pub rollup: u8,
     pub window_start_us: i64,
     pub window_end_us: i64,
-    /// Interned campaign id (see [`crate::engine::event::Interner`]).
-    pub campaign: u32,
-    pub ad_format: AdFormat,
+    /// The dimension values; `None` where the rollup leaves one out.
+    pub key: SegmentKey,
     pub totals: Totals,
     /// `2 × (1 + the highest offset counted in this cell) + (1 if final)`.
     /// Deterministic, grows whenever the cell gains events, and the final
@@ -115,6 +128,8 @@ pub struct Observation {
     /// Interned campaign id.
     pub campaign: u32,
     pub ad_format: AdFormat,
+    pub country: Country,
+    pub device: Device,
     pub event_type: EventType,
     pub revenue_micros: i64,
     /// The event id reduced to 128 bits ([`crate::engine::event::event_key`]), for
@@ -253,11 +268,24 @@ impl WindowIds {
     }
 }
 
+/// The gate of one base window (`--window`): where it starts in the
+/// partition and the event ids counted in it. Whether an event is on time,
+/// late or a duplicate is decided here, once, for every rollup alike.
+#[derive(Debug)]
+struct GateWindow {
+    first_offset: i64,
+    max_ts_before: Option<i64>,
+    /// Event ids counted in this window.
+    ids: WindowIds,
+    /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
+    forced: bool,
+}
+
 #[derive(Debug)]
 struct OpenWindow {
     first_offset: i64,
     max_ts_before: Option<i64>,
-    /// For each key (`campaign * 3 + format`), 1 + the index of its cell in
+    /// For each key (see [`Rollup::key`]), 1 + the index of its cell in
     /// `cells`, or 0 while the key has no events in this window. Four bytes
     /// per key and no hashing on the hot path; the cells themselves are
     /// packed in first-touch order. A dense array of cells per window (40
@@ -266,8 +294,6 @@ struct OpenWindow {
     slots: Vec<u32>,
     /// The cells that hold events, in first-touch order.
     cells: Vec<Cell>,
-    /// Event ids counted in this window.
-    ids: WindowIds,
     /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
     forced: bool,
     /// Some cell changed since the last emission.
@@ -276,7 +302,7 @@ struct OpenWindow {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Cell {
-    /// `campaign * 3 + format`.
+    /// The rollup's key of the cell.
     key: u32,
     totals: Totals,
     /// 1 + highest offset counted.
@@ -286,7 +312,49 @@ struct Cell {
     changed: bool,
 }
 
-/// The windows of one partition that are still in memory (not closed).
+/// The open windows of one rollup in one partition.
+#[derive(Debug)]
+struct RollupWindows {
+    rollup: Rollup,
+    open: BTreeMap<i64, OpenWindow>,
+    /// Slot tables (all zero) and cell lists (empty) of closed windows,
+    /// reused: with many keys a fresh zeroed table per window costs page
+    /// faults.
+    spare: Vec<(Vec<u32>, Vec<Cell>)>,
+}
+
+impl RollupWindows {
+    fn closed_at(&self, start: i64, wm: i64, lateness: i64) -> bool {
+        start.saturating_add(self.rollup.size_us).saturating_add(lateness) <= wm
+    }
+
+    fn ended_at(&self, start: i64, wm: Option<i64>) -> bool {
+        wm.is_some_and(|m| start.saturating_add(self.rollup.size_us) <= m)
+    }
+
+    /// Drops windows past their allowed lateness, emitting their final rows.
+    fn close_expired(&mut self, idx: u8, wm: i64, lateness: i64, out: &mut Vec<WindowRow>) {
+        while let Some(entry) = self.open.first_entry() {
+            let start = *entry.key();
+            if !start.saturating_add(self.rollup.size_us).saturating_add(lateness).le(&wm) {
+                break;
+            }
+            let mut w = entry.remove();
+            emit(idx, &self.rollup, start, &mut w, true, out);
+            if self.spare.len() < SPARE_ID_SETS {
+                // Only the slots of keys with events need resetting.
+                for c in &w.cells {
+                    w.slots[c.key as usize] = 0;
+                }
+                w.cells.clear();
+                self.spare.push((w.slots, w.cells));
+            }
+        }
+    }
+}
+
+/// The windows of one partition that are still in memory (not closed):
+/// one gate per base window, and the windows of every rollup.
 #[derive(Debug)]
 pub struct PartitionWindows {
     cfg: WindowConfig,
@@ -294,51 +362,50 @@ pub struct PartitionWindows {
     /// From a restored checkpoint: windows closed at this watermark are
     /// already final downstream.
     restored_closed: Option<i64>,
-    open: BTreeMap<i64, OpenWindow>,
+    gate: BTreeMap<i64, GateWindow>,
+    rollups: Vec<RollupWindows>,
     next_offset: Option<i64>,
-    /// Counts the times the watermark crossed a window end (so that some
-    /// window fired); lets the caller timestamp firings without this module
-    /// reading a clock.
+    /// Counts the times the watermark crossed a base window end (so that
+    /// some window fired); lets the caller timestamp firings without this
+    /// module reading a clock.
     fire_epoch: u64,
     /// Id sets of closed windows, cleared but keeping their capacity, for
     /// the next windows: a window's set would otherwise grow from empty by
     /// doubling (about a dozen reallocations and rehashes of every id so far
     /// per window). At most [`SPARE_ID_SETS`] are kept.
     spare_ids: Vec<WindowIds>,
-    /// Slot tables (all zero) and cell lists (empty) of closed windows,
-    /// reused.
-    spare_cells: Vec<(Vec<u32>, Vec<Cell>)>,
 }
 
-/// Spare id sets kept per partition (about the windows open at once).
+/// Spare id sets (and cell tables, per rollup) kept per partition (about
+/// the windows open at once).
 const SPARE_ID_SETS: usize = 2;
 
 impl PartitionWindows {
-    pub fn new(cfg: WindowConfig) -> Self {
+    /// A fresh partition aggregating `rollups`, each of whose window sizes
+    /// must be a multiple of `cfg.size_us` (the processor checks).
+    pub fn new(cfg: WindowConfig, rollups: &[Rollup]) -> Self {
         PartitionWindows {
             cfg,
             max_ts: None,
             restored_closed: None,
-            open: BTreeMap::new(),
+            gate: BTreeMap::new(),
+            rollups: rollups
+                .iter()
+                .map(|&rollup| RollupWindows { rollup, open: BTreeMap::new(), spare: Vec::new() })
+                .collect(),
             next_offset: None,
             fire_epoch: 0,
             spare_ids: Vec::new(),
-            spare_cells: Vec::new(),
         }
     }
 
     /// State for replaying from a committed checkpoint.
-    pub fn restore(cfg: WindowConfig, cp: &Checkpoint) -> Self {
-        PartitionWindows {
-            cfg,
-            max_ts: cp.max_ts_at_offset,
-            restored_closed: cp.closed_max_ts,
-            open: BTreeMap::new(),
-            next_offset: Some(cp.offset),
-            fire_epoch: 0,
-            spare_ids: Vec::new(),
-            spare_cells: Vec::new(),
-        }
+    pub fn restore(cfg: WindowConfig, rollups: &[Rollup], cp: &Checkpoint) -> Self {
+        let mut w = PartitionWindows::new(cfg, rollups);
+        w.max_ts = cp.max_ts_at_offset;
+        w.restored_closed = cp.closed_max_ts;
+        w.next_offset = Some(cp.offset);
+        w
     }
 
     /// The max event time seen, or `None` before the first event.
@@ -358,17 +425,22 @@ impl PartitionWindows {
         self.next_offset
     }
 
-    /// Number of windows in memory (memory grows with this × keys, never
-    /// with events).
+    /// Number of windows in memory over all rollups (memory grows with this
+    /// × keys, never with events).
     pub fn open_windows(&self) -> usize {
-        self.open.len()
+        self.rollups.iter().map(|r| r.open.len()).sum()
+    }
+
+    /// Cells (window × key) in memory over all rollups.
+    pub fn open_cells(&self) -> usize {
+        self.rollups.iter().flat_map(|r| r.open.values()).map(|w| w.cells.len()).sum()
     }
 
     /// Event ids held for deduplication, and the heap bytes they take.
     /// Spare (empty) sets kept for reuse count in the bytes.
     pub fn dedup_footprint(&self) -> (usize, usize) {
         let spare: usize = self.spare_ids.iter().map(WindowIds::bytes).sum();
-        self.open.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.bytes()))
+        self.gate.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.bytes()))
     }
 
     /// Records that `offset` was consumed without touching any window (a
@@ -377,15 +449,17 @@ impl PartitionWindows {
         self.next_offset = Some(offset + 1);
     }
 
-    fn fired(&self, start: i64, w: &OpenWindow) -> bool {
-        w.forced || self.cfg.ended_at(start, self.max_ts)
-    }
-
     /// Feeds one valid event. Windows closed by the resulting watermark are
     /// appended to `out` (final rows); fired windows' rows wait for
     /// [`emit_updates`](Self::emit_updates).
+    ///
+    /// The event's base window decides its fate for every rollup alike:
+    /// late when that window is closed, a duplicate when its id was counted
+    /// there. A rollup window is never closed while a base window inside it
+    /// is open (its end is at or after theirs), so a counted event always
+    /// finds every rollup's window open.
     pub fn observe(&mut self, offset: i64, ev: &Observation, out: &mut Vec<WindowRow>) -> Outcome {
-        let Observation { ts, campaign, ad_format, event_type, revenue_micros, id } = *ev;
+        let Observation { ts, campaign, ad_format, country, device, event_type, revenue_micros, id } = *ev;
         self.next_offset = Some(offset + 1);
         let start = self.cfg.window_start(ts);
         if let Some(wm) = self.max_ts {
@@ -393,48 +467,56 @@ impl PartitionWindows {
                 return Outcome::Late { window_start_us: start, watermark_us: wm };
             }
         }
-        if self.restored_closed.is_some_and(|closed| self.cfg.closed_at(start, closed)) {
-            return Outcome::AlreadyEmitted;
-        }
         let max_ts_before = self.max_ts;
-        let fired_before = self.open.get(&start).map(|w| self.fired(start, w));
-        let (spare, spare_cells) = (&mut self.spare_ids, &mut self.spare_cells);
-        let w = self.open.entry(start).or_insert_with(|| {
-            let (slots, cells) = spare_cells.pop().unwrap_or_default();
-            OpenWindow {
-                first_offset: offset,
-                max_ts_before,
-                slots,
-                cells,
-                ids: spare.pop().unwrap_or_default(),
-                forced: false,
-                dirty: false,
-            }
+        let fired_before = self.gate.get(&start).map(|g| g.forced || self.cfg.ended_at(start, max_ts_before));
+        let spare = &mut self.spare_ids;
+        let g = self.gate.entry(start).or_insert_with(|| GateWindow {
+            first_offset: offset,
+            max_ts_before,
+            ids: spare.pop().unwrap_or_default(),
+            forced: false,
         });
-        if !w.ids.insert(((ts - start) / IDS_SPAN_US) as usize, id) {
+        if !g.ids.insert(((ts - start) / IDS_SPAN_US) as usize, id) {
             return Outcome::Duplicate;
         }
-        let key = campaign as usize * 3 + ad_format.index();
-        if key >= w.slots.len() {
-            w.slots.resize(key + 1, 0);
-        }
-        let cell = match w.slots[key] {
-            0 => {
-                w.cells.push(Cell { key: key as u32, ..Cell::default() });
-                w.slots[key] = w.cells.len() as u32;
-                let last = w.cells.len() - 1;
-                &mut w.cells[last]
+        // After a restart, a replay meets the events of windows that were
+        // closed, final, before it: they are in those rows already. They
+        // still go to the longer windows that are not (which the replay is
+        // rebuilding), and still move the watermark, as the first pass did.
+        let restored_closed = self.restored_closed;
+        let lateness = self.cfg.allowed_lateness_us;
+        for r in self.rollups.iter_mut() {
+            let rstart = r.rollup.window_start(ts);
+            if restored_closed.is_some_and(|closed| r.closed_at(rstart, closed, lateness)) {
+                continue;
             }
-            slot => &mut w.cells[slot as usize - 1],
-        };
-        match event_type {
-            EventType::Impression => cell.totals.impressions += 1,
-            EventType::Click => cell.totals.clicks += 1,
+            let key = r.rollup.key(campaign, ad_format, country, device) as usize;
+            let spare = &mut r.spare;
+            let w = r.open.entry(rstart).or_insert_with(|| {
+                let (slots, cells) = spare.pop().unwrap_or_default();
+                OpenWindow { first_offset: offset, max_ts_before, slots, cells, forced: false, dirty: false }
+            });
+            if key >= w.slots.len() {
+                w.slots.resize(key + 1, 0);
+            }
+            let cell = match w.slots[key] {
+                0 => {
+                    w.cells.push(Cell { key: key as u32, ..Cell::default() });
+                    w.slots[key] = w.cells.len() as u32;
+                    let last = w.cells.len() - 1;
+                    &mut w.cells[last]
+                }
+                slot => &mut w.cells[slot as usize - 1],
+            };
+            match event_type {
+                EventType::Impression => cell.totals.impressions += 1,
+                EventType::Click => cell.totals.clicks += 1,
+            }
+            cell.totals.revenue_micros += revenue_micros;
+            cell.version = cell.version.max(offset as u64 + 1);
+            cell.changed = true;
+            w.dirty = true;
         }
-        cell.totals.revenue_micros += revenue_micros;
-        cell.version = cell.version.max(offset as u64 + 1);
-        cell.changed = true;
-        w.dirty = true;
 
         if self.max_ts.is_none_or(|m| ts > m) {
             if max_ts_before.is_some_and(|m| self.cfg.window_start(m) < start) {
@@ -442,6 +524,9 @@ impl PartitionWindows {
             }
             self.max_ts = Some(ts);
             self.close_expired(out);
+        }
+        if restored_closed.is_some_and(|closed| self.cfg.closed_at(start, closed)) {
+            return Outcome::AlreadyEmitted;
         }
         // A window created now for a time the watermark already passed
         // fires at once, so its first event is already an update.
@@ -456,27 +541,19 @@ impl PartitionWindows {
     /// Drops windows past their allowed lateness, emitting their final rows.
     fn close_expired(&mut self, out: &mut Vec<WindowRow>) {
         let Some(wm) = self.max_ts else { return };
-        while let Some(entry) = self.open.first_entry() {
+        while let Some(entry) = self.gate.first_entry() {
             if !self.cfg.closed_at(*entry.key(), wm) {
                 break;
             }
-            let start = *entry.key();
-            let mut w = entry.remove();
-            emit(&self.cfg, start, &mut w, true, out);
+            let mut g = entry.remove();
             if self.spare_ids.len() < SPARE_ID_SETS {
-                w.ids.clear();
-                self.spare_ids.push(w.ids);
+                g.ids.clear();
+                self.spare_ids.push(g.ids);
             }
-            // The slot table too: with many keys it is large, and a fresh
-            // zeroed one per window costs page faults. Only the slots of
-            // keys with events need resetting.
-            if self.spare_cells.len() < SPARE_ID_SETS {
-                for c in &w.cells {
-                    w.slots[c.key as usize] = 0;
-                }
-                w.cells.clear();
-                self.spare_cells.push((w.slots, w.cells));
-            }
+        }
+        let lateness = self.cfg.allowed_lateness_us;
+        for (i, r) in self.rollups.iter_mut().enumerate() {
+            r.close_expired(i as u8, wm, lateness, out);
         }
     }
 
@@ -487,38 +564,49 @@ impl PartitionWindows {
     /// follow the lateness rules, and the checkpoint still points at them,
     /// so a restart rebuilds them in full.
     pub fn fire_all(&mut self) {
-        for w in self.open.values_mut() {
+        for g in self.gate.values_mut() {
+            g.forced = true;
+        }
+        for w in self.rollups.iter_mut().flat_map(|r| r.open.values_mut()) {
             w.forced = true;
         }
     }
 
     /// Whether [`emit_updates`](Self::emit_updates) would emit anything.
     pub fn has_updates(&self) -> bool {
-        self.open.iter().any(|(&start, w)| w.dirty && self.fired(start, w))
+        self.rollups
+            .iter()
+            .any(|r| r.open.iter().any(|(&start, w)| w.dirty && (w.forced || r.ended_at(start, self.max_ts))))
     }
 
     /// Appends the rows of fired windows that changed since they were last
     /// emitted (not final).
     pub fn emit_updates(&mut self, out: &mut Vec<WindowRow>) {
-        let (cfg, max_ts) = (self.cfg, self.max_ts);
-        for (&start, w) in self.open.iter_mut() {
-            if w.dirty && (w.forced || cfg.ended_at(start, max_ts)) {
-                emit(&cfg, start, w, false, out);
+        let max_ts = self.max_ts;
+        for (i, r) in self.rollups.iter_mut().enumerate() {
+            let rollup = r.rollup;
+            for (&start, w) in r.open.iter_mut() {
+                if w.dirty && (w.forced || start.saturating_add(rollup.size_us) <= max_ts.unwrap_or(i64::MIN)) {
+                    emit(i as u8, &rollup, start, w, false, out);
+                }
             }
         }
     }
 
     /// Where a restart must resume so that replay rebuilds every window in
-    /// memory exactly. `None` before the first message.
+    /// memory exactly: the first offset of the oldest window of any rollup
+    /// (or gate) still open. `None` before the first message.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         // `None` orders below every `Some`, so this is the later of the two.
         let closed_max_ts = self.max_ts.max(self.restored_closed);
-        if let Some(oldest) = self.open.values().min_by_key(|w| w.first_offset) {
-            return Some(Checkpoint {
-                offset: oldest.first_offset,
-                max_ts_at_offset: oldest.max_ts_before,
-                closed_max_ts,
-            });
+        let oldest = self
+            .gate
+            .values()
+            .map(|g| (g.first_offset, g.max_ts_before))
+            .chain(self.rollups.iter().flat_map(|r| r.open.values()).map(|w| (w.first_offset, w.max_ts_before)))
+            .min_by_key(|&(o, _)| o);
+        if let Some((offset, max_ts_at_offset)) = oldest {
+            return Some(Checkpoint { offset, max_ts_at_offset, closed_max_ts });
         }
         let offset = self.next_offset?;
         Some(Checkpoint { offset, max_ts_at_offset: self.max_ts, closed_max_ts })
@@ -528,17 +616,17 @@ impl PartitionWindows {
 /// Emits the window's changed cells (every cell when final), in the order
 /// their keys first had events (downstream does not depend on row order;
 /// the consoles sort what they print).
-fn emit(cfg: &WindowConfig, start: i64, w: &mut OpenWindow, is_final: bool, out: &mut Vec<WindowRow>) {
+fn emit(idx: u8, rollup: &Rollup, start: i64, w: &mut OpenWindow, is_final: bool, out: &mut Vec<WindowRow>) {
     for cell in w.cells.iter_mut() {
         if !is_final && !cell.changed {
             continue;
         }
         cell.changed = false;
         out.push(WindowRow {
+            rollup: idx,
             window_start_us: start,
-            window_end_us: start + cfg.size_us,
-            campaign: cell.key / 3,
-            ad_format: AdFormat::ALL[(cell.key % 3) as usize],
+            window_end_us: start + rollup.size_us,
+            key: rollup.decode(cell.key),
             totals: cell.totals,
             version: 2 * cell.version + u64::from(is_final),
             is_final,
@@ -562,17 +650,37 @@ pub fn ecpm_usd(t: &Totals) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::rollup::Dims;
     use EventType::{Click, Impression};
 
     const S: i64 = 1_000_000;
 
-    type Table = BTreeMap<(i64, u32, AdFormat), (Totals, u64)>;
+    /// One partition with the campaign × format rollup at the base window.
+    fn pw(cfg: WindowConfig) -> PartitionWindows {
+        PartitionWindows::new(cfg, &[Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us)])
+    }
+
+    fn restored(cfg: WindowConfig, cp: &Checkpoint) -> PartitionWindows {
+        PartitionWindows::restore(cfg, &[Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us)], cp)
+    }
+
+    /// Downstream: (rollup, window start, key) → (totals, version).
+    type Table = BTreeMap<(u8, i64, SegmentKey), (Totals, u64)>;
 
     fn obs(ts: i64, campaign: u32, ad_format: AdFormat, event_type: EventType, revenue_micros: i64) -> Observation {
         // Distinct ids unless a test says otherwise.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        Observation { ts, campaign, ad_format, event_type, revenue_micros, id }
+        Observation {
+            ts,
+            campaign,
+            ad_format,
+            country: Country::Us,
+            device: Device::Ios,
+            event_type,
+            revenue_micros,
+            id,
+        }
     }
 
     fn cfg() -> WindowConfig {
@@ -611,7 +719,7 @@ mod tests {
 
     #[test]
     fn fire_epoch_moves_when_the_watermark_passes_a_window_end() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         let b = |t: f64| (t, 0, AdFormat::Banner, Impression, 0);
         feed(&mut w, 0, &[b(1.0), b(9.9)]);
         assert_eq!(w.fire_epoch(), 0, "window [0, 10) still open");
@@ -621,7 +729,7 @@ mod tests {
         assert_eq!(w.fire_epoch(), 1, "no window end passed");
         feed(&mut w, 5, &[b(45.0)]);
         assert_eq!(w.fire_epoch(), 2, "one jump past several ends is one firing moment");
-        let mut r = PartitionWindows::restore(cfg(), &w.checkpoint().unwrap());
+        let mut r = restored(cfg(), &w.checkpoint().unwrap());
         assert_eq!(r.fire_epoch(), 0);
         // The checkpoint resumes at offset 5 (window [40, 50)) with the
         // watermark seen before it, 19.9 s: 45 passes the end 20, 50 the end 50.
@@ -631,7 +739,7 @@ mod tests {
 
     #[test]
     fn event_exactly_on_the_boundary_goes_to_the_next_window() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         feed(&mut w, 0, &[(9.999999, 0, AdFormat::Banner, Impression, 0), (10.0, 0, AdFormat::Banner, Impression, 0)]);
         w.fire_all();
         let out = updates(&mut w);
@@ -644,7 +752,7 @@ mod tests {
 
     #[test]
     fn window_fires_at_its_end_and_closes_after_the_allowed_lateness() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         feed(&mut w, 0, &[(1.0, 0, AdFormat::Banner, Impression, 0), (9.999, 0, AdFormat::Banner, Impression, 0)]);
         assert!(!w.has_updates(), "watermark 9.999 < end 10");
         assert!(updates(&mut w).is_empty());
@@ -669,7 +777,7 @@ mod tests {
 
     #[test]
     fn late_event_within_lateness_updates_the_fired_window() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         let (_, outcomes) =
             feed(&mut w, 0, &[(8.0, 0, AdFormat::Banner, Impression, 0), (13.0, 0, AdFormat::Banner, Impression, 0)]);
         assert_eq!(outcomes, vec![Outcome::Counted, Outcome::Counted]);
@@ -691,7 +799,7 @@ mod tests {
 
     #[test]
     fn only_changed_cells_are_emitted_again() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         feed(
             &mut w,
             0,
@@ -705,12 +813,12 @@ mod tests {
         feed(&mut w, 3, &[(2.0, 1, AdFormat::Banner, Click, 5)]);
         let again = updates(&mut w);
         assert_eq!(again.len(), 1);
-        assert_eq!((again[0].campaign, again[0].totals.clicks), (1, 1));
+        assert_eq!((again[0].key.campaign, again[0].totals.clicks), (Some(1), 1));
     }
 
     #[test]
     fn events_behind_a_closed_window_are_late_not_lost() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         let (out, outcomes) = feed(
             &mut w,
             0,
@@ -726,7 +834,7 @@ mod tests {
 
     #[test]
     fn a_gap_of_any_length_between_events_is_no_reason_to_refuse_one() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         let hour = 3600.0;
         let (_, outcomes) = feed(
             &mut w,
@@ -743,12 +851,14 @@ mod tests {
 
     #[test]
     fn a_redelivered_event_id_is_counted_once_while_its_window_is_in_memory() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         let mut out = Vec::new();
         let click = |ts: i64, id: u128| Observation {
             ts,
             campaign: 0,
             ad_format: AdFormat::Banner,
+            country: Country::Us,
+            device: Device::Ios,
             event_type: Click,
             revenue_micros: 30_000,
             id,
@@ -774,7 +884,7 @@ mod tests {
 
     #[test]
     fn dedup_memory_per_million_events_in_flight() {
-        let mut w = PartitionWindows::new(WindowConfig::new(3600 * S, 0, 3600 * S));
+        let mut w = pw(WindowConfig::new(3600 * S, 0, 3600 * S));
         let mut out = Vec::new();
         let n = 1_000_000u64;
         for i in 0..n {
@@ -784,6 +894,8 @@ mod tests {
                 ts: S + i as i64,
                 campaign: (i % 5) as u32,
                 ad_format: AdFormat::Banner,
+                country: Country::Us,
+                device: Device::Ios,
                 event_type: Impression,
                 revenue_micros: 0,
                 id,
@@ -799,7 +911,7 @@ mod tests {
 
     #[test]
     fn keys_are_separate() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         feed(
             &mut w,
             0,
@@ -812,9 +924,17 @@ mod tests {
         );
         let (out, _) = feed(&mut w, 4, &[(30.0, 0, AdFormat::Banner, Impression, 0)]);
         let mut out: Vec<_> = out.into_iter().filter(|r| r.window_start_us == 0).collect();
-        out.sort_by_key(|r| (r.campaign, r.ad_format));
-        let keys: Vec<_> = out.iter().map(|r| (r.campaign, r.ad_format)).collect();
-        assert_eq!(keys, vec![(0, AdFormat::Banner), (0, AdFormat::Interstitial), (2, AdFormat::RewardedVideo)]);
+        out.sort_by_key(|r| r.key);
+        let keys: Vec<_> = out.iter().map(|r| (r.key.campaign, r.key.ad_format)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Some(0), Some(AdFormat::Banner)),
+                (Some(0), Some(AdFormat::Interstitial)),
+                (Some(2), Some(AdFormat::RewardedVideo))
+            ]
+        );
+        assert!(out.iter().all(|r| r.key.country.is_none() && r.key.device.is_none()), "not in this rollup");
         assert_eq!(out[0].totals, Totals { impressions: 1, clicks: 0, revenue_micros: 0 });
         assert_eq!(out[1].totals, Totals { impressions: 0, clicks: 1, revenue_micros: 7 });
         assert_eq!(out[2].totals, Totals { impressions: 1, clicks: 1, revenue_micros: 9 });
@@ -833,7 +953,7 @@ mod tests {
 
     #[test]
     fn checkpoint_points_at_the_oldest_window_in_memory() {
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = pw(cfg());
         assert_eq!(w.checkpoint(), None);
         w.skip(41);
         assert_eq!(w.checkpoint().unwrap().offset, 42);
@@ -885,6 +1005,8 @@ mod tests {
                 ts: ((base - jitter) * S as f64).round() as i64,
                 campaign: (next() % 5) as u32,
                 ad_format: AdFormat::ALL[(next() % 3) as usize],
+                country: Country::ALL[(next() % 7) as usize],
+                device: Device::ALL[(next() % 2) as usize],
                 event_type: if click { Click } else { Impression },
                 revenue_micros: if click { (next() % 1000) as i64 } else { 0 },
                 id: u128::from(i as u64) | (7 << 64),
@@ -895,8 +1017,7 @@ mod tests {
 
     fn upsert(table: &mut Table, rows: &mut Vec<WindowRow>) {
         for row in rows.drain(..) {
-            let e =
-                table.entry((row.window_start_us, row.campaign, row.ad_format)).or_insert((row.totals, row.version));
+            let e = table.entry((row.rollup, row.window_start_us, row.key)).or_insert((row.totals, row.version));
             if row.version >= e.1 {
                 *e = (row.totals, row.version);
             }
@@ -907,12 +1028,22 @@ mod tests {
     /// restored from the last commit) and idle firings at the given
     /// positions; "writes" every 37 events, then commits.
     fn run_with_crashes(events: &[Observation], crash_at: &[usize], fire_at: &[usize]) -> (Table, Vec<i64>, u64) {
+        run_rollups_with_crashes(&[Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S)], events, crash_at, fire_at)
+    }
+
+    /// [`run_with_crashes`] over any rollups (base window 10 s).
+    fn run_rollups_with_crashes(
+        rollups: &[Rollup],
+        events: &[Observation],
+        crash_at: &[usize],
+        fire_at: &[usize],
+    ) -> (Table, Vec<i64>, u64) {
         // The "downstream": a ReplacingMergeTree keeping the highest version.
         let mut table: Table = BTreeMap::new();
         let mut late: std::collections::BTreeSet<i64> = Default::default();
         let mut dups = std::collections::BTreeSet::new();
         let mut committed: Option<Checkpoint> = None;
-        let mut w = PartitionWindows::new(cfg());
+        let mut w = PartitionWindows::new(cfg(), rollups);
         let mut pos = 0usize;
         let mut crashes = crash_at.iter().copied().peekable();
         let mut out = Vec::new();
@@ -922,7 +1053,10 @@ mod tests {
                 // Crash: lose in-memory state and the unwritten output,
                 // resume at the committed checkpoint.
                 out.clear();
-                w = committed.map_or_else(|| PartitionWindows::new(cfg()), |cp| PartitionWindows::restore(cfg(), &cp));
+                w = committed.map_or_else(
+                    || PartitionWindows::new(cfg(), rollups),
+                    |cp| PartitionWindows::restore(cfg(), rollups, &cp),
+                );
                 pos = committed.map_or(0, |cp| cp.offset as usize);
                 continue;
             }
@@ -975,5 +1109,107 @@ mod tests {
             assert_eq!(t, clean, "crashes at {crashes:?}, fires at {fires:?}");
             assert_eq!(l, clean_late, "crashes at {crashes:?}, fires at {fires:?}");
         }
+    }
+
+    /// An oracle independent of the engine's code: lateness from the
+    /// sequence (an event is late when the max event time before it has
+    /// reached its 10 s window's end + lateness), duplicates by id among
+    /// counted events, then plain sums per rollup.
+    fn oracle(rollups: &[Rollup], events: &[Observation]) -> (Table, Vec<i64>) {
+        let c = cfg();
+        let mut max: Option<i64> = None;
+        let mut counted = std::collections::HashSet::new();
+        let mut late = Vec::new();
+        let mut table: Table = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let start = e.ts.div_euclid(c.size_us) * c.size_us;
+            if max.is_some_and(|m| start + c.size_us + c.allowed_lateness_us <= m) {
+                late.push(i as i64);
+                continue;
+            }
+            max = max.max(Some(e.ts));
+            if !counted.insert(e.id) {
+                continue;
+            }
+            for (ri, r) in rollups.iter().enumerate() {
+                let key = r.decode(r.key(e.campaign, e.ad_format, e.country, e.device));
+                let cell = table.entry((ri as u8, r.window_start(e.ts), key)).or_default();
+                match e.event_type {
+                    Impression => cell.0.impressions += 1,
+                    Click => cell.0.clicks += 1,
+                }
+                cell.0.revenue_micros += e.revenue_micros;
+            }
+        }
+        (table, late)
+    }
+
+    fn totals_only(t: &Table) -> BTreeMap<(u8, i64, SegmentKey), Totals> {
+        t.iter().map(|(k, (v, _))| (*k, *v)).collect()
+    }
+
+    #[test]
+    fn rollups_agree_and_replay_exactly_on_a_jittered_stream() {
+        const M: i64 = 60 * S;
+        let rollups = [
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S),
+            Rollup::new(Dims::SEGMENT, 10 * S),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, M),
+            Rollup::new(Dims::SEGMENT, 2 * M),
+            Rollup::new(Dims::parse("country").unwrap(), 30 * S),
+            Rollup::new(Dims::default(), 2 * M),
+        ];
+        let events = jittered_stream(6_000, 0xD1B5_4A32_D192_ED03);
+        let (clean, clean_late, dups) = run_rollups_with_crashes(&rollups, &events, &[], &[]);
+        let (want, want_late) = oracle(&rollups, &events);
+        assert!(!want_late.is_empty() && dups > 0, "the stream must exercise lateness and dedup");
+        assert_eq!(clean_late, want_late, "late events as the oracle decides them");
+        assert_eq!(totals_only(&clean), totals_only(&want), "every rollup equals the oracle");
+        // Agreement: each rollup's windows sum to the base rollup's.
+        let base_total = |ri: u8| -> (u64, u64, i64) {
+            clean
+                .iter()
+                .filter(|((r, _, _), _)| *r == ri)
+                .fold((0, 0, 0), |a, (_, (t, _))| (a.0 + t.impressions, a.1 + t.clicks, a.2 + t.revenue_micros))
+        };
+        for ri in 1..rollups.len() as u8 {
+            assert_eq!(base_total(ri), base_total(0), "rollup {}", rollups[ri as usize].name());
+        }
+        // And per long window: a 1 m row is the sum of its six 10 s rows.
+        for ((_, start, key), (t, _)) in clean.iter().filter(|((r, _, _), _)| *r == 2) {
+            let sum = clean
+                .iter()
+                .filter(|((r, s, k), _)| *r == 0 && *k == *key && *s >= *start && *s < start + M)
+                .fold(0, |a, (_, (t, _))| a + t.impressions);
+            assert_eq!(sum, t.impressions, "1 m window {start} {key:?}");
+        }
+        let scenarios: Vec<(Vec<usize>, Vec<usize>)> = vec![
+            (vec![100], vec![]),
+            (vec![1_000, 1_001, 2_500, 5_999], vec![999, 2_000]),
+            ((1..45).map(|i| i * 131).collect(), (1..20).map(|i| i * 270).collect()),
+            (vec![], (0..6_000).step_by(7).collect()),
+        ];
+        for (crashes, fires) in scenarios {
+            let (t, l, _) = run_rollups_with_crashes(&rollups, &events, &crashes, &fires);
+            assert_eq!(totals_only(&t), totals_only(&clean), "crashes at {crashes:?}, fires at {fires:?}");
+            assert_eq!(l, clean_late, "crashes at {crashes:?}, fires at {fires:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_window_holds_the_checkpoint_back_until_it_closes() {
+        let rollups = [Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S), Rollup::new(Dims::CAMPAIGN_FORMAT, 60 * S)];
+        let mut w = PartitionWindows::new(cfg(), &rollups);
+        let mut out = Vec::new();
+        let b = |ts: i64| obs(ts, 0, AdFormat::Banner, Impression, 0);
+        w.observe(0, &b(S), &mut out);
+        w.observe(1, &b(30 * S), &mut out);
+        assert_eq!(out.len(), 1, "[0, 10) closed at 30 s, [0, 60) still open");
+        assert_eq!(w.checkpoint().map(|c| c.offset), Some(0), "the minute still needs offset 0");
+        w.observe(2, &b(65 * S), &mut out);
+        assert_eq!(w.checkpoint().map(|c| c.offset), Some(2), "the minute closed at 65 s");
+        let minute: Vec<_> = out.iter().filter(|r| r.rollup == 1).collect();
+        assert_eq!(minute.len(), 1);
+        assert_eq!((minute[0].totals.impressions, minute[0].is_final), (2, true));
     }
 }

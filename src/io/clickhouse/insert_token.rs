@@ -58,15 +58,19 @@ fn text(b: &mut Vec<u8>, s: &str) {
 /// The token of the batch's `ad_window_parts` insert.
 pub fn window_rows(topic: &str, batch: &Batch) -> String {
     let mut d = Digest::default();
+    let rollups: Vec<String> = batch.rollups.iter().map(|r| r.name()).collect();
     for r in &batch.rows {
         let w = &r.row;
         d.row(|b| {
+            text(b, rollups.get(usize::from(w.rollup)).map_or("", |s| s.as_str()));
             text(b, topic);
             b.extend_from_slice(&r.partition.to_le_bytes());
             b.extend_from_slice(&w.window_start_us.to_le_bytes());
             b.extend_from_slice(&w.window_end_us.to_le_bytes());
             text(b, batch.campaign(r));
-            text(b, w.ad_format.as_str());
+            text(b, w.key.ad_format.map_or("", |f| f.as_str()));
+            text(b, w.key.country.map_or("", |c| c.as_str()));
+            text(b, w.key.device.map_or("", |d| d.as_str()));
             b.extend_from_slice(&w.version.to_le_bytes());
             b.push(u8::from(w.is_final));
             b.extend_from_slice(&w.totals.impressions.to_le_bytes());
@@ -104,16 +108,26 @@ mod tests {
     use super::*;
     use crate::engine::batch::OutRow;
     use crate::engine::event::AdFormat;
-    use crate::engine::window::{Totals, WindowRow};
+    use crate::engine::window::{SegmentKey, Totals, WindowRow};
+    use crate::engine::{Dims, Rollup};
 
     fn batch(rows: &[(i32, i64, u32, u64, u64)]) -> Batch {
-        let mut b = Batch { names: vec!["C001".into(), "C002".into()].into(), ..Default::default() };
+        let mut b = Batch {
+            names: vec!["C001".into(), "C002".into()].into(),
+            rollups: vec![Rollup::new(Dims::CAMPAIGN_FORMAT, 10_000_000)].into(),
+            ..Default::default()
+        };
         for &(partition, start, campaign, version, impressions) in rows {
             let row = WindowRow {
+                rollup: 0,
                 window_start_us: start,
                 window_end_us: start + 10_000_000,
-                campaign,
-                ad_format: AdFormat::Banner,
+                key: SegmentKey {
+                    campaign: Some(campaign),
+                    ad_format: Some(AdFormat::Banner),
+                    country: None,
+                    device: None,
+                },
                 totals: Totals { impressions, clicks: 1, revenue_micros: 7 },
                 version,
                 is_final: version % 2 == 1,

@@ -7,5 +7,6 @@ pub mod retry;
 pub mod schema;
 pub mod schema_cluster;
 mod sink;
+mod upgrade;
 
 pub use sink::{client, ClickHouseSink};

@@ -31,6 +31,7 @@
 use anyhow::{bail, Context as _};
 
 use crate::io::clickhouse::schema::{statements as single_node, validate_identifier};
+use crate::io::clickhouse::upgrade;
 
 /// Each table's `Distributed` sharding key. Every `CREATE TABLE` of `sql/`
 /// must have one (rendering fails otherwise, and a test renders them all).
@@ -85,8 +86,17 @@ pub fn script(database: &str, cluster: Option<&str>) -> anyhow::Result<String> {
 /// distributed DDL: it returns once every host ran it or
 /// `distributed_ddl_task_timeout` (180 s by default) passed.
 pub async fn migrate(client: &clickhouse::Client, database: &str, cluster: Option<&str>) -> anyhow::Result<()> {
-    for (file, stmt) in statements(database, cluster)? {
-        client.query(&stmt).execute().await.with_context(|| format!("applying {file}"))?;
+    let statements = statements(database, cluster)?;
+    let mut copy_old = false;
+    for (i, (file, stmt)) in statements.iter().enumerate() {
+        if i == 1 {
+            // The database exists now: upgrade what an older adstream made.
+            copy_old = upgrade::before(client, database, cluster).await?;
+        }
+        client.query(stmt).execute().await.with_context(|| format!("applying {file}"))?;
+    }
+    if copy_old {
+        upgrade::after(client, database).await?;
     }
     Ok(())
 }
@@ -168,8 +178,10 @@ mod tests {
         // The version column stays the replacing key of the window rows.
         assert!(s.iter().any(|q| q.contains("/ad_window_parts_local', '{replica}', version)")));
         // Views keep their single-node body and read the Distributed tables.
-        let view =
-            s.iter().find(|q| q.starts_with("CREATE OR REPLACE VIEW adx.ad_metrics ON CLUSTER prod AS\n")).unwrap();
+        let view = s
+            .iter()
+            .find(|q| q.starts_with("CREATE OR REPLACE VIEW adx.ad_rollup_metrics ON CLUSTER prod AS\n"))
+            .unwrap();
         assert!(view.contains("FROM adx.ad_window_parts FINAL"), "{view}");
         let views = single_node("adx").unwrap().iter().filter(|(_, q)| q.contains(" VIEW ")).count();
         assert_eq!(s.len(), 1 + 2 * SHARDING.len() + views);

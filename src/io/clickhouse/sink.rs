@@ -1,5 +1,7 @@
 //! The ClickHouse sink: one `INSERT` per table per batch (RowBinary over
 //! HTTP via the official `clickhouse` crate), into the tables of `sql/`.
+//! Every rollup's rows go to `ad_window_parts`, a dimension a rollup
+//! leaves out written as `''` ("all").
 //!
 //! Writes are idempotent by design: window rows are versioned
 //! (ReplacingMergeTree keeps the highest version), late and rejected
@@ -19,10 +21,13 @@ use crate::io::clickhouse::{insert_token, schema_cluster};
 
 #[derive(Row, Serialize)]
 struct PartRow<'a> {
+    rollup: &'a str,
     window_start: i64,
     window_end: i64,
     campaign_id: &'a str,
     ad_format: &'a str,
+    country: &'a str,
+    device: &'a str,
     topic: &'a str,
     partition: i32,
     impressions: u64,
@@ -42,6 +47,8 @@ struct LateRow<'a> {
     window_start: i64,
     campaign_id: &'a str,
     ad_format: &'a str,
+    country: &'a str,
+    device: &'a str,
     event_type: &'a str,
     revenue: i64,
     watermark: i64,
@@ -122,12 +129,16 @@ impl ClickHouseSink {
         if !batch.rows.is_empty() {
             let mut ins =
                 self.insert::<PartRow<'_>>("ad_window_parts", insert_token::window_rows(&self.topic, batch)).await?;
+            let rollups: Vec<String> = batch.rollups.iter().map(|r| r.name()).collect();
             for r in &batch.rows {
                 ins.write(&PartRow {
+                    rollup: rollups.get(usize::from(r.row.rollup)).map_or("", |s| s.as_str()),
                     window_start: r.row.window_start_us / 1000,
                     window_end: r.row.window_end_us / 1000,
                     campaign_id: batch.campaign(r),
-                    ad_format: r.row.ad_format.as_str(),
+                    ad_format: r.row.key.ad_format.map_or("", |f| f.as_str()),
+                    country: r.row.key.country.map_or("", |c| c.as_str()),
+                    device: r.row.key.device.map_or("", |d| d.as_str()),
                     topic: &self.topic,
                     partition: r.partition,
                     impressions: r.row.totals.impressions,
@@ -157,6 +168,8 @@ impl ClickHouseSink {
                     window_start: l.window_start_us / 1000,
                     campaign_id: &l.campaign,
                     ad_format: l.ad_format.as_str(),
+                    country: l.country.as_str(),
+                    device: l.device.as_str(),
                     event_type: l.event_type.as_str(),
                     revenue: l.revenue_micros,
                     watermark: l.watermark_us,
