@@ -354,17 +354,7 @@ mod tests {
         assert_eq!(c.rejected[RejectReason::FutureTimestamp.index()], 1);
         assert_eq!(c.by_kind[0], [1, 1], "banner: one impression, one click");
         assert_eq!(c.counted + c.late + c.rejected_total() + c.duplicates, 7);
-        assert_eq!(
-            b.commits,
-            vec![(
-                0,
-                Checkpoint {
-                    offset: 2,
-                    max_ts_at_offset: Some(1_765_324_801_000_000),
-                    closed_max_ts: Some(1_765_324_816_000_000)
-                }
-            )]
-        );
+        assert_eq!(b.commits, vec![(0, Checkpoint::at(2, Some(1_765_324_801_000_000), Some(1_765_324_816_000_000)))]);
         assert!(!p.pending(), "nothing new since the batch");
         p.process(0, 2, produced, None, &msgs[2]);
         assert!(!p.pending(), "a redelivered offset is ignored");

@@ -412,11 +412,11 @@ impl ConsumeLoop {
         let topic = &self.settings.topic;
         if let Some(cp) = self.parts.sought.remove(&p) {
             if let Some(c) = cp {
-                if offset > c.offset {
+                if offset > c.resume_offset {
                     tracing::warn!(
                         partition = p,
                         "offsets {}..{offset} are no longer in the topic (retention?)",
-                        c.offset
+                        c.resume_offset
                     );
                 }
             }
@@ -434,16 +434,17 @@ impl ConsumeLoop {
             }
         };
         if let Some(c) = cp {
-            if c.max_ts_at_offset.is_none() && c.closed_max_ts.is_none() && c.offset > 0 {
+            if c.max_ts_at_resume.is_none() && c.closed_max_ts.is_none() && c.offset > 0 {
                 tracing::warn!(
                     partition = p,
                     "committed offset {} carries no adstream checkpoint; starting fresh from it",
                     c.offset
                 );
             }
-            if offset > c.offset {
-                if let Err(e) = consumer.seek(topic, p, Offset::Offset(c.offset), Duration::from_secs(10)) {
-                    tracing::warn!(partition = p, "seek to committed offset {}: {e}", c.offset);
+            // Longer windows still open resume before the committed offset.
+            if offset > c.resume_offset {
+                if let Err(e) = consumer.seek(topic, p, Offset::Offset(c.resume_offset), Duration::from_secs(10)) {
+                    tracing::warn!(partition = p, "seek to resume offset {}: {e}", c.resume_offset);
                 } else {
                     self.parts.sought.insert(p, cp);
                     return false;

@@ -156,12 +156,21 @@ pub enum Outcome {
 }
 
 /// Where to resume a partition and what its clocks were there.
+///
+/// Two offsets: `offset`, committed to Kafka, is where the base windows
+/// need the stream again (every event before it is in rows of closed base
+/// windows), so the group's lag means what operators expect; `resume_offset`
+/// (at or before it) is where a restart reads from, which also rebuilds the
+/// longer windows still open (a 1 h rollup needs up to an hour back). It
+/// travels in the commit metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// The Kafka offset to commit: the next message to read after restart.
+    /// The Kafka offset to commit.
     pub offset: i64,
-    /// Max event time seen before `offset` (None: no event yet).
-    pub max_ts_at_offset: Option<i64>,
+    /// The next message to read after a restart (`<= offset`).
+    pub resume_offset: i64,
+    /// Max event time seen before `resume_offset` (None: no event yet).
+    pub max_ts_at_resume: Option<i64>,
     /// Max event time seen overall; every window closed at that watermark
     /// (`end + lateness <= closed_max_ts`) has been emitted as final.
     pub closed_max_ts: Option<i64>,
@@ -179,7 +188,16 @@ impl Checkpoint {
         fn t(v: Option<i64>) -> String {
             v.map_or_else(|| "-".to_string(), |v| v.to_string())
         }
-        format!("{} at={} closed={}", Self::PREFIX, t(self.max_ts_at_offset), t(self.closed_max_ts))
+        let mut m = format!("{} at={} closed={}", Self::PREFIX, t(self.max_ts_at_resume), t(self.closed_max_ts));
+        if self.resume_offset != self.offset {
+            m.push_str(&format!(" from={}", self.resume_offset));
+        }
+        m
+    }
+
+    /// A checkpoint that resumes where it commits.
+    pub fn at(offset: i64, max_ts_at_resume: Option<i64>, closed_max_ts: Option<i64>) -> Self {
+        Checkpoint { offset, resume_offset: offset, max_ts_at_resume, closed_max_ts }
     }
 
     /// Decodes commit metadata written by [`Checkpoint::metadata`]. Returns
@@ -199,7 +217,13 @@ impl Checkpoint {
         }
         let at = t(parts.next()?.strip_prefix("at=")?)?;
         let closed = t(parts.next()?.strip_prefix("closed=")?)?;
-        Some(Checkpoint { offset, max_ts_at_offset: at, closed_max_ts: closed })
+        // Absent (a checkpoint without longer windows open, or written
+        // before rollups): resume where committed.
+        let resume_offset = match parts.next() {
+            Some(f) => f.strip_prefix("from=")?.parse().ok().filter(|&r| r <= offset)?,
+            None => offset,
+        };
+        Some(Checkpoint { offset, resume_offset, max_ts_at_resume: at, closed_max_ts: closed })
     }
 }
 
@@ -362,6 +386,10 @@ pub struct PartitionWindows {
     /// From a restored checkpoint: windows closed at this watermark are
     /// already final downstream.
     restored_closed: Option<i64>,
+    /// From a restored checkpoint: the offset committed then. The replay
+    /// of longer windows rebuilds gates from before it; the commit offset
+    /// never goes back below it.
+    restored_commit: Option<i64>,
     gate: BTreeMap<i64, GateWindow>,
     rollups: Vec<RollupWindows>,
     next_offset: Option<i64>,
@@ -388,6 +416,7 @@ impl PartitionWindows {
             cfg,
             max_ts: None,
             restored_closed: None,
+            restored_commit: None,
             gate: BTreeMap::new(),
             rollups: rollups
                 .iter()
@@ -402,9 +431,10 @@ impl PartitionWindows {
     /// State for replaying from a committed checkpoint.
     pub fn restore(cfg: WindowConfig, rollups: &[Rollup], cp: &Checkpoint) -> Self {
         let mut w = PartitionWindows::new(cfg, rollups);
-        w.max_ts = cp.max_ts_at_offset;
+        w.max_ts = cp.max_ts_at_resume;
         w.restored_closed = cp.closed_max_ts;
-        w.next_offset = Some(cp.offset);
+        w.restored_commit = Some(cp.offset);
+        w.next_offset = Some(cp.resume_offset);
         w
     }
 
@@ -593,23 +623,22 @@ impl PartitionWindows {
         }
     }
 
-    /// Where a restart must resume so that replay rebuilds every window in
-    /// memory exactly: the first offset of the oldest window of any rollup
-    /// (or gate) still open. `None` before the first message.
+    /// What to commit, and where a restart must resume so that replay
+    /// rebuilds every window in memory exactly: the first offset of the
+    /// oldest base window (gate) still open, and of the oldest window of
+    /// any rollup. `None` before the first message.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let next = self.next_offset?;
         // `None` orders below every `Some`, so this is the later of the two.
         let closed_max_ts = self.max_ts.max(self.restored_closed);
-        let oldest = self
-            .gate
-            .values()
-            .map(|g| (g.first_offset, g.max_ts_before))
+        let gate = self.gate.values().map(|g| (g.first_offset, g.max_ts_before)).min_by_key(|&(o, _)| o);
+        let oldest = gate
+            .into_iter()
             .chain(self.rollups.iter().flat_map(|r| r.open.values()).map(|w| (w.first_offset, w.max_ts_before)))
             .min_by_key(|&(o, _)| o);
-        if let Some((offset, max_ts_at_offset)) = oldest {
-            return Some(Checkpoint { offset, max_ts_at_offset, closed_max_ts });
-        }
-        let offset = self.next_offset?;
-        Some(Checkpoint { offset, max_ts_at_offset: self.max_ts, closed_max_ts })
+        let (resume_offset, max_ts_at_resume) = oldest.unwrap_or((next, self.max_ts));
+        let offset = gate.map_or(next, |(o, _)| o).max(self.restored_commit.unwrap_or(i64::MIN)).max(resume_offset);
+        Some(Checkpoint { offset, resume_offset, max_ts_at_resume, closed_max_ts })
     }
 }
 
@@ -959,19 +988,15 @@ mod tests {
         assert_eq!(w.checkpoint().unwrap().offset, 42);
         feed(&mut w, 42, &[(1.0, 0, AdFormat::Banner, Impression, 0), (12.0, 0, AdFormat::Banner, Impression, 0)]);
         let cp = w.checkpoint().unwrap();
-        assert_eq!(
-            cp,
-            Checkpoint { offset: 42, max_ts_at_offset: None, closed_max_ts: Some(12 * S) },
-            "[0,10) fired but not closed: still replayed"
-        );
+        assert_eq!(cp, Checkpoint::at(42, None, Some(12 * S)), "[0,10) fired but not closed: still replayed");
         feed(&mut w, 44, &[(16.0, 0, AdFormat::Banner, Impression, 0)]);
         let cp = w.checkpoint().unwrap();
-        assert_eq!(cp, Checkpoint { offset: 43, max_ts_at_offset: Some(S), closed_max_ts: Some(16 * S) });
+        assert_eq!(cp, Checkpoint::at(43, Some(S), Some(16 * S)));
     }
 
     #[test]
     fn metadata_round_trips_and_foreign_metadata_is_ignored() {
-        let cp = Checkpoint { offset: 7, max_ts_at_offset: Some(-5), closed_max_ts: None };
+        let cp = Checkpoint::at(7, Some(-5), None);
         assert_eq!(Checkpoint::from_metadata(7, &cp.metadata()), Some(cp));
         assert_eq!(Checkpoint::from_metadata(7, ""), None);
         assert_eq!(Checkpoint::from_metadata(7, "adstream/2 at=x closed=-"), None);
@@ -1057,7 +1082,7 @@ mod tests {
                     || PartitionWindows::new(cfg(), rollups),
                     |cp| PartitionWindows::restore(cfg(), rollups, &cp),
                 );
-                pos = committed.map_or(0, |cp| cp.offset as usize);
+                pos = committed.map_or(0, |cp| cp.resume_offset as usize);
                 continue;
             }
             if fire_at.contains(&pos) {
@@ -1076,7 +1101,12 @@ mod tests {
             if pos.is_multiple_of(37) {
                 w.emit_updates(&mut out);
                 upsert(&mut table, &mut out);
-                committed = w.checkpoint();
+                let cp = w.checkpoint();
+                if let (Some(before), Some(now)) = (committed, cp) {
+                    assert!(now.offset >= before.offset, "the committed offset never goes back: {before:?} → {now:?}");
+                    assert!(now.resume_offset <= now.offset);
+                }
+                committed = cp;
             }
         }
         w.fire_all();
@@ -1191,7 +1221,14 @@ mod tests {
         ];
         for (crashes, fires) in scenarios {
             let (t, l, _) = run_rollups_with_crashes(&rollups, &events, &crashes, &fires);
-            assert_eq!(totals_only(&t), totals_only(&clean), "crashes at {crashes:?}, fires at {fires:?}");
+            let (t, c) = (totals_only(&t), totals_only(&clean));
+            let diff: Vec<_> = c.iter().filter(|(k, v)| t.get(k) != Some(v)).take(3).collect();
+            assert!(
+                t == c,
+                "crashes at {crashes:?}, fires at {fires:?}: {} rows vs {}, first differences {diff:?}",
+                t.len(),
+                c.len()
+            );
             assert_eq!(l, clean_late, "crashes at {crashes:?}, fires at {fires:?}");
         }
     }
@@ -1205,9 +1242,14 @@ mod tests {
         w.observe(0, &b(S), &mut out);
         w.observe(1, &b(30 * S), &mut out);
         assert_eq!(out.len(), 1, "[0, 10) closed at 30 s, [0, 60) still open");
-        assert_eq!(w.checkpoint().map(|c| c.offset), Some(0), "the minute still needs offset 0");
+        let cp = w.checkpoint().unwrap();
+        assert_eq!((cp.offset, cp.resume_offset), (1, 0), "commit past [0, 10); the minute still needs offset 0");
+        assert!(cp.metadata().ends_with(" from=0"), "{}", cp.metadata());
+        assert_eq!(Checkpoint::from_metadata(1, &cp.metadata()), Some(cp));
+        assert_eq!(Checkpoint::from_metadata(1, "adstream/2 at=- closed=- from=5"), None, "resume after commit");
         w.observe(2, &b(65 * S), &mut out);
-        assert_eq!(w.checkpoint().map(|c| c.offset), Some(2), "the minute closed at 65 s");
+        let cp = w.checkpoint().unwrap();
+        assert_eq!((cp.offset, cp.resume_offset), (2, 2), "the minute closed at 65 s");
         let minute: Vec<_> = out.iter().filter(|r| r.rollup == 1).collect();
         assert_eq!(minute.len(), 1);
         assert_eq!((minute[0].totals.impressions, minute[0].is_final), (2, true));

@@ -370,11 +370,7 @@ pub fn committed_checkpoint(c: &PipelineConsumer, topic: &str, partition: i32) -
     // crash us, so treat it as "no checkpoint".
     let metadata =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| elem.metadata().to_string())).unwrap_or_default();
-    Ok(Some(Checkpoint::from_metadata(offset, &metadata).unwrap_or(Checkpoint {
-        offset,
-        max_ts_at_offset: None,
-        closed_max_ts: None,
-    })))
+    Ok(Some(Checkpoint::from_metadata(offset, &metadata).unwrap_or(Checkpoint::at(offset, None, None))))
 }
 
 /// Commits checkpoints (offset + metadata) for `topic`, for the partitions
