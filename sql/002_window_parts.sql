@@ -10,17 +10,17 @@
 -- dropped instead of written twice; on a cluster, replicated tables do this
 -- through Keeper.
 --
--- Every rollup (`run --rollup`) writes here, named in `rollup` as
+-- Every rollup (`run --rollup`) writes here, named in `rollup_name` as
 -- `dimensions:window` (`campaign_id,ad_format:10s`); a dimension the rollup
 -- leaves out holds '' ("all": no event has an empty campaign, format,
 -- country or device). So a new rollup needs no migration: its rows land in
--- this table and `ad_rollup_metrics` shows them. `rollup` leads the sorting
+-- this table and `ad_rollup_metrics` shows them. `rollup_name` leads the sorting
 -- key, so a query over one rollup (a month of `ad_metrics_1h`) reads only
 -- that rollup's rows, never the 10 s ones. A table from before rollups is
 -- moved aside and copied in by `migrate` (src/io/clickhouse/upgrade.rs).
 CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 (
-    rollup       LowCardinality(String),
+    rollup_name  LowCardinality(String),
     window_start DateTime64(3, 'UTC'),
     window_end   DateTime64(3, 'UTC'),
     campaign_id  LowCardinality(String),
@@ -38,5 +38,5 @@ CREATE TABLE IF NOT EXISTS {database}.ad_window_parts
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (rollup, window_start, window_end, campaign_id, ad_format, country, device, topic, partition)
+ORDER BY (rollup_name, window_start, window_end, campaign_id, ad_format, country, device, topic, partition)
 SETTINGS non_replicated_deduplication_window = 1000;

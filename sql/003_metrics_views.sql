@@ -3,11 +3,11 @@
 -- source partitions of their latest (highest-version) rows.
 -- ctr and ecpm are NULL when a window has clicks but no impressions.
 --
--- Every rollup, configured or not: filter on `rollup`
+-- Every rollup, configured or not: filter on `rollup_name`
 -- (`campaign_id,ad_format:10s`, see `adstream run --help`).
 CREATE OR REPLACE VIEW {database}.ad_rollup_metrics AS
 SELECT
-    rollup,
+    rollup_name,
     window_start,
     window_end,
     campaign_id,
@@ -25,7 +25,7 @@ FROM
 (
     -- FINAL: per (rollup, window, key, partition) keep only the highest version.
     SELECT
-        rollup,
+        rollup_name,
         window_start,
         window_end,
         campaign_id,
@@ -38,7 +38,7 @@ FROM
         count() AS partitions,
         min(is_final) AS is_final
     FROM {database}.ad_window_parts FINAL
-    GROUP BY rollup, window_start, window_end, campaign_id, ad_format, country, device
+    GROUP BY rollup_name, window_start, window_end, campaign_id, ad_format, country, device
 );
 
 -- campaign × format at every window size configured (10 s, 1 m, 1 h by
@@ -46,25 +46,25 @@ FROM
 CREATE OR REPLACE VIEW {database}.ad_metrics AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm, partitions, is_final
 FROM {database}.ad_rollup_metrics
-WHERE rollup LIKE 'campaign\_id,ad\_format:%';
+WHERE rollup_name LIKE 'campaign\_id,ad\_format:%';
 
 CREATE OR REPLACE VIEW {database}.ad_metrics_10s AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm
 FROM {database}.ad_rollup_metrics
-WHERE rollup = 'campaign_id,ad_format:10s';
+WHERE rollup_name = 'campaign_id,ad_format:10s';
 
 CREATE OR REPLACE VIEW {database}.ad_metrics_1h AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm
 FROM {database}.ad_rollup_metrics
-WHERE rollup = 'campaign_id,ad_format:1h';
+WHERE rollup_name = 'campaign_id,ad_format:1h';
 
 -- campaign × format × country × device: the segments.
 CREATE OR REPLACE VIEW {database}.ad_metrics_segments_10s AS
 SELECT window_start, window_end, campaign_id, ad_format, country, device, impressions, clicks, revenue, ctr, ecpm
 FROM {database}.ad_rollup_metrics
-WHERE rollup = 'campaign_id,ad_format,country,device:10s';
+WHERE rollup_name = 'campaign_id,ad_format,country,device:10s';
 
 CREATE OR REPLACE VIEW {database}.ad_metrics_segments_1h AS
 SELECT window_start, window_end, campaign_id, ad_format, country, device, impressions, clicks, revenue, ctr, ecpm
 FROM {database}.ad_rollup_metrics
-WHERE rollup = 'campaign_id,ad_format,country,device:1h';
+WHERE rollup_name = 'campaign_id,ad_format,country,device:1h';

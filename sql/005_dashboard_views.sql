@@ -24,7 +24,7 @@ FROM
 (
     SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm
     FROM {database}.ad_rollup_metrics
-    WHERE rollup = 'campaign_id,ad_format:1m'
+    WHERE rollup_name = 'campaign_id,ad_format:1m'
 ) AS m
 LEFT JOIN
 (
@@ -44,7 +44,7 @@ ON m.window_start = w.minute AND m.campaign_id = w.campaign_id AND m.ad_format =
 CREATE OR REPLACE VIEW {database}.ad_metrics_latest AS
 SELECT window_start, window_end, campaign_id, ad_format, impressions, clicks, revenue, ctr, ecpm, is_final
 FROM {database}.ad_rollup_metrics
-WHERE rollup = 'campaign_id,ad_format:10s'
+WHERE rollup_name = 'campaign_id,ad_format:10s'
   AND window_start GLOBAL IN
   (
       SELECT DISTINCT window_start

@@ -32,8 +32,13 @@ async fn every_window_equals_the_sql_oracle_and_a_new_group_replays_exactly() {
     let (rows, late) = oracle.assert_matches(N).await;
     let windows = scalar(&format!("SELECT uniqExact(window_start) FROM {db}.ad_metrics_10s")).await;
     assert!(windows >= 12, "spans {windows} windows");
-    assert_eq!(rows as i64, windows * 15, "5 campaigns x 3 formats in every window");
-    println!("e2e: {N} events, {windows} windows, {rows} rows equal to the SQL oracle, {late} late, run took {run_secs:.1} s");
+    let rows_10s = scalar(&format!("SELECT count() FROM {db}.ad_metrics_10s")).await;
+    assert_eq!(rows_10s, windows * 15, "5 campaigns x 3 formats in every window");
+    let segments = scalar(&format!("SELECT uniqExact(country, device) FROM {db}.ad_metrics_segments_10s")).await;
+    assert_eq!(segments, 14, "7 countries x 2 devices");
+    println!(
+        "e2e: {N} events, {windows} windows, {rows} rows of the five rollups equal to the SQL oracle, {late} late, run took {run_secs:.1} s"
+    );
 
     // (A restart with the same group changing no row is checked in
     // tests/reliability.rs.)
@@ -181,14 +186,75 @@ async fn migrate_is_idempotent() {
             "ad_late_events_log",
             "ad_metrics",
             "ad_metrics_10s",
+            "ad_metrics_1h",
             "ad_metrics_1m",
             "ad_metrics_latest",
+            "ad_metrics_segments_10s",
+            "ad_metrics_segments_1h",
             "ad_rejected_events",
             "ad_rejected_events_log",
+            "ad_rollup_metrics",
             "ad_window_parts"
         ]
     );
     let bad = adstream().args(["migrate", "--database", "x; DROP TABLE y"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a plain identifier"));
+}
+
+/// A database made by an adstream from before rollups (its schema as it
+/// was, rows in it): `migrate` moves the old window table aside, copies its
+/// rows in as the campaign × format rollup, adds country and device to the
+/// late log, and `ad_metrics_10s` shows the same numbers as before.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn migrate_upgrades_a_database_from_before_rollups() {
+    let db = unique("e2e");
+    exec(&format!("CREATE DATABASE {db}")).await;
+    exec(&format!(
+        "CREATE TABLE {db}.ad_window_parts (window_start DateTime64(3, 'UTC'), window_end DateTime64(3, 'UTC'), \
+         campaign_id LowCardinality(String), ad_format LowCardinality(String), topic LowCardinality(String), \
+         partition Int32, impressions UInt64, clicks UInt64, revenue Decimal(18, 6), version UInt64, is_final Bool, \
+         inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree(version) \
+         PARTITION BY toYYYYMM(window_start) ORDER BY (window_start, window_end, campaign_id, ad_format, topic, partition)"
+    ))
+    .await;
+    exec(&format!(
+        "CREATE TABLE {db}.ad_late_events_log (topic LowCardinality(String), partition Int32, offset Int64, \
+         event_id String, event_time DateTime64(6, 'UTC'), window_start DateTime64(3, 'UTC'), \
+         campaign_id LowCardinality(String), ad_format LowCardinality(String), event_type LowCardinality(String), \
+         revenue Decimal(18, 6), watermark DateTime64(6, 'UTC'), reason LowCardinality(String), \
+         inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY (topic, partition, offset)"
+    ))
+    .await;
+    // Two partitions' rows of one window, one of them in two versions.
+    exec(&format!(
+        "INSERT INTO {db}.ad_window_parts (window_start, window_end, campaign_id, ad_format, topic, partition, \
+         impressions, clicks, revenue, version, is_final) VALUES \
+         ('2025-12-10 00:46:00', '2025-12-10 00:46:10', 'C001', 'banner', 't', 0, 40, 1, 0.05, 20, false), \
+         ('2025-12-10 00:46:00', '2025-12-10 00:46:10', 'C001', 'banner', 't', 0, 50, 2, 0.11, 31, true), \
+         ('2025-12-10 00:46:00', '2025-12-10 00:46:10', 'C001', 'banner', 't', 1, 35, 2, 0.12, 41, true)"
+    ))
+    .await;
+    exec(&format!(
+        "INSERT INTO {db}.ad_late_events_log (topic, partition, offset, event_id, event_time, window_start, \
+         campaign_id, ad_format, event_type, revenue, watermark, reason) VALUES \
+         ('t', 0, 99, 'e-late', '2025-12-10 00:46:01', '2025-12-10 00:46:00', 'C001', 'banner', 'impression', 0, \
+          '2025-12-10 00:47:00', 'window_closed')"
+    ))
+    .await;
+    for _ in 0..2 {
+        run_ok(adstream().args(["migrate", "--database", &db]), Duration::from_secs(60));
+    }
+    let got = tsv(&format!(
+        "SELECT window_start, campaign_id, ad_format, impressions, clicks, revenue FROM {db}.ad_metrics_10s"
+    ))
+    .await;
+    assert_eq!(got.trim(), "2025-12-10 00:46:00.000\tC001\tbanner\t85\t4\t0.23", "the origin's row, upgraded");
+    let late = tsv(&format!("SELECT event_id, country, device FROM {db}.ad_late_events")).await;
+    assert_eq!(late.trim_end_matches('\n'), "e-late\t\t", "old late rows kept, with empty country and device");
+    let tables =
+        tsv(&format!("SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE '%pre_rollups%'")).await;
+    assert_eq!(tables.trim(), "ad_window_parts_pre_rollups_copied", "the old table is kept for the operator to drop");
+    println!("upgrade: the pre-rollup window rows are the campaign_id,ad_format:10s rollup now");
 }

@@ -317,7 +317,7 @@ pub struct WindowArgs {
     /// dimensions a comma list of campaign_id, ad_format, country, device
     /// (or `total`), the window a multiple of --window (default: --window).
     /// Its rows go to ad_window_parts as rollup `DIMENSIONS:WINDOW`, shown by
-    /// the view ad_rollup_metrics. Default: campaign_id,ad_format and
+    /// the view ad_rollup_metrics (column rollup_name). Default: campaign_id,ad_format and
     /// campaign_id,ad_format,country,device at --window, campaign_id,ad_format
     /// at 1m and 1h, campaign_id,ad_format,country,device at 1h (the views
     /// ad_metrics_10s, _segments_10s, _1m, _1h, _segments_1h). In

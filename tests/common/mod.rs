@@ -209,6 +209,53 @@ pub async fn actual_windows(db: &str) -> Windows {
     w
 }
 
+/// Rows of one rollup: (window start in seconds, dimension values joined
+/// by `|`) → numbers.
+pub type RollupRows = BTreeMap<(i64, String), Metrics>;
+
+fn parse_rollup(text: &str) -> RollupRows {
+    let opt = |s: &str| if s == "\\N" { None } else { Some(s.parse::<f64>().unwrap()) };
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 7, "{l}");
+            (
+                (f[0].parse().unwrap(), f[1].to_string()),
+                Metrics {
+                    impressions: f[2].parse().unwrap(),
+                    clicks: f[3].parse().unwrap(),
+                    revenue: f[4].to_string(),
+                    ctr: opt(f[5]),
+                    ecpm: opt(f[6]),
+                },
+            )
+        })
+        .collect()
+}
+
+/// What adstream wrote to `{db}.{view}`, a view with `window_start`, the
+/// columns `dims` and the numbers; one row per (window, key) or it fails.
+pub async fn actual_rollup(db: &str, view: &str, dims: &[&str]) -> RollupRows {
+    let key = if dims.is_empty() { "''".to_string() } else { format!("concat_ws('|', {})", dims.join(", ")) };
+    let text = tsv(&format!(
+        "SELECT toInt64(toUnixTimestamp(window_start)), {key}, impressions, clicks, toString(revenue), ctr, ecpm \
+         FROM {db}.{view} ORDER BY 1, 2"
+    ))
+    .await;
+    let rows = parse_rollup(&text);
+    assert_eq!(rows.len(), text.lines().count(), "{view} must have one row per (window, key)");
+    rows
+}
+
+/// The default rollups' views besides `ad_metrics_10s`: (view, dimensions,
+/// window µs).
+pub const ROLLUP_VIEWS: [(&str, &[&str], i64); 4] = [
+    ("ad_metrics_segments_10s", &["campaign_id", "ad_format", "country", "device"], 10_000_000),
+    ("ad_metrics_1m", &["campaign_id", "ad_format"], 60_000_000),
+    ("ad_metrics_1h", &["campaign_id", "ad_format"], 3_600_000_000),
+    ("ad_metrics_segments_1h", &["campaign_id", "ad_format", "country", "device"], 3_600_000_000),
+];
+
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
         (None, None) => true,
@@ -219,7 +266,19 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
 
 /// Asserts adstream's windows equal the oracle's, row by row; returns the
 /// number of rows compared.
-pub fn assert_windows_equal(actual: &Windows, expected: &Windows) -> usize {
+pub fn assert_windows_equal<K: std::fmt::Debug + Ord>(
+    actual: &BTreeMap<K, Metrics>,
+    expected: &BTreeMap<K, Metrics>,
+) -> usize {
+    assert_rows_equal("ad_metrics_10s", actual, expected)
+}
+
+/// [`assert_windows_equal`] for the rows of `what`.
+pub fn assert_rows_equal<K: std::fmt::Debug + Ord>(
+    what: &str,
+    actual: &BTreeMap<K, Metrics>,
+    expected: &BTreeMap<K, Metrics>,
+) -> usize {
     let mut problems = Vec::new();
     for (k, e) in expected {
         match actual.get(k) {
@@ -243,7 +302,7 @@ pub fn assert_windows_equal(actual: &Windows, expected: &Windows) -> usize {
     }
     assert!(
         problems.is_empty(),
-        "{} mismatches, first ones:\n{}",
+        "{what}: {} mismatches with the oracle, first ones:\n{}",
         problems.len(),
         problems[..problems.len().min(10)].join("\n")
     );
@@ -372,7 +431,7 @@ impl Oracle {
                SELECT *, ifNull(ws_us + {size} + {lat} <= max(toNullable(ts)) OVER (PARTITION BY partition \
                         ORDER BY offset ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS late \
                FROM ( \
-                 SELECT partition, offset, event_id, campaign_id, ad_format, event_type, revenue, \
+                 SELECT partition, offset, event_id, campaign_id, ad_format, country, device, event_type, revenue, \
                         toUnixTimestamp64Micro(parseDateTime64BestEffort(timestamp, 6, 'UTC')) AS ts, \
                         intDiv(ts, {size}) * {size} AS ws_us \
                  FROM {db}.raw_events))"
@@ -392,6 +451,26 @@ impl Oracle {
         ))
         .await;
         parse_windows(&text)
+    }
+
+    /// The counted events of one rollup: `dims` (columns of raw_events)
+    /// over windows of `size_us`, keyed by (window start in seconds, the
+    /// dimension values joined by `|`). Windows of any size are sums of
+    /// the oracle's own counted events (lateness decided by the 10 s
+    /// window, as documented), never of adstream's rows.
+    pub async fn rollup(&self, dims: &[&str], size_us: i64) -> RollupRows {
+        let key = if dims.is_empty() { "''".to_string() } else { format!("concat_ws('|', {})", dims.join(", ")) };
+        let text = tsv(&format!(
+            "SELECT intDiv(w_us, 1000000), k, imps, clks, toString(rev), \
+                    if(imps = 0, NULL, clks / imps * 100), if(imps = 0, NULL, toFloat64(rev) / imps * 1000) \
+             FROM ( \
+               SELECT intDiv(ts, {size_us}) * {size_us} AS w_us, {key} AS k, countIf(event_type = 'impression') AS imps, \
+                      countIf(event_type = 'click') AS clks, CAST(sum(revenue) AS Decimal(18, 6)) AS rev \
+               FROM ({}) WHERE counted GROUP BY w_us, k) ORDER BY 1, 2",
+            self.classified()
+        ))
+        .await;
+        parse_rollup(&text)
     }
 
     /// The late events as `partition \t offset \t event_id` lines, in order.
@@ -417,7 +496,13 @@ impl Oracle {
     pub async fn assert_matches_with_rejects(&self, events: u64, rejected: i64) -> (usize, u64) {
         let db = &self.db;
         let actual = actual_windows(db).await;
-        let rows = assert_windows_equal(&actual, &self.windows().await);
+        let mut rows = assert_windows_equal(&actual, &self.windows().await);
+        for (view, dims, size_us) in ROLLUP_VIEWS {
+            let got = actual_rollup(db, view, dims).await;
+            let want = self.rollup(dims, size_us).await;
+            assert!(!want.is_empty(), "{view}: the oracle has rows");
+            rows += assert_rows_equal(view, &got, &want);
+        }
         let got_late: Vec<String> =
             tsv(&format!("SELECT partition, offset, event_id FROM {db}.ad_late_events ORDER BY partition, offset"))
                 .await
@@ -873,12 +958,22 @@ impl Pipeline {
         assert_eq!(raw, events, "the oracle saw every generated event");
         let lengths = high_watermarks(&self.topic).expect("high watermarks");
         for (p, len) in lengths.iter().enumerate() {
-            let counted = scalar(&format!(
-                "SELECT toInt64(sum(impressions + clicks)) FROM {db}.ad_window_parts FINAL WHERE partition = {p}"
+            let late = scalar(&format!("SELECT count() FROM {db}.ad_late_events WHERE partition = {p}")).await;
+            let per_rollup = tsv(&format!(
+                "SELECT rollup_name, toInt64(sum(impressions + clicks)) FROM {db}.ad_window_parts FINAL \
+                 WHERE partition = {p} GROUP BY rollup_name ORDER BY rollup_name"
             ))
             .await;
-            let late = scalar(&format!("SELECT count() FROM {db}.ad_late_events WHERE partition = {p}")).await;
-            assert_eq!(counted + late, *len, "partition {p}: events counted + late = messages in the partition");
+            assert_eq!(per_rollup.lines().count(), 5, "partition {p}: every default rollup has rows: {per_rollup}");
+            for l in per_rollup.lines() {
+                let (rollup, counted) = l.split_once('\t').expect("rollup \t count");
+                let counted: i64 = counted.parse().expect("a count");
+                assert_eq!(
+                    counted + late,
+                    *len,
+                    "partition {p}, rollup {rollup}: events counted + late = messages in the partition"
+                );
+            }
         }
         (oracle, rows, late)
     }

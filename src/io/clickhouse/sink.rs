@@ -21,7 +21,7 @@ use crate::io::clickhouse::{insert_token, schema_cluster};
 
 #[derive(Row, Serialize)]
 struct PartRow<'a> {
-    rollup: &'a str,
+    rollup_name: &'a str,
     window_start: i64,
     window_end: i64,
     campaign_id: &'a str,
@@ -132,7 +132,7 @@ impl ClickHouseSink {
             let rollups: Vec<String> = batch.rollups.iter().map(|r| r.name()).collect();
             for r in &batch.rows {
                 ins.write(&PartRow {
-                    rollup: rollups.get(usize::from(r.row.rollup)).map_or("", |s| s.as_str()),
+                    rollup_name: rollups.get(usize::from(r.row.rollup)).map_or("", |s| s.as_str()),
                     window_start: r.row.window_start_us / 1000,
                     window_end: r.row.window_end_us / 1000,
                     campaign_id: batch.campaign(r),

@@ -1,8 +1,8 @@
 //! Upgrading a database created by an adstream from before rollups, in
 //! place, by `migrate` (and `run`, which migrates at start):
 //!
-//! - `ad_window_parts` had no `rollup`, `country` or `device` and a sorting
-//!   key that did not start with `rollup` (which can not be changed in
+//! - `ad_window_parts` had no `rollup_name`, `country` or `device` and a sorting
+//!   key that did not start with `rollup_name` (which can not be changed in
 //!   place). It is renamed to `ad_window_parts_pre_rollups` before the
 //!   schema is applied, and its rows are copied into the new table after:
 //!   they become rollup `campaign_id,ad_format:<window>` with `''` country
@@ -36,7 +36,7 @@ async fn columns(client: &Client, database: &str, table: &str) -> anyhow::Result
 pub async fn before(client: &Client, database: &str, cluster: Option<&str>) -> anyhow::Result<bool> {
     let parts = columns(client, database, "ad_window_parts").await?;
     let late = columns(client, database, "ad_late_events_log").await?;
-    let old_parts = !parts.is_empty() && !parts.iter().any(|c| c == "rollup");
+    let old_parts = !parts.is_empty() && !parts.iter().any(|c| c == "rollup_name");
     let old_late = !late.is_empty() && !late.iter().any(|c| c == "country");
     if (old_parts || old_late) && cluster.is_some() {
         bail!(
@@ -82,7 +82,7 @@ pub async fn after(client: &Client, database: &str) -> anyhow::Result<()> {
     client
         .query(&format!(
             "INSERT INTO {database}.ad_window_parts \
-             (rollup, window_start, window_end, campaign_id, ad_format, country, device, topic, partition, \
+             (rollup_name, window_start, window_end, campaign_id, ad_format, country, device, topic, partition, \
               impressions, clicks, revenue, version, is_final, inserted_at) \
              SELECT concat('campaign_id,ad_format:', \
                     multiIf(len % 3600 = 0, concat(toString(intDiv(len, 3600)), 'h'), \
