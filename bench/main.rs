@@ -21,6 +21,7 @@ mod consumer;
 mod engine;
 mod generator;
 mod procstat;
+mod range;
 mod report;
 mod scaleout;
 mod scaling;
@@ -132,6 +133,22 @@ enum Bench {
         #[arg(long)]
         keep_topic: bool,
     },
+    /// A month of windows through `run --drain`, then one campaign's daily
+    /// revenue from the 10 s rows vs the 1 h rollup.
+    Range {
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        #[arg(long, default_value = "target/release/adstream")]
+        adstream: String,
+        /// Timed queries per view in each repetition.
+        #[arg(long, default_value_t = 5)]
+        queries: usize,
+        /// Keep the preloaded topic.
+        #[arg(long)]
+        keep_topic: bool,
+    },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
 }
@@ -172,6 +189,9 @@ fn main() -> ExitCode {
             &scaleout::ScaleoutArgs { events, reps, adstream, event_rate, partitions, processes, keep_topic },
             &cli.out,
         ),
+        Bench::Range { days, events, adstream, queries, keep_topic } => {
+            range::run(&range::RangeArgs { days, events, reps, adstream, queries, keep_topic }, &cli.out)
+        }
         Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),
     };
     match result {

@@ -5,6 +5,7 @@
 #   scripts/bench.sh engine                # any subset of: engine generator consumer scaling
 #   scripts/bench.sh scaling               # cost/memory vs keys and window size (not in the default set)
 #   scripts/bench.sh scaleout              # 1, 2, 3 run processes in one group (not in the default set)
+#   scripts/bench.sh range                 # 30 days of windows: 10 s rows vs the 1 h rollup (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
 # broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
@@ -43,7 +44,7 @@ cleanup() {
   for s in "${started[@]}"; do scripts/"$s".sh down || true; done
 }
 trap cleanup EXIT
-if wants generator || wants consumer || wants scaleout; then
+if wants generator || wants consumer || wants scaleout || wants range; then
   if [ -z "${ADSTREAM_BROKERS:-}" ]; then
     step "Kafka (scripts/kafka.sh)"
     if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
@@ -96,6 +97,10 @@ fi
 if wants scaleout; then
   step "scale-out bench (1, 2, 3 run processes in one group)"
   "$BENCH" --out "$OUT" --reps "$REPS" scaleout --events "${BENCH_SCALEOUT_EVENTS:-20000000}"
+fi
+if wants range; then
+  step "long-range query bench (30 days: 10 s rows vs the 1 h rollup)"
+  "$BENCH" --out "$OUT" --reps "$REPS" range --events "${BENCH_RANGE_EVENTS:-5000000}"
 fi
 step "summary ($OUT/*.json)"
 "$BENCH" --out "$OUT" summary

@@ -120,16 +120,28 @@ impl Processor {
             return;
         }
         self.counts.consumed += 1;
+        // Before the restored commit: read again only for the longer
+        // windows; rejections and late events there are already written
+        // (and in the dead-letter topic), so they are not written again.
+        let replaying = w.replaying(offset);
         let ev = match parse_event(payload, self.max_event_bytes) {
             Ok(ev) => ev,
             Err(rej) => {
                 w.skip(offset);
-                Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
+                if replaying {
+                    self.counts.replay_skipped += 1;
+                } else {
+                    Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
+                }
                 return;
             }
         };
         if let Some(t) = message_time_us.filter(|&t| ev.timestamp_us > t.saturating_add(self.cfg.max_future_us)) {
             w.skip(offset);
+            if replaying {
+                self.counts.replay_skipped += 1;
+                return;
+            }
             let rej = Reject {
                 reason: RejectReason::FutureTimestamp,
                 detail: format!(
@@ -144,6 +156,10 @@ impl Processor {
         }
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
             w.skip(offset);
+            if replaying {
+                self.counts.replay_skipped += 1;
+                return;
+            }
             let rej = Reject {
                 reason: RejectReason::TooManyCampaigns,
                 detail: format!("more than {MAX_CAMPAIGNS} campaign ids"),
@@ -176,6 +192,9 @@ impl Processor {
                 self.counts.duplicates += 1;
             }
             Outcome::AlreadyEmitted => {
+                self.counts.replay_skipped += 1;
+            }
+            Outcome::Late { .. } if replaying => {
                 self.counts.replay_skipped += 1;
             }
             Outcome::Late { window_start_us, watermark_us } => {
@@ -410,5 +429,38 @@ mod tests {
         assert!(Processor::with_rollups(cfg, vec![r(5)], 4096).is_err(), "shorter than the base window");
         assert!(Processor::with_rollups(cfg, vec![r(10), r(10)], 4096).err().unwrap().contains("twice"));
         assert!(Processor::with_rollups(cfg, vec![r(20), r(3600)], 4096).is_ok());
+    }
+
+    #[test]
+    fn a_replay_before_the_commit_writes_no_reject_or_late_record_again() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let msgs = [
+            ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
+            b"garbage".to_vec(),
+            ev("b", "2025-12-10T00:00:31", "banner", "impression", "0.0"),
+            ev("c", "2025-12-10T00:00:02", "banner", "impression", "0.0"), // late
+            ev("d", "2025-12-10T00:00:32", "banner", "impression", "0.0"),
+            b"more garbage".to_vec(),
+        ];
+        let mut first = Processor::new(cfg, 4096);
+        first.init_partition(0, None);
+        for (i, m) in msgs[..5].iter().enumerate() {
+            first.process(0, i as i64, None, None, m);
+        }
+        let b = first.take_batch();
+        assert_eq!((b.rejected.len(), b.late.len()), (1, 1));
+        let cp = b.commits[0].1;
+        assert_eq!((cp.resume_offset, cp.offset), (0, 2), "the minute and the hour need offset 0 again");
+        let mut again = Processor::new(cfg, 4096);
+        again.init_partition(0, Some(cp));
+        for (i, m) in msgs.iter().enumerate() {
+            again.process(0, i as i64, None, None, m);
+        }
+        let b = again.take_batch();
+        let rejected: Vec<i64> = b.rejected.iter().map(|r| r.offset).collect();
+        assert_eq!(rejected, vec![5], "only the reject after the commit is new");
+        let late: Vec<i64> = b.late.iter().map(|l| l.offset).collect();
+        assert_eq!(late, vec![3], "offset 3 is after the commit: written again (idempotent by position)");
+        assert_eq!(b.counts.replay_skipped, 2, "the first event's closed window and the garbage before the commit");
     }
 }

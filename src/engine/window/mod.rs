@@ -473,6 +473,14 @@ impl PartitionWindows {
         self.gate.values().fold((0, spare), |(n, b), w| (n + w.ids.len(), b + w.ids.bytes()))
     }
 
+    /// Whether `offset` lies before the offset committed when this partition
+    /// was restored: it is read again only to rebuild longer windows, and
+    /// its rejection or lateness was already written (and acknowledged)
+    /// before that commit.
+    pub fn replaying(&self, offset: i64) -> bool {
+        self.restored_commit.is_some_and(|c| offset < c)
+    }
+
     /// Records that `offset` was consumed without touching any window (a
     /// rejected message), so the checkpoint can move past it.
     pub fn skip(&mut self, offset: i64) {
