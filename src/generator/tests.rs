@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::parse::{parse_event, DEFAULT_MAX_EVENT_BYTES};
+use crate::generator::model::TrafficModel;
 use std::collections::HashSet;
 
 fn seeded(seed: u64, jitter_us: i64) -> Generator {
@@ -191,4 +192,160 @@ fn a_million_event_ids_are_unique_and_runs_differ() {
     }
     h.next_into(|| 1, &mut k, &mut j);
     assert!(!ids.contains(&k), "a second unseeded run starts with a new id");
+}
+
+/// Per group of events: count, clicks, and the sum of the true click
+/// probabilities and of their variances (Bernoulli: p(1-p)).
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    n: u64,
+    clicks: u64,
+    sum_p: f64,
+    sum_var: f64,
+}
+
+impl Tally {
+    fn add(&mut self, click: bool, p: f64) {
+        self.n += 1;
+        self.clicks += u64::from(click);
+        self.sum_p += p;
+        self.sum_var += p * (1.0 - p);
+    }
+
+    /// Standard score of the observed clicks against the expected ones.
+    fn z(&self) -> f64 {
+        (self.clicks as f64 - self.sum_p) / self.sum_var.sqrt()
+    }
+}
+
+/// Segmented events over one simulated day, tallied by group against
+/// `p_of(event, hour)`: by format, by format × country × device, by
+/// format × hour, by campaign × format. Returns the largest |z|
+/// and the tallies.
+fn tally_a_day(n: u64, p_of: impl Fn(&EventMeta, usize) -> f64) -> (f64, Vec<(String, Tally)>) {
+    let traffic = Traffic::new(TrafficModel::Segmented, 5);
+    let mut g = Generator::new(GeneratorConfig {
+        seed: Some(11),
+        start_time_us: DEFAULT_SEEDED_START_US,
+        event_rate: n as f64 / 86_400.0,
+        jitter_us: 0,
+    })
+    .with_traffic(traffic);
+    let (mut k, mut j) = (Vec::new(), Vec::new());
+    let mut fcd = vec![Tally::default(); 3 * 7 * 2];
+    let mut fh = vec![Tally::default(); 3 * 24];
+    let mut cf = vec![Tally::default(); 5 * 3];
+    let mut ff = [Tally::default(); 3];
+    for _ in 0..n {
+        let m = g.next_into(|| unreachable!(), &mut k, &mut j);
+        let hour = model::hour_of_day(m.timestamp_us);
+        let p = p_of(&m, hour);
+        let click = m.event_type == EventType::Click;
+        let f = m.ad_format.index();
+        fcd[(f * 7 + m.country) * 2 + m.device].add(click, p);
+        fh[f * 24 + hour].add(click, p);
+        cf[m.campaign * 3 + f].add(click, p);
+        ff[f].add(click, p);
+    }
+    let name = |f: usize| AdFormat::ALL[f].as_str();
+    let mut all: Vec<(String, Tally)> = ff.iter().enumerate().map(|(f, t)| (name(f).to_string(), *t)).collect();
+    for (i, t) in fcd.into_iter().enumerate() {
+        all.push((format!("{} {} {}", name(i / 14), COUNTRIES[i / 2 % 7], DEVICES[i % 2]), t));
+    }
+    for (i, t) in fh.into_iter().enumerate() {
+        all.push((format!("{} hour {:02}", name(i / 24), i % 24), t));
+    }
+    for (i, t) in cf.into_iter().enumerate() {
+        all.push((format!("{} {}", CAMPAIGNS[i / 3], name(i % 3)), t));
+    }
+    let worst = all.iter().map(|(_, t)| t.z().abs()).fold(0.0, f64::max);
+    (worst, all)
+}
+
+#[test]
+fn segmented_click_shares_match_the_exported_truth() {
+    // 3,000,000 events over one simulated day (about 1,000,000 per format):
+    // every group's clicks within 5 standard deviations of what the
+    // exported truth predicts for exactly those events.
+    const N: u64 = 3_000_000;
+    let traffic = Traffic::new(TrafficModel::Segmented, 5);
+    let truth: Vec<truth::Segment> = traffic.segments().collect();
+    assert_eq!(truth.len(), 5 * 3 * 7 * 2);
+    // The export's order: campaign, format, country, device.
+    let exported = |m: &EventMeta, hour: usize| {
+        let s = &truth[((m.campaign * 3 + m.ad_format.index()) * 7 + m.country) * 2 + m.device];
+        assert_eq!(
+            (s.campaign_id.as_str(), s.ad_format, s.country, s.device),
+            (CAMPAIGNS[m.campaign], m.ad_format.as_str(), COUNTRIES[m.country], DEVICES[m.device])
+        );
+        s.hourly_p_click[hour]
+    };
+    let (worst, groups) = tally_a_day(N, exported);
+    for (name, t) in &groups {
+        let (share, expected) = (t.clicks as f64 / t.n as f64, t.sum_p / t.n as f64);
+        println!("{name:<32} n {:>7} click share {share:.5} truth {expected:.5} z {:+.2}", t.n, t.z());
+        assert!(t.z().abs() < 5.0, "{name}: click share {share} vs truth {expected} over {} events", t.n);
+    }
+    println!("{} groups, largest |z| {worst:.2}", groups.len());
+
+    // The check has power: a truth that misses the daily curve or the
+    // interactions is refused by the same events.
+    let (flat, _) = tally_a_day(N / 3, |m, _| exported(m, 9));
+    assert!(flat > 10.0, "a truth without the daily curve passes: largest |z| {flat}");
+    let (plain, _) = tally_a_day(N / 3, |m, hour| {
+        let interactions: f64 = model::INTERACTIONS
+            .iter()
+            .filter(|i| {
+                i.ad_format == m.ad_format
+                    && i.country.is_none_or(|c| c == m.country)
+                    && i.device.is_none_or(|d| d == m.device)
+            })
+            .map(|i| i.factor)
+            .product();
+        exported(m, hour) / interactions
+    });
+    assert!(plain > 10.0, "a truth without the interactions passes: largest |z| {plain}");
+    println!("without the daily curve: largest |z| {flat:.1}; without the interactions: {plain:.1}");
+}
+
+#[test]
+fn segmented_countries_and_devices_follow_their_shares() {
+    const N: u64 = 500_000;
+    let traffic = Traffic::new(TrafficModel::Segmented, 7);
+    let mut g = seeded(12, 0).with_traffic(traffic);
+    let (mut k, mut j) = (Vec::new(), Vec::new());
+    let (mut country, mut device, mut campaign) = ([0u64; 7], [0u64; 2], [0u64; 7]);
+    for _ in 0..N {
+        let m = g.next_into(|| unreachable!(), &mut k, &mut j);
+        country[m.country] += 1;
+        device[m.device] += 1;
+        campaign[m.campaign] += 1;
+        let e = parse_event(&j, DEFAULT_MAX_EVENT_BYTES).expect("valid");
+        assert_eq!(e.campaign_id, traffic.campaign_id(m.campaign));
+    }
+    let close = |count: u64, share: f64| {
+        let sigma = (N as f64 * share * (1.0 - share)).sqrt();
+        (count as f64 - N as f64 * share).abs() < 5.0 * sigma
+    };
+    for c in 0..7 {
+        assert!(close(country[c], traffic.model.country_share(c)), "{}: {}", COUNTRIES[c], country[c]);
+        assert!(close(campaign[c], traffic.campaign_share()), "C{:03}: {}", c + 1, campaign[c]);
+    }
+    for d in 0..2 {
+        assert!(close(device[d], traffic.model.device_share(d)), "{}: {}", DEVICES[d], device[d]);
+    }
+}
+
+#[test]
+fn both_models_are_deterministic_and_differ() {
+    for model in [TrafficModel::Seed, TrafficModel::Segmented] {
+        let t = Traffic::new(model, 12);
+        let a = digest(seeded(5, 250_000).with_traffic(t), 20_000);
+        assert_eq!(a, digest(seeded(5, 250_000).with_traffic(t), 20_000), "{model:?}");
+        assert_ne!(a, digest(seeded(6, 250_000).with_traffic(t), 20_000), "{model:?}: another seed");
+    }
+    let seed = digest(seeded(5, 0).with_traffic(Traffic::default()), 1000);
+    assert_eq!(seed, digest(seeded(5, 0), 1000), "the default traffic is what Generator::new makes");
+    let segmented = Traffic::new(TrafficModel::Segmented, DEFAULT_CAMPAIGNS);
+    assert_ne!(seed, digest(seeded(5, 0).with_traffic(segmented), 1000));
 }
