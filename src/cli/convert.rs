@@ -296,6 +296,8 @@ mod tests {
             (&["--flush-interval", "0s"], "--flush-interval"),
             (&["--window", "7s"], "--window"),
             (&["--clickhouse-url", "ftp://x"], "--clickhouse-url"),
+            (&["--self-feed", "10", "--campaigns", "0"], "--campaigns 0 is out of range"),
+            (&["--self-feed", "10", "--campaigns", "4294967296"], "--campaigns 4294967296 is out of range"),
         ] {
             let e = format!("{:#}", run_config(flags).expect_err(says));
             assert!(e.contains(says) && !e.contains('\n'), "{flags:?}: {e}");
@@ -304,6 +306,13 @@ mod tests {
             run_config(&["--max-future", "1s", "--idle-timeout", "1s", "--self-feed", "0", "--event-rate", "0.0002"])
                 .expect("valid");
         assert_eq!(ok.window.max_future_us, 1_000_000);
+        let feed = ok.self_feed.expect("self-feed");
+        assert_eq!(feed.traffic, crate::generator::Traffic::default(), "seed model, C001..C005 by default");
+        let feed = run_config(&["--self-feed", "5", "--traffic", "segmented", "--campaigns", "100000"])
+            .expect("valid")
+            .self_feed
+            .expect("self-feed");
+        assert_eq!(feed.traffic, Traffic::new(TrafficModel::Segmented, 100_000));
         assert_eq!(ok.idle_timeout, Duration::from_secs(1));
     }
 }

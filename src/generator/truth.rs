@@ -40,7 +40,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::model::{COUNTRIES, DEVICES, REVENUE_RANGE_E4};
-use super::Traffic;
+use super::traffic::Traffic;
 use crate::engine::event::AdFormat;
 
 /// What the JSON's `label` says: the unit of `hourly_ctr`.
