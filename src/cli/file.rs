@@ -179,7 +179,7 @@ mod tests {
         for sub in ["generate", "demo", "run"] {
             let set: BTreeMap<_, _> = settings(p, text, &cmd(), Some(sub)).unwrap().into_iter().collect();
             assert_eq!(set["ADSTREAM_TRAFFIC"], "segmented", "{sub}");
-            assert_eq!(set.get("ADSTREAM_CAMPAIGNS").is_some(), sub == "generate", "{sub}");
+            assert_eq!(set.contains_key("ADSTREAM_CAMPAIGNS"), sub == "generate", "{sub}");
         }
         let e = settings(p, "[demo]\nprint-truth = true\n", &cmd(), Some("demo")).unwrap_err().to_string();
         assert!(e.contains("`adstream demo` has no flag --print-truth"), "{e}");
