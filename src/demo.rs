@@ -18,7 +18,7 @@ pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let mut proc =
         Processor::with_rollups(cfg, args.rollups.clone(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
     proc.init_partition(0, None);
-    let mut gen = Generator::new(args.generator);
+    let mut gen = Generator::new(args.generator).with_traffic(args.traffic);
     let mut totals = Counts::default();
     let (mut key, mut json) = (Vec::new(), Vec::new());
     let mut printer = Printer::default();

@@ -152,6 +152,15 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Generate(args) => {
             let cfg = GenerateConfig::try_from(&args)?;
+            if cfg.print_truth {
+                // No Kafka: the model only. A closed pipe (| head) is not an error.
+                if let Err(e) = cfg.traffic.write_truth(std::io::stdout().lock()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(anyhow::anyhow!("--print-truth: writing to stdout: {e}"));
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let stop = shutdown_on_signals();
             let kafka_cfg = cfg.kafka.clone();
             tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_cfg)).await??;
@@ -159,6 +168,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let pc = ProduceConfig {
                 kafka: cfg.kafka.clone(),
                 generator: cfg.generator,
+                traffic: cfg.traffic,
                 rate: cfg.rate,
                 count: cfg.count,
                 duration: cfg.duration,

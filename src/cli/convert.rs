@@ -7,7 +7,7 @@ use anyhow::{ensure, Context as _};
 
 use super::{
     ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, RunArgs, SinkKind as SinkArg,
-    TrafficArgs, WindowArgs, ROLLUPS_SEPARATORS,
+    TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
 };
 use crate::config::{
     ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportConfig, RunConfig, SelfFeed,
@@ -15,7 +15,7 @@ use crate::config::{
 };
 use crate::engine::processor::check_rollups;
 use crate::engine::{Dims, Rollup, WindowConfig};
-use crate::generator::GeneratorConfig;
+use crate::generator::{GeneratorConfig, Traffic, TrafficModel, MAX_CAMPAIGNS};
 
 /// Longest simulated gap between two generated events: one a year. Beyond
 /// it (`--event-rate 1e-12`) event times leave the calendar after a few
@@ -84,6 +84,24 @@ impl TrafficArgs {
             event_rate,
             jitter_us: micros(self.jitter),
         })
+    }
+}
+
+impl TrafficArgs {
+    /// The traffic model and campaign count (`--traffic`, `--campaigns`).
+    pub fn traffic(&self) -> anyhow::Result<Traffic> {
+        let campaigns =
+            u32::try_from(self.campaigns).ok().filter(|n| (1..=MAX_CAMPAIGNS).contains(n)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--campaigns {} is out of range: use 1 to {MAX_CAMPAIGNS} (ADSTREAM_CAMPAIGNS)",
+                    self.campaigns
+                )
+            })?;
+        let model = match self.model {
+            TrafficKind::Seed => TrafficModel::Seed,
+            TrafficKind::Segmented => TrafficModel::Segmented,
+        };
+        Ok(Traffic::new(model, campaigns))
     }
 }
 
@@ -167,6 +185,7 @@ impl TryFrom<&RunArgs> for RunConfig {
                 rate,
                 count: a.self_feed_count,
                 generator: a.traffic.generator_config(rate).context("--self-feed")?,
+                traffic: a.traffic.traffic()?,
             }),
             None => None,
         };
@@ -203,6 +222,7 @@ impl TryFrom<&DemoArgs> for DemoConfig {
             duration: a.duration,
             count: a.count,
             generator: a.traffic.generator_config(a.rate)?,
+            traffic: a.traffic.traffic()?,
             window: a.window.config()?,
             rollups: a.window.rollups()?,
         })
@@ -220,9 +240,11 @@ impl TryFrom<&GenerateArgs> for GenerateConfig {
             count: a.count,
             duration: a.duration,
             generator: a.traffic.generator_config(a.rate)?,
+            traffic: a.traffic.traffic()?,
             out_jsonl: a.out_jsonl.clone(),
             partitions: a.partitions,
             replication_factor: a.replication_factor,
+            print_truth: a.print_truth,
         })
     }
 }
@@ -274,6 +296,8 @@ mod tests {
             (&["--flush-interval", "0s"], "--flush-interval"),
             (&["--window", "7s"], "--window"),
             (&["--clickhouse-url", "ftp://x"], "--clickhouse-url"),
+            (&["--self-feed", "10", "--campaigns", "0"], "--campaigns 0 is out of range"),
+            (&["--self-feed", "10", "--campaigns", "4294967296"], "--campaigns 4294967296 is out of range"),
         ] {
             let e = format!("{:#}", run_config(flags).expect_err(says));
             assert!(e.contains(says) && !e.contains('\n'), "{flags:?}: {e}");
@@ -282,6 +306,13 @@ mod tests {
             run_config(&["--max-future", "1s", "--idle-timeout", "1s", "--self-feed", "0", "--event-rate", "0.0002"])
                 .expect("valid");
         assert_eq!(ok.window.max_future_us, 1_000_000);
+        let feed = ok.self_feed.expect("self-feed");
+        assert_eq!(feed.traffic, crate::generator::Traffic::default(), "seed model, C001..C005 by default");
+        let feed = run_config(&["--self-feed", "5", "--traffic", "segmented", "--campaigns", "100000"])
+            .expect("valid")
+            .self_feed
+            .expect("self-feed");
+        assert_eq!(feed.traffic, Traffic::new(TrafficModel::Segmented, 100_000));
         assert_eq!(ok.idle_timeout, Duration::from_secs(1));
     }
 }

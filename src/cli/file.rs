@@ -173,6 +173,19 @@ mod tests {
     }
 
     #[test]
+    fn traffic_flags_are_settings_of_the_generating_commands() {
+        let text = "traffic = \"segmented\"\n[generate]\ncampaigns = 1000\nprint-truth = true\n";
+        let p = Path::new("a.toml");
+        for sub in ["generate", "demo", "run"] {
+            let set: BTreeMap<_, _> = settings(p, text, &cmd(), Some(sub)).unwrap().into_iter().collect();
+            assert_eq!(set["ADSTREAM_TRAFFIC"], "segmented", "{sub}");
+            assert_eq!(set.contains_key("ADSTREAM_CAMPAIGNS"), sub == "generate", "{sub}");
+        }
+        let e = settings(p, "[demo]\nprint-truth = true\n", &cmd(), Some("demo")).unwrap_err().to_string();
+        assert!(e.contains("`adstream demo` has no flag --print-truth"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_tables_are_errors() {
         let p = Path::new("a.toml");
         for (text, want) in [

@@ -263,6 +263,26 @@ pub struct TrafficArgs {
     /// Move each event's timestamp back by a random amount up to this.
     #[arg(long, env = "ADSTREAM_JITTER", value_parser = duration, default_value = "0s")]
     pub jitter: Duration,
+    /// Traffic model: `seed` (click share by format only, everything else
+    /// uniform; byte-identical to earlier releases for a given --seed) or
+    /// `segmented` (click probability by format × country × device ×
+    /// campaign × UTC hour, with interactions; non-uniform countries and
+    /// devices). Tables: README "Traffic models"; `generate --print-truth`
+    /// prints them.
+    #[arg(long = "traffic", env = "ADSTREAM_TRAFFIC", value_enum, default_value = "seed")]
+    pub model: TrafficKind,
+    /// Number of campaigns, drawn uniformly: ids C001..CNNN, zero-padded to
+    /// at least 3 digits (C0001..C1000 for 1000). Many campaigns make sparse
+    /// data with many segments. 1 to 100000.
+    #[arg(long, env = "ADSTREAM_CAMPAIGNS", default_value_t = crate::generator::DEFAULT_CAMPAIGNS.into())]
+    pub campaigns: u64,
+}
+
+/// `--traffic`: which model the generator draws from.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficKind {
+    Seed,
+    Segmented,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -289,6 +309,12 @@ pub struct GenerateArgs {
     /// Replication factor of the topic when it has to be created.
     #[arg(long, env = "ADSTREAM_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
+    /// Print the true model of --traffic over --campaigns as JSON (per
+    /// campaign × format × country × device: the click probability per
+    /// event and the CTR as clicks per impression for each UTC hour, plus
+    /// the traffic shares) and exit; Kafka is not contacted.
+    #[arg(long, env = "ADSTREAM_PRINT_TRUTH")]
+    pub print_truth: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

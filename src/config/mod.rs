@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::{Rollup, WindowConfig};
-use crate::generator::GeneratorConfig;
+use crate::generator::{GeneratorConfig, Traffic};
 use secret::{redact_option, redact_url, Secret};
 
 /// How to reach Kafka.
@@ -86,6 +86,8 @@ pub struct SelfFeed {
     pub rate: f64,
     pub count: Option<u64>,
     pub generator: GeneratorConfig,
+    /// `--traffic` and `--campaigns`.
+    pub traffic: Traffic,
 }
 
 /// `adstream run`.
@@ -120,6 +122,8 @@ pub struct DemoConfig {
     pub duration: Duration,
     pub count: Option<u64>,
     pub generator: GeneratorConfig,
+    /// `--traffic` and `--campaigns`.
+    pub traffic: Traffic,
     pub window: WindowConfig,
     pub rollups: Vec<Rollup>,
 }
@@ -132,9 +136,13 @@ pub struct GenerateConfig {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub generator: GeneratorConfig,
+    /// `--traffic` and `--campaigns`.
+    pub traffic: Traffic,
     pub out_jsonl: Option<PathBuf>,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Print the model's truth as JSON and exit, without Kafka.
+    pub print_truth: bool,
 }
 
 /// `adstream migrate`.

@@ -65,6 +65,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             let pc = ProduceConfig {
                 kafka: cfg.kafka.clone(),
                 generator: feed.generator,
+                traffic: feed.traffic,
                 rate: feed.rate,
                 count: feed.count,
                 duration: None,

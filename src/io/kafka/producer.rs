@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
 use crate::engine::time::now_micros;
-use crate::generator::{Generator, GeneratorConfig, Pacer};
+use crate::generator::{Generator, GeneratorConfig, Pacer, Traffic};
 use crate::io::kafka::{client_config, QuietContext};
 use crate::shutdown::Shutdown;
 
@@ -80,6 +80,8 @@ impl ProducerContext for DeliveryContext {
 pub struct ProduceConfig {
     pub kafka: KafkaConfig,
     pub generator: GeneratorConfig,
+    /// `--traffic` and `--campaigns`.
+    pub traffic: Traffic,
     /// Events per second; 0 = unthrottled.
     pub rate: f64,
     pub count: Option<u64>,
@@ -123,7 +125,7 @@ pub fn produce(cfg: ProduceConfig, stop: Shutdown, stats: Arc<ProduceStats>) -> 
     let producer: ThreadedProducer<DeliveryContext> =
         kcfg.create_with_context(ctx).context("creating Kafka producer")?;
 
-    let mut gen = Generator::new(cfg.generator);
+    let mut gen = Generator::new(cfg.generator).with_traffic(cfg.traffic);
     let (mut key, mut json) = (Vec::with_capacity(64), Vec::with_capacity(512));
     let pacer = Pacer::new(cfg.rate);
     let mut progress = cfg.progress.then(Progress::new);
