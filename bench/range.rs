@@ -47,14 +47,14 @@ pub fn run(args: &RangeArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(r.exit_code == 0, "run failed: see {}", out.join("range-run.err").display());
     println!("  loaded in {:.1} s (generate) + {:.1} s (run --drain)", g.wall_s, r.wall_s);
     let count = |view: &str| -> anyhow::Result<f64> {
-        Ok(query_tsv(&format!("SELECT count() FROM {db}.{view}"))?.trim().parse::<f64>().context("count")?)
+        query_tsv(&format!("SELECT count() FROM {db}.{view}"))?.trim().parse::<f64>().context("count")
     };
     let (rows_10s, rows_1h) = (count("ad_metrics_10s")?, count("ad_metrics_1h")?);
     let parts = |rollup: &str| -> anyhow::Result<f64> {
-        Ok(query_tsv(&format!("SELECT count() FROM {db}.ad_window_parts WHERE rollup_name = '{rollup}'"))?
+        query_tsv(&format!("SELECT count() FROM {db}.ad_window_parts WHERE rollup_name = '{rollup}'"))?
             .trim()
             .parse::<f64>()
-            .context("count")?)
+            .context("count")
     };
     let (parts_10s, parts_1h) = (parts("campaign_id,ad_format:10s")?, parts("campaign_id,ad_format:1h")?);
     println!("  ad_metrics_10s {rows_10s} rows ({parts_10s} stored), ad_metrics_1h {rows_1h} rows ({parts_1h} stored)");
