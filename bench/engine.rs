@@ -26,6 +26,9 @@ pub struct EngineArgs {
     pub seed: u64,
     /// Over how many campaigns (default: the origin's five).
     pub campaigns: Option<u32>,
+    /// The segmented traffic model (campaign ids `C001`.. then), else the
+    /// seed model.
+    pub segmented: bool,
 }
 
 /// The rollup sets measured side by side: (report name, title, rollups).
@@ -66,9 +69,35 @@ pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: Option<u32>) -
     (buf, spans)
 }
 
+/// [`build_input`] from the segmented traffic model over `campaigns`
+/// campaigns.
+fn build_segmented_input(n: u64, event_rate: f64, seed: u64, campaigns: u32) -> (Vec<u8>, Vec<(usize, usize)>) {
+    use adstream::generator::{Traffic, TrafficModel};
+    let mut g = Generator::new(GeneratorConfig {
+        seed: Some(seed),
+        start_time_us: DEFAULT_SEEDED_START_US,
+        event_rate,
+        jitter_us: 1_000_000,
+    })
+    .with_traffic(Traffic::new(TrafficModel::Segmented, campaigns));
+    let (mut key, mut json) = (Vec::new(), Vec::new());
+    let mut buf = Vec::with_capacity(n as usize * 260);
+    let mut spans = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        g.next_into(|| 0, &mut key, &mut json);
+        spans.push((buf.len(), json.len()));
+        buf.extend_from_slice(&json);
+    }
+    (buf, spans)
+}
+
 pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
-    let (buf, spans) = build_input(args.events, args.event_rate, args.seed, args.campaigns);
+    let (buf, spans) = if args.segmented {
+        build_segmented_input(args.events, args.event_rate, args.seed, args.campaigns.unwrap_or(5))
+    } else {
+        build_input(args.events, args.event_rate, args.seed, args.campaigns)
+    };
     println!(
         "engine: {} events, {:.1} MiB of JSON built in {:.1} s",
         args.events,
@@ -137,10 +166,16 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             "events": args.events, "reps": args.reps, "event_rate": args.event_rate, "flush_every": args.flush_every,
             "seed": args.seed, "input_bytes": buf.len(), "partitions": 3, "window_s": 10, "allowed_lateness_s": 5,
             "campaigns": args.campaigns.unwrap_or(5), "rollups": names,
+            "traffic": if args.segmented { "segmented" } else { "seed" },
         });
+        let name = if args.segmented || args.campaigns.is_some() {
+            format!("{name}-{}c-{}", args.campaigns.unwrap_or(5), if args.segmented { "segmented" } else { "seed" })
+        } else {
+            name.to_string()
+        };
         results.push(finish(
             out,
-            name,
+            &name,
             &format!("Engine: parse + validate + window, in memory, 1 thread; {title}"),
             config,
             &runs[i],

@@ -64,6 +64,9 @@ enum Bench {
         /// Spread the events over this many campaigns (default: C001–C005).
         #[arg(long)]
         campaigns: Option<u32>,
+        /// Draw from the segmented traffic model (`--traffic segmented`).
+        #[arg(long)]
+        segmented: bool,
     },
     /// `adstream generate --rate 0` into Kafka.
     Generator {
@@ -161,8 +164,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.bench {
-        Bench::Engine { events, event_rate, flush_every, campaigns } => engine::run(
-            &engine::EngineArgs { events, reps, event_rate, flush_every: flush_every.max(1), seed: 42, campaigns },
+        Bench::Engine { events, event_rate, flush_every, campaigns, segmented } => engine::run(
+            &engine::EngineArgs {
+                events,
+                reps,
+                event_rate,
+                flush_every: flush_every.max(1),
+                seed: 42,
+                campaigns,
+                segmented,
+            },
             &cli.out,
         ),
         Bench::Generator { events, adstream } => {

@@ -144,10 +144,11 @@ async fn late_events_update_fired_windows_and_quiet_partitions_are_flushed() {
     )
     .await;
     let fin = scalar(&format!(
-        "SELECT count() FROM {db}.ad_window_parts FINAL WHERE is_final AND window_start = toDateTime64('2025-12-10 00:00:00', 3, 'UTC')"
+        "SELECT count() FROM {db}.ad_window_parts FINAL WHERE is_final AND window_start = toDateTime64('2025-12-10 00:00:00', 3, 'UTC') \
+         AND rollup_name IN ('campaign_id,ad_format:10s', 'campaign_id,ad_format,country,device:10s')"
     ))
     .await;
-    assert_eq!(fin, 1, "W0's row is final once the lateness ran out");
+    assert_eq!(fin, 2, "W0's rows (campaign × format and its one segment) are final once the lateness ran out");
 
     let child = child.take();
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
