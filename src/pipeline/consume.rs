@@ -420,6 +420,7 @@ impl ConsumeLoop {
                     );
                 }
             }
+            tracing::info!(partition = p, offset, checkpoint = ?cp, "partition started");
             self.proc.init_partition(p, cp);
             return true;
         }

@@ -869,8 +869,9 @@ impl Drop for Outage {
 /// Every row of `ad_window_parts` after FINAL, for before/after comparisons.
 pub async fn parts_snapshot(db: &str) -> String {
     tsv(&format!(
-        "SELECT window_start, campaign_id, ad_format, topic, partition, impressions, clicks, revenue, version, is_final \
-         FROM {db}.ad_window_parts FINAL ORDER BY window_start, campaign_id, ad_format, topic, partition"
+        "SELECT rollup_name, window_start, campaign_id, ad_format, country, device, topic, partition, impressions, \
+         clicks, revenue, version, is_final FROM {db}.ad_window_parts FINAL \
+         ORDER BY rollup_name, window_start, campaign_id, ad_format, country, device, topic, partition"
     ))
     .await
 }
