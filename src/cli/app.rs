@@ -118,8 +118,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let lines = report::lines(&cfg).await?;
             if lines.is_empty() {
                 eprintln!(
-                    "no windows in {}.ad_metrics{} yet",
-                    cfg.clickhouse.database,
+                    "no windows in {}{} yet",
+                    report::source(&cfg),
                     if cfg.campaign.is_some() || cfg.ad_format.is_some() { " for this filter" } else { "" }
                 );
             }

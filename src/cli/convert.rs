@@ -6,12 +6,12 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 
 use super::{
-    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, RunArgs, SinkKind as SinkArg,
-    TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
+    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, ReportBy as ReportByArg, RunArgs,
+    SinkKind as SinkArg, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
 };
 use crate::config::{
-    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportConfig, RunConfig, SelfFeed,
-    SinkKind,
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportBy, ReportConfig, RunConfig,
+    SelfFeed, SinkKind,
 };
 use crate::engine::processor::check_rollups;
 use crate::engine::{Dims, Rollup, WindowConfig};
@@ -269,6 +269,12 @@ impl TryFrom<&ReportArgs> for ReportConfig {
             last: a.last,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),
+            by: match a.by {
+                ReportByArg::CampaignFormat => ReportBy::CampaignFormat,
+                ReportByArg::Country => ReportBy::Country,
+                ReportByArg::Device => ReportBy::Device,
+                ReportByArg::Segment => ReportBy::Segment,
+            },
         })
     }
 }

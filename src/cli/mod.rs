@@ -451,6 +451,22 @@ pub struct ReportArgs {
     /// latest window written.
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration)]
     pub window: Option<Duration>,
+    /// What one line is: campaign-format (window x campaign x format, from
+    /// ad_metrics), or country, device, segment (window x campaign x format
+    /// x country x device), read from the segment rollup
+    /// `campaign_id,ad_format,country,device:<window>` and summed exactly.
+    /// --campaign and --format still filter.
+    #[arg(long, env = "ADSTREAM_REPORT_BY", value_enum, default_value = "campaign-format")]
+    pub by: ReportBy,
+}
+
+/// `report --by`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportBy {
+    CampaignFormat,
+    Country,
+    Device,
+    Segment,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -163,4 +163,22 @@ pub struct ReportConfig {
     pub last: u32,
     pub campaign: Option<String>,
     pub ad_format: Option<String>,
+    /// What one line is (`--by`).
+    pub by: ReportBy,
+}
+
+/// `report --by`: the group of one line. Every grouping other than
+/// campaign × format is read from the segment rollup
+/// (`campaign_id,ad_format,country,device:<size>`) and summed in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportBy {
+    /// Window × campaign × format, from `ad_metrics` (the default).
+    #[default]
+    CampaignFormat,
+    /// Window × country, summed over campaigns, formats and devices.
+    Country,
+    /// Window × device, summed over campaigns, formats and countries.
+    Device,
+    /// Window × campaign × format × country × device.
+    Segment,
 }

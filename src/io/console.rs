@@ -15,16 +15,26 @@ use crate::engine::window::{ctr_percent, ecpm_usd, Totals};
 
 /// One window line.
 pub fn format_line(window_start_us: i64, window_end_us: i64, campaign: &str, ad_format: &str, t: &Totals) -> String {
+    format_labeled_line(window_start_us, window_end_us, &[campaign, ad_format], t)
+}
+
+/// One window line with any labels where [`format_line`] has campaign and
+/// format (`US`, or `C001 | banner | US | iOS`), for `report --by`.
+pub fn format_labeled_line(window_start_us: i64, window_end_us: i64, labels: &[&str], t: &Totals) -> String {
     let ctr = ctr_percent(t).map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}%"));
     let ecpm = ecpm_usd(t).map_or_else(|| "n/a".to_string(), |v| format!("${v:.2}"));
-    format!(
-        "{} ~ {} | {campaign} | {ad_format} | impressions {} | clicks {} | CTR {ctr} | revenue ${:.2} | eCPM {ecpm}",
-        format_seconds(window_start_us),
-        format_time_of_day(window_end_us),
+    let mut out = format!("{} ~ {}", format_seconds(window_start_us), format_time_of_day(window_end_us));
+    for l in labels {
+        out.push_str(" | ");
+        out.push_str(l);
+    }
+    out.push_str(&format!(
+        " | impressions {} | clicks {} | CTR {ctr} | revenue ${:.2} | eCPM {ecpm}",
         t.impressions,
         t.clicks,
         t.revenue_micros as f64 / 1e6,
-    )
+    ));
+    out
 }
 
 impl OutRow {
@@ -111,6 +121,14 @@ mod tests {
         assert_eq!(
             format_line(s, s + 10_000_000, "C001", "banner", &t),
             "2025-12-10 00:46:00 ~ 00:46:10 | C001 | banner | impressions 85 | clicks 4 | CTR 4.7% | revenue $0.23 | eCPM $2.71"
+        );
+        assert_eq!(
+            format_labeled_line(s, s + 10_000_000, &["US"], &t),
+            "2025-12-10 00:46:00 ~ 00:46:10 | US | impressions 85 | clicks 4 | CTR 4.7% | revenue $0.23 | eCPM $2.71"
+        );
+        assert_eq!(
+            format_labeled_line(s, s + 10_000_000, &["C001", "banner", "US", "iOS"], &t),
+            "2025-12-10 00:46:00 ~ 00:46:10 | C001 | banner | US | iOS | impressions 85 | clicks 4 | CTR 4.7% | revenue $0.23 | eCPM $2.71"
         );
     }
 
