@@ -148,6 +148,7 @@ fn a_misconfiguration_exits_non_zero_with_one_line_saying_what_to_fix() {
         (vec!["run", "--window", "ten"], "--window"),
         (vec!["report", "--format", "native"], "[possible values: banner, interstitial, rewarded_video]"),
         (vec!["report", "--last", "0"], "--last"),
+        (vec!["report", "--by", "region"], "[possible values: campaign-format, country, device, segment]"),
         (vec!["run", "--sink", "console"], "check --brokers / ADSTREAM_BROKERS"),
         (vec!["generate", "--count", "1"], "Kafka at 127.0.0.1:1 did not answer within 1s"),
         (vec!["run"], "ClickHouse at http://127.0.0.1:1 (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)"),
@@ -161,7 +162,8 @@ fn a_misconfiguration_exits_non_zero_with_one_line_saying_what_to_fix() {
         let line = one_line_error(bare().args(args), hint);
         println!("{:?} -> {line} ({:.1} s)", args, t0.elapsed().as_secs_f64());
     }
-    println!("{} misconfigurations, each one line and a non-zero exit", cases.len());
+    one_line_error(bare().arg("report").env("ADSTREAM_REPORT_BY", "region"), "invalid value 'region'");
+    println!("{} misconfigurations, each one line and a non-zero exit", cases.len() + 1);
 }
 
 /// Runs `cmd`, asserts a non-zero exit and exactly one stderr line, a JSON
@@ -225,7 +227,15 @@ fn every_flag_has_help_and_an_adstream_env_var() {
             let env = a.get_env().unwrap_or_else(|| panic!("{} --{long}: no env var", sub.get_name()));
             let env = env.to_str().unwrap();
             let from_flag = format!("ADSTREAM_{}", long.replace('-', "_").to_uppercase());
-            assert!(env == from_flag || env == format!("{from_flag}S"), "{} --{long}: {env}", sub.get_name());
+            // A flag whose bare name says little alone may carry its
+            // command's name: `report --by` is ADSTREAM_REPORT_BY.
+            let qualified =
+                format!("ADSTREAM_{}_{}", sub.get_name().to_uppercase(), long.replace('-', "_").to_uppercase());
+            assert!(
+                env == from_flag || env == format!("{from_flag}S") || env == qualified,
+                "{} --{long}: {env}",
+                sub.get_name()
+            );
             assert!(seen.insert(env.to_string()), "{} {env} used twice", sub.get_name());
             checked += 1;
         }
