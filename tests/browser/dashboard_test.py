@@ -6,8 +6,8 @@ scripts/test-dashboard.sh, which scripts/test.sh calls after the cargo tests).
    `adstream run --drain` into a fresh ClickHouse database.
 2. Checks the dashboard's views against an oracle computed by SQL over the
    raw events (ClickHouse's own JSON parser reads the generator's JSONL):
-   every (minute, campaign, format) of ad_metrics_1m, and ad_metrics_latest
-   = the six newest windows.
+   every (minute, campaign, format) of ad_metrics_1m, ad_metrics_latest
+   = the six newest windows, and every row of ad_metrics_segments_10s.
 3. `scripts/superset.sh up` pointed at that database, logs in with headless
    Chromium (Debian's /usr/bin/chromium driven by Playwright), opens the
    dashboard, waits until every chart has rendered, saves
@@ -15,6 +15,14 @@ scripts/test-dashboard.sh, which scripts/test.sh calls after the cargo tests).
 4. Fails if a chart is missing, shows an error or "No results", its data
    request failed or returned no rows, or it rendered nothing (no canvas /
    no table rows); the table must show the latest window.
+5. The segment charts (dataset ad_metrics_segments_10s): "eCPM by country"
+   and "CTR by device" must have received exactly the oracle's per-country
+   eCPM (sum of revenue / impressions * 1000) and per-device CTR (clicks /
+   impressions * 100), computed here from the raw events (1e-9 relative).
+   The native filters Country and Device must target that dataset and be
+   scoped to those two charts; a second load with Country = US must filter
+   the two segment charts (numbers = the oracle's for US) and no other
+   chart (target/screenshots/dashboard-filtered.png).
 
 Env: ADSTREAM_BROKERS, ADSTREAM_CLICKHOUSE_URL (as the cargo tests),
 SUPERSET_PORT (8088), DASHBOARD_TEST_DATABASE (adtech_dashboard_test),
@@ -50,7 +58,16 @@ CHARTS = [
     "Revenue per 10 s window by ad format",
     "Impressions vs clicks",
     "Latest windows",
+    "eCPM by country",
+    "CTR by device",
 ]
+# The segment charts (dataset ad_metrics_segments_10s) and what their one
+# metric is per group; the Country and Device native filters apply to these
+# two only.
+SEGMENT_CHARTS = {"eCPM by country": ("country", "ecpm"), "CTR by device": ("device", "ctr")}
+COUNTRIES = ["CA", "DE", "FR", "JP", "KR", "UK", "US"]
+DEVICES = ["Android", "iOS"]
+FILTER_COUNTRY = "US"  # the country the filtered load selects
 
 
 def log(msg):
@@ -140,10 +157,36 @@ def check_views_against_oracle(jsonl):
     actual_latest = ch(f"SELECT toDateTime(window_start), campaign_id, ad_format, impressions, clicks, "
                        f"toString(revenue) FROM {DB}.ad_metrics_latest ORDER BY 1, 2, 3 FORMAT TSV")
     assert actual_latest == oracle_latest, diff("ad_metrics_latest", actual_latest, oracle_latest)
+    # The segment view: every (window, campaign, format, country, device).
+    oracle_seg = ch(
+        f"SELECT toDateTime(toStartOfInterval(t, INTERVAL 10 SECOND)) AS ws, campaign_id, ad_format, country, device, "
+        f"countIf(event_type = 'impression'), countIf(event_type = 'click'), "
+        f"toString(CAST(sum(revenue) AS Decimal(18, 6))) FROM {events} "
+        f"GROUP BY ws, campaign_id, ad_format, country, device ORDER BY 1, 2, 3, 4, 5 FORMAT TSV")
+    actual_seg = ch(f"SELECT toDateTime(window_start), campaign_id, ad_format, country, device, impressions, clicks, "
+                    f"toString(revenue) FROM {DB}.ad_metrics_segments_10s ORDER BY 1, 2, 3, 4, 5 FORMAT TSV")
+    assert actual_seg == oracle_seg, diff("ad_metrics_segments_10s", actual_seg, oracle_seg)
     latest = oracle_latest.splitlines()[-1].split("\t")[0]
     log(f"oracle: {EVENTS} raw events, 0 late; ad_metrics_1m {len(rows)} rows (minute x campaign x format) equal, "
-        f"ad_metrics_latest {len(oracle_latest.splitlines())} rows (6 windows, newest {latest}) equal")
+        f"ad_metrics_latest {len(oracle_latest.splitlines())} rows (6 windows, newest {latest}) equal, "
+        f"ad_metrics_segments_10s {len(oracle_seg.splitlines())} rows equal")
     return latest
+
+
+def segment_oracle(country=None):
+    """What the segment charts must show, from the raw events alone: eCPM
+    per country (sum of revenue / impressions * 1000) and CTR per device
+    (clicks / impressions * 100), ratios of sums over every event (all of
+    them fall in the charts' last hour; none is late), optionally for one
+    country only (the filtered load)."""
+    where = f"WHERE country = '{country}'" if country else ""
+    events = f"(SELECT * FROM {DB}.raw_events {where})"
+    ecpm = ch(f"SELECT country, toFloat64(sum(revenue)) / countIf(event_type = 'impression') * 1000 "
+              f"FROM {events} GROUP BY country ORDER BY country FORMAT TSV")
+    ctr = ch(f"SELECT device, countIf(event_type = 'click') / countIf(event_type = 'impression') * 100 "
+             f"FROM {events} GROUP BY device ORDER BY device FORMAT TSV")
+    parse = lambda text: {k: float(v) for k, v in (l.split("\t") for l in text.splitlines())}  # noqa: E731
+    return {"eCPM by country": parse(ecpm), "CTR by device": parse(ctr)}
 
 
 def diff(name, actual, expected):
@@ -183,6 +226,43 @@ CHART_STATE_JS = """
 """
 
 
+def wait_for_charts(page, data, what):
+    """Waits until every chart has rendered (or failed) and answered its data
+    request; returns the charts' DOM states."""
+    deadline = time.monotonic() + 180
+    states = []
+    while time.monotonic() < deadline:
+        states = page.evaluate(CHART_STATE_JS)
+        done = [s for s in states if not s["loading"] and (s["error"] or s["noResults"] or s["canvas"]
+                                                              or s["tableRows"])]
+        if len(states) == len(CHARTS) and len(done) == len(CHARTS) and len(data) >= len(CHARTS):
+            break
+        page.wait_for_timeout(500)
+    page.wait_for_timeout(1500)  # let the ECharts entry animations finish before the screenshot
+    log(f"{what}: {len(data)} chart data requests answered")
+    return page.evaluate(CHART_STATE_JS)
+
+
+def check_segment_chart(name, rows, want):
+    """The numbers a segment chart received equal the oracle's: one value
+    per group, each within 1e-9 relative (both are ratios of exact sums)."""
+    col, metric = SEGMENT_CHARTS[name]
+    got = {r.get(col): r.get(metric) for r in rows or []}
+    if sorted(got) != sorted(want):
+        return f"groups {sorted(got)} != oracle's {sorted(want)}"
+    bad = [f"{k}: chart {got[k]} != oracle {want[k]}" for k in want
+           if got[k] is None or abs(got[k] - want[k]) > 1e-9 * max(1.0, abs(want[k]))]
+    return "; ".join(bad) or None
+
+
+def native_filters_param(country):
+    """The dashboard URL's `native_filters` (rison): the Country filter set
+    to one country, as the filter bar would set it."""
+    rison = (f"(NATIVE_FILTER-country:(extraFormData:(filters:!((col:country,op:IN,val:!({country})))),"
+             f"filterState:(label:{country},value:!({country})),id:NATIVE_FILTER-country,ownState:()))")
+    return urllib.parse.quote(rison, safe="(),:!-_")
+
+
 def browser(latest_window):
     from playwright.sync_api import sync_playwright
 
@@ -191,24 +271,29 @@ def browser(latest_window):
     failures = []  # (chart name or None, message)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1300})
-        data = {}  # chart data responses: slice_id -> (status, rowcount, error)
+        page = browser.new_page(viewport={"width": 1600, "height": 1700})
+        # chart data responses: slice_id -> (status, rowcount, error, data rows, the query's filters)
+        data = {}
         console_errors = []
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
 
         def on_response(resp):
             if "/api/v1/chart/data" not in resp.url:
                 return
+            rows_data, filters = None, []
             try:
                 body = resp.json()
                 res = body.get("result") or [{}]
                 rows = sum(int(r.get("rowcount") or 0) for r in res)
                 err = "; ".join(str(r.get("error")) for r in res if r.get("error")) or body.get("message")
+                rows_data = res[0].get("data")
+                req = resp.request.post_data_json or {}
+                filters = [f for q in req.get("queries") or [] for f in q.get("filters") or []]
             except Exception as e:  # noqa: BLE001 - a non-JSON answer is itself the failure
                 rows, err = 0, f"unreadable response: {e}"
             qs = urllib.parse.parse_qs(urllib.parse.urlsplit(resp.url).query)
             key = json.loads(qs.get("form_data", ["{}"])[0]).get("slice_id", resp.url)
-            data[key] = (resp.status, rows, err)
+            data[key] = (resp.status, rows, err, rows_data, filters)
 
         page.on("response", on_response)
         t0 = time.monotonic()
@@ -218,22 +303,16 @@ def browser(latest_window):
         page.keyboard.press("Enter")
         page.wait_for_url(lambda u: "/login" not in u, timeout=60_000)
         log(f"logged in as {USER} with headless Chromium ({browser.version})")
+        charts = page.request.get(f"{SUPERSET}/api/v1/dashboard/ad-performance/charts").json()["result"]
+        ids = {c["slice_name"]: c["id"] for c in charts}
+        log(f"charts on the dashboard: {ids}")
         page.goto(f"{SUPERSET}/superset/dashboard/ad-performance/", wait_until="domcontentloaded")
-        deadline = time.monotonic() + 180
-        states = []
-        while time.monotonic() < deadline:
-            states = page.evaluate(CHART_STATE_JS)
-            done = [s for s in states if not s["loading"] and (s["error"] or s["noResults"] or s["canvas"]
-                                                                  or s["tableRows"])]
-            if len(states) == len(CHARTS) and len(done) == len(CHARTS) and len(data) >= len(CHARTS):
-                break
-            page.wait_for_timeout(500)
-        page.wait_for_timeout(1500)  # let the ECharts entry animations finish before the screenshot
-        states = page.evaluate(CHART_STATE_JS)
+        states = wait_for_charts(page, data, "unfiltered load")
         page.screenshot(path=str(shot), full_page=True)
         log(f"dashboard rendered in {time.monotonic() - t0:.1f} s; screenshot {shot.relative_to(ROOT)}")
 
         titles = [s["title"] for s in states]
+        oracle = segment_oracle()
         for name in CHARTS:
             s = next((s for s in states if s["title"] == name), None)
             if s is None:
@@ -247,17 +326,76 @@ def browser(latest_window):
                     problem = f"table has {s['tableRows']} rows, expected >= 15 (5 campaigns x 3 formats)"
                 elif latest_window not in s["text"]:
                     problem = f"table does not show the latest window {latest_window}"
+            if name in SEGMENT_CHARTS and not problem:
+                got = data.get(ids.get(name))
+                problem = (f"no data request answered for slice {ids.get(name)}" if got is None
+                           else check_segment_chart(name, got[3], oracle[name]))
+                if not problem:
+                    log(f"chart {name!r}: {len(oracle[name])} values equal the oracle's from the raw events: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in oracle[name].items()))
             if problem:
                 failures.append((name, f"chart {name!r} {problem}: {s['text'][:300]!r}"))
             else:
                 log(f"chart {name!r}: rendered ({s['canvas']} canvas, {s['tableRows']} table rows)")
         if len(data) < len(CHARTS):
             failures.append((None, f"only {len(data)} chart data requests answered, expected {len(CHARTS)}"))
-        for key, (status, rows, err) in sorted(data.items(), key=str):
+        for key, (status, rows, err, _, _) in sorted(data.items(), key=str):
             if status != 200 or err or rows == 0:
                 failures.append((None, f"chart data request slice {key}: HTTP {status}, {rows} rows, error {err}"))
             else:
                 log(f"chart data request slice {key}: HTTP 200, {rows} rows")
+
+        # The native filters: Country and Device on the segment dataset,
+        # scoped to the two segment charts (the import mapped the export's
+        # chart ids to these).
+        meta = json.loads(page.request.get(f"{SUPERSET}/api/v1/dashboard/ad-performance").json()["result"]
+                          ["json_metadata"])
+        filters = {f["name"]: f for f in meta.get("native_filter_configuration", [])}
+        others = sorted(ids[n] for n in CHARTS if n not in SEGMENT_CHARTS and n in ids)
+        for name, col in (("Country", "country"), ("Device", "device")):
+            f = filters.get(name)
+            problem = None
+            if f is None:
+                problem = f"no native filter {name!r} (found {sorted(filters)})"
+            elif [t["column"]["name"] for t in f["targets"]] != [col]:
+                problem = f"targets {f['targets']}"
+            elif sorted(f["scope"].get("excluded", [])) != others:
+                problem = f"scope excludes {sorted(f['scope'].get('excluded', []))}, expected the other charts {others}"
+            if problem:
+                failures.append((f"filter {name}", f"native filter {name!r}: {problem}"))
+            else:
+                log(f"native filter {name!r}: column {col}, dataset {f['targets'][0].get('datasetId')}, "
+                    f"scoped to the segment charts (excludes {others})")
+
+        # The Country filter applied: the segment charts show that country's
+        # numbers (the oracle's, for that country), the others are untouched.
+        data.clear()
+        page.goto(f"{SUPERSET}/superset/dashboard/ad-performance/?native_filters={native_filters_param(FILTER_COUNTRY)}",
+                  wait_until="domcontentloaded")
+        wait_for_charts(page, data, f"load with Country = {FILTER_COUNTRY}")
+        page.screenshot(path=str(SHOTS / "dashboard-filtered.png"), full_page=True)
+        oracle_one = segment_oracle(FILTER_COUNTRY)
+        for name in CHARTS:
+            got = data.get(ids.get(name))
+            if got is None:
+                failures.append((f"filter {name}", f"Country = {FILTER_COUNTRY}: no data request for {name!r}"))
+                continue
+            on_country = [f for f in got[4] if f.get("col") == "country"]
+            if name in SEGMENT_CHARTS:
+                problem = (f"query filters {got[4]} lack country IN [{FILTER_COUNTRY}]"
+                           if [f.get("val") for f in on_country] != [[FILTER_COUNTRY]]
+                           else check_segment_chart(name, got[3], oracle_one[name]))
+            else:
+                # (row counts are not compared: "last 15 minutes" moves between the loads)
+                problem = (f"out of the filter's scope but filtered: {on_country}" if on_country
+                           else f"HTTP {got[0]}, {got[1]} rows, error {got[2]}" if got[0] != 200 or got[2] or not got[1]
+                           else None)
+            if problem:
+                failures.append((f"filter {name}", f"Country = {FILTER_COUNTRY}: chart {name!r}: {problem}"))
+            elif name in SEGMENT_CHARTS:
+                log(f"Country = {FILTER_COUNTRY}: chart {name!r} equals the oracle for {FILTER_COUNTRY}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in oracle_one[name].items()))
+        log(f"Country = {FILTER_COUNTRY}: the {len(others)} other charts are not filtered")
         if console_errors:
             log(f"browser console errors (not failures by themselves): {console_errors[:5]}")
         browser.close()
@@ -276,9 +414,10 @@ def main():
     failures = browser(latest)
     for _, msg in failures:
         log("FAIL " + msg)
-    # one check per chart, plus one for the data requests as a whole
+    # one check per chart, per native filter (2) and per chart under the
+    # filter, plus one for the data requests as a whole
     bad_charts = {name for name, _ in failures if name}
-    checks = len(CHARTS) + 1
+    checks = len(CHARTS) + 2 + len(CHARTS) + 1
     failed = len(bad_charts) + (1 if any(name is None for name, _ in failures) else 0)
     print(f"dashboard: {checks - failed} passed, {failed} failed")
     sys.exit(1 if failures else 0)
