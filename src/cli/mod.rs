@@ -61,8 +61,8 @@ pub enum Command {
     #[command(after_help = crate::cli::exit::CLICKHOUSE)]
     Migrate(MigrateArgs),
     /// Print the latest windows from ClickHouse (ad_metrics, at the window
-    /// size last written) as console lines, to check the pipeline without a
-    /// dashboard.
+    /// size last written; per country, device or segment with --by) as
+    /// console lines, to check the pipeline without a dashboard.
     #[command(after_help = crate::cli::exit::CLICKHOUSE)]
     Report(ReportArgs),
 }
