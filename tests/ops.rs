@@ -624,3 +624,34 @@ async fn report_by_country_device_and_segment_adds_up_and_equals_the_oracle() {
         one.len()
     );
 }
+
+/// The last 10 s window starts a minute (00:01:00), so a 1 m window starts
+/// there too: `report` must still pick the 10 s size (the smallest window
+/// at the latest start of the campaign x format rollup), for the default
+/// and for `--by`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn report_picks_the_base_window_when_a_longer_one_starts_with_it() {
+    let (topic, group, db) = (unique("ad_events"), unique("g"), unique("reptie"));
+    let dir = scratch_dir();
+    const N: u64 = 61_000; // 1000/s from 00:00:00: the last event at 00:01:00.999
+    generate(&topic, N, 41, "0s", &dir);
+    run_ok(
+        adstream().args(["run", "--topic", &topic, "--group", &group, "--database", &db, "--drain"]),
+        Duration::from_secs(300),
+    );
+    let tie = scalar(&format!(
+        "SELECT count() FROM {db}.ad_window_parts WHERE window_start = toDateTime64('2025-12-10 00:01:00', 3, 'UTC') \
+         AND rollup_name IN ('campaign_id,ad_format:10s', 'campaign_id,ad_format:1m')"
+    ))
+    .await;
+    assert!(tie > 0, "a 10 s and a 1 m window start at 00:01:00");
+    for by in ["campaign-format", "country", "segment"] {
+        let got = report(&["--database", &db, "--last", "1", "--by", by], &[]);
+        assert!(!got.is_empty(), "--by {by}: nothing printed");
+        for l in &got {
+            assert!(l.starts_with("2025-12-10 00:01:00 ~ 00:01:10 | "), "--by {by}: {l}");
+        }
+    }
+    println!("report: the 10 s window at 00:01:00 is reported, not the 1 m one that starts with it");
+}
