@@ -153,7 +153,7 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
         Figure { label: "process peak RSS (incl. input)", metric: "peak_rss_mb", unit: "MiB", target: Target::None },
         Figure { label: "open cells at the peak", metric: "max_open_cells", unit: "cells", target: Target::None },
         Figure {
-            label: "state bytes per open cell (peak RSS)",
+            label: "engine heap bytes per open cell",
             metric: "state_bytes_per_cell",
             unit: "B",
             target: Target::None,
@@ -304,7 +304,8 @@ fn state_heap(
 ) -> anyhow::Result<(usize, u64)> {
     let before = crate::alloc::live();
     let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
-    let mut proc = Processor::with_rollups(cfg, rollups.to_vec(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
+    let mut proc =
+        Processor::with_rollups(cfg, rollups.to_vec(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
     for p in 0..3 {
         proc.init_partition(p, None);
     }
