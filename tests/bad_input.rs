@@ -56,6 +56,9 @@ fn bad_messages(valid: &serde_json::Value) -> Vec<(&'static str, &'static str, V
         ("wrong_type", "timestamp as a number", variant(&|x| x["timestamp"] = serde_json::json!(1765324800))),
         ("unknown_event_type", "event_type conversion", variant(&|x| x["event_type"] = "conversion".into())),
         ("unknown_ad_format", "ad_format native", variant(&|x| x["ad_format"] = "native".into())),
+        ("unknown_country", "country BR", variant(&|x| x["country"] = "BR".into())),
+        ("unknown_device", "device Windows Phone", variant(&|x| x["device"] = "Windows Phone".into())),
+        ("missing_field", "no country", variant(&|x| drop(x.as_object_mut().unwrap().remove("country")))),
         (
             "negative_revenue",
             "revenue -0.5",
