@@ -49,15 +49,25 @@ fn rollup_sets() -> Vec<(&'static str, &'static str, Vec<Rollup>)> {
 /// over `campaigns` campaigns (`C00001`..) instead of the usual C001–C005
 /// when given (the scaling bench).
 pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: Option<u32>) -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut g = Generator::new(GeneratorConfig {
+    let mut g = seeded(event_rate, seed);
+    if let Some(c) = campaigns {
+        g = g.with_campaigns(c);
+    }
+    encode(g, n)
+}
+
+/// A seeded generator with 1 s of jitter.
+fn seeded(event_rate: f64, seed: u64) -> Generator {
+    Generator::new(GeneratorConfig {
         seed: Some(seed),
         start_time_us: DEFAULT_SEEDED_START_US,
         event_rate,
         jitter_us: 1_000_000,
-    });
-    if let Some(c) = campaigns {
-        g = g.with_campaigns(c);
-    }
+    })
+}
+
+/// `n` events of `g`, back to back, and each one's span.
+fn encode(mut g: Generator, n: u64) -> (Vec<u8>, Vec<(usize, usize)>) {
     let (mut key, mut json) = (Vec::new(), Vec::new());
     let mut buf = Vec::with_capacity(n as usize * 260);
     let mut spans = Vec::with_capacity(n as usize);
@@ -73,22 +83,7 @@ pub fn build_input(n: u64, event_rate: f64, seed: u64, campaigns: Option<u32>) -
 /// campaigns.
 fn build_segmented_input(n: u64, event_rate: f64, seed: u64, campaigns: u32) -> (Vec<u8>, Vec<(usize, usize)>) {
     use adstream::generator::{Traffic, TrafficModel};
-    let mut g = Generator::new(GeneratorConfig {
-        seed: Some(seed),
-        start_time_us: DEFAULT_SEEDED_START_US,
-        event_rate,
-        jitter_us: 1_000_000,
-    })
-    .with_traffic(Traffic::new(TrafficModel::Segmented, campaigns));
-    let (mut key, mut json) = (Vec::new(), Vec::new());
-    let mut buf = Vec::with_capacity(n as usize * 260);
-    let mut spans = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        g.next_into(|| 0, &mut key, &mut json);
-        spans.push((buf.len(), json.len()));
-        buf.extend_from_slice(&json);
-    }
-    (buf, spans)
+    encode(seeded(event_rate, seed).with_traffic(Traffic::new(TrafficModel::Segmented, campaigns)), n)
 }
 
 pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
@@ -243,17 +238,7 @@ fn once(
     let (a0, b0) = crate::alloc::counters();
     let c0 = thread_cpu_secs();
     let t0 = Instant::now();
-    let mut offsets = [0i64; 3];
-    for (i, &(at, len)) in spans.iter().enumerate() {
-        let p = i % 3;
-        let payload = &buf[at..at + len];
-        // The generator keys each record by its event id (bytes 13..49).
-        proc.process(p as i32, offsets[p], produced, payload.get(13..49), payload);
-        offsets[p] += 1;
-        if (i as u64 + 1).is_multiple_of(args.flush_every) {
-            keep(proc.take_batch());
-        }
-    }
+    feed(&mut proc, buf, spans, args.flush_every, produced, &mut keep);
     proc.fire_all();
     keep(proc.take_batch());
     let wall = t0.elapsed().as_secs_f64();
@@ -309,18 +294,32 @@ fn state_heap(
     for p in 0..3 {
         proc.init_partition(p, None);
     }
-    let mut offsets = [0i64; 3];
-    for (i, &(at, len)) in spans.iter().enumerate() {
-        let p = i % 3;
-        let payload = &buf[at..at + len];
-        proc.process(p as i32, offsets[p], None, payload.get(13..49), payload);
-        offsets[p] += 1;
-        if (i as u64 + 1).is_multiple_of(args.flush_every) {
-            drop(proc.take_batch());
-        }
-    }
+    feed(&mut proc, buf, spans, args.flush_every, None, &mut drop);
     let cells = proc.take_batch().footprint.open_cells;
     let heap = crate::alloc::live().saturating_sub(before);
     drop(proc);
     Ok((cells, heap))
+}
+
+/// Feeds the messages to three partitions round robin, as the consume loop
+/// does, handing a batch to `on_batch` every `flush_every` messages.
+fn feed(
+    proc: &mut Processor,
+    buf: &[u8],
+    spans: &[(usize, usize)],
+    flush_every: u64,
+    produced: Option<i64>,
+    on_batch: &mut impl FnMut(adstream::engine::Batch),
+) {
+    let mut offsets = [0i64; 3];
+    for (i, &(at, len)) in spans.iter().enumerate() {
+        let p = i % 3;
+        let payload = &buf[at..at + len];
+        // The generator keys each record by its event id (bytes 13..49).
+        proc.process(p as i32, offsets[p], produced, payload.get(13..49), payload);
+        offsets[p] += 1;
+        if (i as u64 + 1).is_multiple_of(flush_every) {
+            on_batch(proc.take_batch());
+        }
+    }
 }

@@ -2,6 +2,10 @@
 //! `--help` or in error output, and hostile identifiers are refused before
 //! any SQL is sent. No services needed (endpoints point at closed ports).
 
+mod common;
+
+use common::bare;
+
 use std::process::{Command, Output};
 
 const SECRETS: [&str; 5] =
@@ -102,20 +106,6 @@ fn hostile_database_names_are_refused_before_any_sql() {
             assert!(err.contains("is not a plain identifier"), "{sub} --database {db:?}: {err}");
         }
     }
-}
-
-/// `adstream` with no `ADSTREAM_*` from the caller and nothing listening
-/// where it would connect.
-fn bare() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adstream"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ADSTREAM_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("ADSTREAM_BROKERS", "127.0.0.1:1").env("ADSTREAM_CLICKHOUSE_URL", "http://127.0.0.1:1");
-    c.env("ADSTREAM_METRICS_ADDR", "off").env("ADSTREAM_CONNECT_TIMEOUT", "1s");
-    c
 }
 
 /// Runs `cmd`, asserts a non-zero exit and exactly one stderr line that

@@ -3,23 +3,13 @@
 //! never touches Kafka, and bad values are refused with one line. No
 //! services needed (the brokers point at a closed port).
 
+mod common;
+
+use common::bare;
+
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-/// `adstream` with no `ADSTREAM_*` from the caller and nothing listening
-/// where it would connect.
-fn bare() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adstream"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ADSTREAM_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("ADSTREAM_BROKERS", "127.0.0.1:1").env("ADSTREAM_CLICKHOUSE_URL", "http://127.0.0.1:1");
-    c.env("ADSTREAM_METRICS_ADDR", "off").env("ADSTREAM_CONNECT_TIMEOUT", "1s");
-    c
-}
 
 fn truth(cmd: &mut Command) -> Value {
     let out: Output = cmd.output().unwrap();

@@ -39,6 +39,20 @@ pub fn scratch_dir() -> PathBuf {
     d
 }
 
+/// `adstream` with no `ADSTREAM_*` from the caller and nothing listening
+/// where it would connect.
+pub fn bare() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ADSTREAM_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("ADSTREAM_BROKERS", "127.0.0.1:1").env("ADSTREAM_CLICKHOUSE_URL", "http://127.0.0.1:1");
+    c.env("ADSTREAM_METRICS_ADDR", "off").env("ADSTREAM_CONNECT_TIMEOUT", "1s");
+    c
+}
+
 /// `adstream` with Kafka/ClickHouse pointed at the test services and no
 /// stray `ADSTREAM_*` settings from the caller's environment.
 pub fn adstream() -> Command {
@@ -177,23 +191,25 @@ pub struct Metrics {
 pub type Windows = BTreeMap<(i64, String, String), Metrics>;
 
 fn parse_windows(text: &str) -> Windows {
-    let opt = |s: &str| if s == "\\N" { None } else { Some(s.parse::<f64>().unwrap()) };
     text.lines()
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             assert_eq!(f.len(), 8, "{l}");
-            (
-                (f[0].parse().unwrap(), f[1].to_string(), f[2].to_string()),
-                Metrics {
-                    impressions: f[3].parse().unwrap(),
-                    clicks: f[4].parse().unwrap(),
-                    revenue: f[5].to_string(),
-                    ctr: opt(f[6]),
-                    ecpm: opt(f[7]),
-                },
-            )
+            ((f[0].parse().unwrap(), f[1].to_string(), f[2].to_string()), metrics(&f[3..]))
         })
         .collect()
+}
+
+/// impressions, clicks, revenue, ctr, ecpm (TSV fields; `\N` is NULL).
+fn metrics(f: &[&str]) -> Metrics {
+    let opt = |s: &str| if s == "\\N" { None } else { Some(s.parse::<f64>().unwrap()) };
+    Metrics {
+        impressions: f[0].parse().unwrap(),
+        clicks: f[1].parse().unwrap(),
+        revenue: f[2].to_string(),
+        ctr: opt(f[3]),
+        ecpm: opt(f[4]),
+    }
 }
 
 /// What adstream wrote: `{db}.ad_metrics_10s`, window start as Unix seconds.
@@ -214,21 +230,11 @@ pub async fn actual_windows(db: &str) -> Windows {
 pub type RollupRows = BTreeMap<(i64, String), Metrics>;
 
 fn parse_rollup(text: &str) -> RollupRows {
-    let opt = |s: &str| if s == "\\N" { None } else { Some(s.parse::<f64>().unwrap()) };
     text.lines()
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             assert_eq!(f.len(), 7, "{l}");
-            (
-                (f[0].parse().unwrap(), f[1].to_string()),
-                Metrics {
-                    impressions: f[2].parse().unwrap(),
-                    clicks: f[3].parse().unwrap(),
-                    revenue: f[4].to_string(),
-                    ctr: opt(f[5]),
-                    ecpm: opt(f[6]),
-                },
-            )
+            ((f[0].parse().unwrap(), f[1].to_string()), metrics(&f[2..]))
         })
         .collect()
 }
