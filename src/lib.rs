@@ -6,6 +6,8 @@
 //! (`io::clickhouse` or `io::console`), and owns offsets and backpressure;
 //! `obs` holds the counters, health and the metrics server. [`generator`]
 //! is the traffic model behind `generate`, `demo` and `run --self-feed`.
+//! [`learn`] is a CTR model learned online from windows (pure; not wired in
+//! yet).
 
 pub mod cli;
 mod config;
@@ -13,6 +15,7 @@ mod demo;
 pub mod engine;
 pub mod generator;
 mod io;
+pub mod learn;
 mod obs;
 mod pipeline;
 mod shutdown;
