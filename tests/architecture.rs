@@ -2,6 +2,8 @@
 //! module graph: `cargo test --test architecture -- --nocapture`):
 //! - the engine (`src/engine/`) imports no I/O crate and nothing of the
 //!   I/O, observability, pipeline or command-line layers;
+//! - nor does the CTR model (`src/learn/`), which also leaves the synthetic
+//!   traffic (`crate::generator`) to its tests;
 //! - no import circles between modules (files), tests excluded;
 //! - the README's architecture sketch names every module folder there is.
 
@@ -16,6 +18,7 @@ const ENGINE_FORBIDDEN: &[&str] = &[
     "hyper_util",
     "clickhouse",
     "clap",
+    "redis",
     "metrics",
     "metrics_exporter_prometheus",
     "std::net",
@@ -28,6 +31,12 @@ const ENGINE_FORBIDDEN: &[&str] = &[
     "crate::shutdown",
     "crate::demo",
 ];
+
+/// What the CTR model must not reach: the engine's list, and the synthetic
+/// traffic (only its tests learn from the generator).
+fn learn_forbidden() -> Vec<&'static str> {
+    ENGINE_FORBIDDEN.iter().copied().chain(["crate::generator"]).collect()
+}
 
 struct Module {
     file: PathBuf,
@@ -236,15 +245,18 @@ fn find_cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     None
 }
 
-#[test]
-fn the_engine_does_no_io() {
-    let mods = load();
-    let engine: Vec<&Module> = mods.iter().filter(|(p, _)| p.starts_with("engine")).map(|(_, m)| m).collect();
-    assert!(engine.len() >= 8, "engine files found: {}", engine.len());
+/// The lines of the (non-test) modules under `prefix` that name one of
+/// `forbidden`; also how many modules were looked at. A file that is test
+/// code as a whole (`tests.rs`, declared `#[cfg(test)] mod tests;`) is
+/// skipped.
+fn forbidden_uses(mods: &BTreeMap<String, Module>, prefix: &str, forbidden: &[&str]) -> (usize, Vec<String>) {
+    let mut seen = 0;
     let mut bad = Vec::new();
-    for m in engine {
+    let inside = |p: &str| p == prefix || p.starts_with(&format!("{prefix}::"));
+    for (_, m) in mods.iter().filter(|(p, _)| inside(p) && !p.ends_with("::tests")) {
+        seen += 1;
         for line in m.code.lines() {
-            for f in ENGINE_FORBIDDEN {
+            for f in forbidden {
                 let hit = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).any(|w| {
                     w == *f || w.starts_with(&format!("{f}::")) || (w.starts_with("::") && w[2..].starts_with(f))
                 });
@@ -254,12 +266,38 @@ fn the_engine_does_no_io() {
             }
         }
     }
+    (seen, bad)
+}
+
+#[test]
+fn the_engine_does_no_io() {
+    let (seen, bad) = forbidden_uses(&load(), "engine", ENGINE_FORBIDDEN);
+    assert!(seen >= 8, "engine files found: {seen}");
     assert!(bad.is_empty(), "the engine reaches I/O:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_ctr_model_does_no_io() {
+    let (seen, bad) = forbidden_uses(&load(), "learn", &learn_forbidden());
+    assert!(seen >= 5, "learn files found: {seen}");
+    assert!(bad.is_empty(), "src/learn reaches I/O or the generator:\n{}", bad.join("\n"));
 }
 
 #[test]
 fn the_check_sees_a_forbidden_import_and_a_circle() {
     // The checks above and below must be able to fail.
+    let module = |code: &str| Module {
+        file: PathBuf::from("src/learn/x.rs"),
+        code: code.to_string(),
+        children: BTreeSet::new(),
+        reexports: BTreeMap::new(),
+    };
+    let mut fake = BTreeMap::new();
+    fake.insert("learn::x".to_string(), module("use redis::Client;\nfn f() { ::tokio::spawn(g()); }"));
+    fake.insert("learn::tests".to_string(), module("use crate::generator::Traffic;"));
+    fake.insert("learner".to_string(), module("use redis::Client;"));
+    let (seen, bad) = forbidden_uses(&fake, "learn", &learn_forbidden());
+    assert_eq!((seen, bad.len()), (1, 2), "{bad:?}");
     let line = "use crate::obs::Stats;";
     assert!(line
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
