@@ -40,12 +40,12 @@
 //! An example with neither impressions nor clicks is not learned (its
 //! gradient is 0) and not counted.
 
-use super::features::Slots;
+use super::features::{Features, Slots};
 
-/// Learning parameters (McMahan et al.'s names). The defaults are α = 0.1,
-/// β = 1, λ1 = 1, λ2 = 1 and 2^20 weights (β = 1 is the paper's
-/// recommendation; VW's `--ftrl` defaults are α = 0.005, β = 0.1 with
-/// per-event gradients, ours are per aggregated example).
+/// Learning parameters (McMahan et al.'s names; Vowpal Wabbit's
+/// `--ftrl_alpha`, `--ftrl_beta`, `--l1`, `--l2`, `-b`). The defaults are
+/// α = 0.1, β = 1 (the paper: "β = 1 is usually good enough"), λ1 = 1,
+/// λ2 = 1 and 2^20 weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
     pub alpha: f64,
@@ -132,27 +132,28 @@ impl Ftrl {
         }
     }
 
-    /// Predicted clicks per impression for these slots (from
-    /// [`Features::slots`](super::features::Features::slots) with this
-    /// model's `bits`; slots beyond the table are folded into it).
-    pub fn predict(&self, x: &Slots) -> f64 {
-        let mask = self.z.len() - 1;
-        sigmoid(x.iter().map(|(i, xi)| self.weight(i & mask) * xi).sum())
+    /// Predicted clicks per impression for an example's features (folded
+    /// into this model's `2^bits` slots here, so they cannot mismatch).
+    pub fn predict(&self, x: &Features) -> f64 {
+        self.predict_slots(&x.slots(self.params.bits))
+    }
+
+    fn predict_slots(&self, x: &Slots) -> f64 {
+        sigmoid(x.iter().map(|(i, xi)| self.weight(i) * xi).sum())
     }
 
     /// Learns one aggregated example; returns the prediction made before
     /// learning it (what progressive validation scores).
-    pub fn learn(&mut self, x: &Slots, impressions: u64, clicks: u64) -> f64 {
-        let p = self.predict(x);
+    pub fn learn(&mut self, x: &Features, impressions: u64, clicks: u64) -> f64 {
+        let x = x.slots(self.params.bits);
+        let p = self.predict_slots(&x);
         if impressions == 0 && clicks == 0 {
             return p;
         }
         // Counts far beyond 2^53 lose precision as f64, harmlessly.
         let g = p * impressions as f64 - clicks as f64;
-        let mask = self.z.len() - 1;
         let alpha = self.params.alpha;
         for (i, xi) in x.iter() {
-            let i = i & mask;
             let gi = g * xi;
             let w = self.weight(i);
             let n = self.n[i];
@@ -173,8 +174,9 @@ mod tests {
     use super::*;
     use crate::learn::features::Features;
 
-    fn slots(hashes: [u64; 9], bits: u8) -> Slots {
-        Features { hashes }.slots(bits)
+    /// Features with chosen hashes: below `2^bits`, a hash is its slot.
+    fn features(hashes: [u64; 9]) -> Features {
+        Features { hashes }
     }
 
     #[test]
@@ -182,7 +184,7 @@ mod tests {
         let p = Params { alpha: 0.5, beta: 1.0, l1: 1.0, l2: 1.0, bits: 4 };
         let mut m = Ftrl::new(p).unwrap();
         // Nine features in four slots: 0 ×3, 1 ×2, 2 ×2, 3 ×2.
-        let x = slots([0, 1, 2, 3, 0, 1, 2, 3, 0], 4);
+        let x = features([0, 1, 2, 3, 0, 1, 2, 3, 0]);
         // Before: w = 0, p = 0.5. 10 impressions, 2 clicks: g = 0.5·10 − 2 = 3.
         assert_eq!(m.learn(&x, 10, 2), 0.5);
         // Slot 0 (x = 3): g0 = 9, σ = (√81 − 0)/0.5 = 18, z = 9 − 18·0 = 9, n = 81.
@@ -207,7 +209,7 @@ mod tests {
     #[test]
     fn l1_keeps_small_z_at_zero_weight() {
         let mut m = Ftrl::new(Params { bits: 3, ..Params::default() }).unwrap();
-        let x = slots([0, 1, 2, 3, 4, 5, 6, 7, 8], 3);
+        let x = features([0, 1, 2, 3, 4, 5, 6, 7, 8]);
         // p = 0.5, 1 impression, 0 clicks: g = 0.5 per feature, |z| = 0.5 ≤ λ1.
         m.learn(&x, 1, 0);
         assert!((0..8).all(|i| m.weight(i) == 0.0));
@@ -217,7 +219,7 @@ mod tests {
     #[test]
     fn empty_examples_are_not_learned_and_clicks_beyond_impressions_are() {
         let mut m = Ftrl::new(Params { bits: 8, ..Params::default() }).unwrap();
-        let x = slots([1, 2, 3, 4, 5, 6, 7, 8, 9], 8);
+        let x = features([1, 2, 3, 4, 5, 6, 7, 8, 9]);
         m.learn(&x, 0, 0);
         assert_eq!(m.counters(), Counters::default());
         m.learn(&x, 0, 3); // g = −3: pushes p up, no panic, no clamp
@@ -230,7 +232,7 @@ mod tests {
         // One segment, CTR exactly 0.2 per impression, including windows
         // with more clicks than impressions.
         let mut m = Ftrl::new(Params { bits: 10, ..Params::default() }).unwrap();
-        let x = slots([11, 22, 33, 44, 55, 66, 77, 88, 99], 10);
+        let x = features([11, 22, 33, 44, 55, 66, 77, 88, 99]);
         for _ in 0..4000 {
             m.learn(&x, 4, 0);
             m.learn(&x, 0, 1);

@@ -168,7 +168,7 @@ mod tests {
                     device: Device::Android,
                     hour,
                 };
-                m.learn(&Features::of(&c).slots(16), 40 + u64::from(hour), 3 + k as u64);
+                m.learn(&Features::of(&c), 40 + u64::from(hour), 3 + k as u64);
             }
         }
         m

@@ -131,7 +131,7 @@ fn predicted_ctr_converges_to_the_segmented_truth() {
                 }
                 let (mut quality, mut oracle) = (Quality::new(), Quality::new());
                 for (t, &(impressions, clicks)) in truths.iter().zip(&counts) {
-                    let x = Features::of(&t.context(hour)).slots(params.bits);
+                    let x = Features::of(&t.context(hour));
                     quality.add(model.learn(&x, impressions, clicks), impressions, clicks);
                     oracle.add(t.segment.hourly_ctr[hour], impressions, clicks);
                 }
@@ -147,7 +147,7 @@ fn predicted_ctr_converges_to_the_segmented_truth() {
             if last {
                 for t in &truths {
                     let (w, truth) = (t.weight(hour), t.segment.hourly_ctr[hour]);
-                    let predicted = model.predict(&Features::of(&t.context(hour)).slots(params.bits));
+                    let predicted = model.predict(&Features::of(&t.context(hour)));
                     err += w * (predicted - truth).abs();
                     base_err += w * (mean_ctr - truth).abs();
                     total += w;
@@ -160,7 +160,7 @@ fn predicted_ctr_converges_to_the_segmented_truth() {
     let (mut other_err, mut other_total) = (0.0, 0.0);
     for t in &truths {
         for h in 0..24 {
-            let predicted = model.predict(&Features::of(&t.context(h)).slots(params.bits));
+            let predicted = model.predict(&Features::of(&t.context(h)));
             other_err += t.weight(h) * (predicted - t.segment.hourly_ctr[h]).abs();
             other_total += t.weight(h);
         }
