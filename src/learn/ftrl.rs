@@ -27,15 +27,17 @@
 //! of `L(z) = impressions·ln(1 + e^z) − clicks·z`, which equals the
 //! binomial log loss `−clicks·ln p − (impressions − clicks)·ln(1 − p)`.
 //!
-//! **Clicks > impressions** (it happens in small windows: a click and its
-//! impression are separate events, possibly in different windows): the
+//! **Clicks > impressions** (it happens in small windows: clicks and
+//! impressions are separate events, and few per segment): the
 //! gradient is used as written, not clamped. `L` stays convex for any
-//! counts (its second derivative is `impressions·p·(1 − p) ≥ 0`), and only
-//! then is its minimum over many examples at `p = Σclicks / Σimpressions`,
-//! the dashboard's CTR. Clamping the negatives at 0 in the gradient would
-//! instead pull sparse segments towards clicks per *event*. The count of
-//! negatives is clamped at 0 only where a count is needed: the AUC in
-//! [`quality`](super::quality).
+//! counts (its second derivative in `z` is `impressions·p·(1 − p) ≥ 0`),
+//! and its minimum over many examples stays at `p = Σclicks /
+//! Σimpressions`, the dashboard's CTR, however the counts split into
+//! windows. Clamping the negatives at 0 in the gradient (`g = p·clicks −
+//! clicks` for such an example) would not: a segment so sparse that each
+//! window holds one event would be pulled to clicks per *event*,
+//! CTR/(1 + CTR), instead of its CTR. The count of negatives is clamped at
+//! 0 only where a count is needed: the AUC in [`quality`](super::quality).
 //!
 //! An example with neither impressions nor clicks is not learned (its
 //! gradient is 0) and not counted.
@@ -44,7 +46,7 @@ use super::features::{Features, Slots};
 
 /// Learning parameters (McMahan et al.'s names; Vowpal Wabbit's
 /// `--ftrl_alpha`, `--ftrl_beta`, `--l1`, `--l2`, `-b`). The defaults are
-/// α = 0.1, β = 1 (the paper: "β = 1 is usually good enough"), λ1 = 1,
+/// α = 0.1, β = 1 (which the paper finds usually good enough), λ1 = 1,
 /// λ2 = 1 and 2^20 weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
