@@ -149,6 +149,8 @@ pub struct Batch {
     pub names: Names,
     /// The configured rollups: `rows[i].row.rollup` indexes this.
     pub rollups: Arc<[Rollup]>,
+    /// Their names ([`Rollup::name`]), computed once by the processor.
+    pub rollup_names: Arc<[String]>,
     /// Events by fate since the previous batch.
     pub counts: Counts,
     /// The state's size when the batch was cut.
@@ -176,9 +178,10 @@ impl Batch {
         self.rows.iter().filter(move |r| contract.is_none_or(|c| r.row.rollup == c))
     }
 
-    /// The rollup a row belongs to.
-    pub fn rollup(&self, r: &OutRow) -> Option<&Rollup> {
-        self.rollups.get(usize::from(r.row.rollup))
+    /// The name of the rollup a row belongs to (`campaign_id,ad_format:10s`),
+    /// as stored in `rollup_name`.
+    pub fn rollup_name(&self, r: &OutRow) -> &str {
+        self.rollup_names.get(usize::from(r.row.rollup)).map_or("", String::as_str)
     }
 
     pub fn has_output(&self) -> bool {

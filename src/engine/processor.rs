@@ -17,6 +17,7 @@ pub const MAX_CAMPAIGNS: usize = 100_000;
 pub struct Processor {
     cfg: WindowConfig,
     rollups: std::sync::Arc<[Rollup]>,
+    rollup_names: std::sync::Arc<[String]>,
     max_event_bytes: usize,
     interner: Interner,
     partitions: BTreeMap<i32, PartitionWindows>,
@@ -51,6 +52,7 @@ impl Processor {
         check_rollups(&rollups, cfg.size_us)?;
         Ok(Processor {
             cfg,
+            rollup_names: rollups.iter().map(Rollup::name).collect(),
             rollups: rollups.into(),
             max_event_bytes,
             interner: Interner::with_capacity_limit(MAX_CAMPAIGNS),
@@ -279,6 +281,7 @@ impl Processor {
         let mut batch = std::mem::take(&mut self.batch);
         batch.names = self.interner.names();
         batch.rollups = self.rollups.clone();
+        batch.rollup_names = self.rollup_names.clone();
         batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
         for (p, cp) in &batch.commits {
             self.sent.insert(*p, *cp);

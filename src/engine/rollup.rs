@@ -118,6 +118,18 @@ impl Rollup {
         ts.div_euclid(self.size_us) * self.size_us
     }
 
+    /// Whether the window starting at `start` has fired (its end passed)
+    /// once the watermark is `wm`.
+    pub(crate) fn ended_at(&self, start: i64, wm: Option<i64>) -> bool {
+        wm.is_some_and(|m| start.saturating_add(self.size_us) <= m)
+    }
+
+    /// Whether the window starting at `start` is closed (its end plus the
+    /// allowed lateness passed) once the watermark is `wm`.
+    pub(crate) fn closed_at(&self, start: i64, lateness_us: i64, wm: i64) -> bool {
+        start.saturating_add(self.size_us).saturating_add(lateness_us) <= wm
+    }
+
     /// The cell index of an event's dimension values in this rollup: a
     /// mixed-radix number over the dimensions it keeps (campaign, then
     /// format ×3, country ×7, device ×2), so windows key their cells by a

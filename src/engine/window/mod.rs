@@ -348,19 +348,12 @@ struct RollupWindows {
 }
 
 impl RollupWindows {
-    fn closed_at(&self, start: i64, wm: i64, lateness: i64) -> bool {
-        start.saturating_add(self.rollup.size_us).saturating_add(lateness) <= wm
-    }
-
-    fn ended_at(&self, start: i64, wm: Option<i64>) -> bool {
-        wm.is_some_and(|m| start.saturating_add(self.rollup.size_us) <= m)
-    }
-
     /// Drops windows past their allowed lateness, emitting their final rows.
     fn close_expired(&mut self, idx: u8, wm: i64, lateness: i64, out: &mut Vec<WindowRow>) {
+        let rollup = self.rollup;
         while let Some(entry) = self.open.first_entry() {
             let start = *entry.key();
-            if !start.saturating_add(self.rollup.size_us).saturating_add(lateness).le(&wm) {
+            if !rollup.closed_at(start, lateness, wm) {
                 break;
             }
             let mut w = entry.remove();
@@ -525,7 +518,7 @@ impl PartitionWindows {
         let lateness = self.cfg.allowed_lateness_us;
         for r in self.rollups.iter_mut() {
             let rstart = r.rollup.window_start(ts);
-            if restored_closed.is_some_and(|closed| r.closed_at(rstart, closed, lateness)) {
+            if restored_closed.is_some_and(|closed| r.rollup.closed_at(rstart, lateness, closed)) {
                 continue;
             }
             let key = r.rollup.key(campaign, ad_format, country, device) as usize;
@@ -614,7 +607,7 @@ impl PartitionWindows {
     pub fn has_updates(&self) -> bool {
         self.rollups
             .iter()
-            .any(|r| r.open.iter().any(|(&start, w)| w.dirty && (w.forced || r.ended_at(start, self.max_ts))))
+            .any(|r| r.open.iter().any(|(&start, w)| w.dirty && (w.forced || r.rollup.ended_at(start, self.max_ts))))
     }
 
     /// Appends the rows of fired windows that changed since they were last
@@ -624,7 +617,7 @@ impl PartitionWindows {
         for (i, r) in self.rollups.iter_mut().enumerate() {
             let rollup = r.rollup;
             for (&start, w) in r.open.iter_mut() {
-                if w.dirty && (w.forced || start.saturating_add(rollup.size_us) <= max_ts.unwrap_or(i64::MIN)) {
+                if w.dirty && (w.forced || rollup.ended_at(start, max_ts)) {
                     emit(i as u8, &rollup, start, w, false, out);
                 }
             }

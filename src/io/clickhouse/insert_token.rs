@@ -58,11 +58,10 @@ fn text(b: &mut Vec<u8>, s: &str) {
 /// The token of the batch's `ad_window_parts` insert.
 pub fn window_rows(topic: &str, batch: &Batch) -> String {
     let mut d = Digest::default();
-    let rollups: Vec<String> = batch.rollups.iter().map(|r| r.name()).collect();
     for r in &batch.rows {
         let w = &r.row;
         d.row(|b| {
-            text(b, rollups.get(usize::from(w.rollup)).map_or("", |s| s.as_str()));
+            text(b, batch.rollup_name(r));
             text(b, topic);
             b.extend_from_slice(&r.partition.to_le_bytes());
             b.extend_from_slice(&w.window_start_us.to_le_bytes());
@@ -115,6 +114,7 @@ mod tests {
         let mut b = Batch {
             names: vec!["C001".into(), "C002".into()].into(),
             rollups: vec![Rollup::new(Dims::CAMPAIGN_FORMAT, 10_000_000)].into(),
+            rollup_names: vec!["campaign_id,ad_format:10s".to_string()].into(),
             ..Default::default()
         };
         for &(partition, start, campaign, version, impressions) in rows {

@@ -129,10 +129,9 @@ impl ClickHouseSink {
         if !batch.rows.is_empty() {
             let mut ins =
                 self.insert::<PartRow<'_>>("ad_window_parts", insert_token::window_rows(&self.topic, batch)).await?;
-            let rollups: Vec<String> = batch.rollups.iter().map(|r| r.name()).collect();
             for r in &batch.rows {
                 ins.write(&PartRow {
-                    rollup_name: rollups.get(usize::from(r.row.rollup)).map_or("", |s| s.as_str()),
+                    rollup_name: batch.rollup_name(r),
                     window_start: r.row.window_start_us / 1000,
                     window_end: r.row.window_end_us / 1000,
                     campaign_id: batch.campaign(r),
