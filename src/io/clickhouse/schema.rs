@@ -11,6 +11,7 @@ const FILES: &[(&str, &str)] = &[
     ("003_metrics_views.sql", include_str!("../../../sql/003_metrics_views.sql")),
     ("004_late_and_rejected.sql", include_str!("../../../sql/004_late_and_rejected.sql")),
     ("005_dashboard_views.sql", include_str!("../../../sql/005_dashboard_views.sql")),
+    ("006_learn.sql", include_str!("../../../sql/006_learn.sql")),
 ];
 
 /// Identifiers reach SQL only through this check: letters, digits and `_`,

@@ -39,6 +39,11 @@ pub const SHARDING: &[(&str, &str)] = &[
     ("ad_window_parts", "cityHash64(window_start, campaign_id, ad_format)"),
     ("ad_late_events_log", "cityHash64(topic, partition, offset)"),
     ("ad_rejected_events_log", "cityHash64(topic, partition, offset)"),
+    // The learner's tables: a model's rows on one shard, so FINAL over its
+    // snapshots, windows and predictions sees every version of a row.
+    ("ad_ctr_model", "cityHash64(model)"),
+    ("ad_ctr_quality", "cityHash64(model)"),
+    ("ad_ctr_predictions", "cityHash64(model)"),
 ];
 
 /// Suffix of the shard-local replicated tables.

@@ -1,0 +1,93 @@
+-- The CTR learner (`adstream learn`, src/learn/ and src/pipeline/learn/):
+-- its model snapshots, its per-window quality and its predictions. Every
+-- table is keyed so that a learner restarted from its last snapshot, which
+-- relearns the windows after it with the same model, rewrites the same
+-- rows instead of adding new ones (ReplacingMergeTree keeps one per key).
+-- `model` is the learner's name (`learn --model`, default `ctr`), so several
+-- models can share a database.
+
+-- The system of record of the model. A row is one consistent state: the
+-- weights, the counters and what has been learned (the windows up to
+-- `learned_through`, plus the per-segment counts of the windows still open
+-- to revision, in `snapshot`), written in one INSERT. `learn` restores the
+-- newest one at start. `impressions`/`clicks` are everything the model has
+-- learned: equal to the sums of `ad_metrics_segments_10s` over the windows
+-- up to `learned_through`, once those are final everywhere.
+CREATE TABLE IF NOT EXISTS {database}.ad_ctr_model
+(
+    model           LowCardinality(String),
+    version         UInt64,
+    learned_through DateTime64(3, 'UTC'),
+    windows         UInt64,
+    revisions       UInt64,
+    examples        UInt64,
+    impressions     UInt64,
+    clicks          UInt64,
+    snapshot        String,
+    saved_at        DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, version);
+
+-- Progressive validation: each window's segments scored by the model as it
+-- was just before it learned them (He et al. 2014 for the normalized
+-- entropy). NULL where a figure is undefined (no clicks, no impressions).
+CREATE TABLE IF NOT EXISTS {database}.ad_ctr_quality
+(
+    model              LowCardinality(String),
+    window_start       DateTime64(3, 'UTC'),
+    window_end         DateTime64(3, 'UTC'),
+    model_version      UInt64,
+    examples           UInt64,
+    impressions        UInt64,
+    clicks             UInt64,
+    log_loss           Nullable(Float64),
+    normalized_entropy Nullable(Float64),
+    calibration        Nullable(Float64),
+    auc                Nullable(Float64),
+    inserted_at        DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, window_start);
+
+CREATE OR REPLACE VIEW {database}.ad_ctr_quality_10s AS
+SELECT model, window_start, window_end, model_version, examples, impressions, clicks,
+       log_loss, normalized_entropy, calibration, auc
+FROM {database}.ad_ctr_quality FINAL;
+
+-- Per window and segment: the CTR the model predicted before learning the
+-- window, beside the CTR observed in it (both in %, as the dashboard's ctr).
+CREATE TABLE IF NOT EXISTS {database}.ad_ctr_predictions
+(
+    model         LowCardinality(String),
+    window_start  DateTime64(3, 'UTC'),
+    window_end    DateTime64(3, 'UTC'),
+    campaign_id   LowCardinality(String),
+    ad_format     LowCardinality(String),
+    country       LowCardinality(String),
+    device        LowCardinality(String),
+    model_version UInt64,
+    predicted_ctr Float64,
+    impressions   UInt64,
+    clicks        UInt64,
+    observed_ctr  Nullable(Float64),
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, window_start, campaign_id, ad_format, country, device);
+
+-- Predicted vs observed CTR per window and format: the prediction weighted
+-- by impressions (predicted clicks ÷ impressions), beside clicks ÷
+-- impressions.
+CREATE OR REPLACE VIEW {database}.ad_ctr_by_format_10s AS
+SELECT
+    model,
+    window_start,
+    window_end,
+    ad_format,
+    sum(impressions) AS impressions,
+    sum(clicks) AS clicks,
+    if(sum(impressions) = 0, NULL, sum(predicted_ctr * impressions) / sum(impressions)) AS predicted_ctr,
+    if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions) * 100) AS observed_ctr
+FROM {database}.ad_ctr_predictions FINAL
+GROUP BY model, window_start, window_end, ad_format;
