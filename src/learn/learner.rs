@@ -147,7 +147,14 @@ pub struct Settled {
 
 impl Learner {
     pub fn new(params: Params) -> Result<Learner, String> {
-        Ok(Learner { model: Ftrl::new(params)?, learned_through: None, version: 0, windows: 0, revisions: 0, ledger: Ledger::new() })
+        Ok(Learner {
+            model: Ftrl::new(params)?,
+            learned_through: None,
+            version: 0,
+            windows: 0,
+            revisions: 0,
+            ledger: Ledger::new(),
+        })
     }
 
     pub fn model(&self) -> &Ftrl {
@@ -191,7 +198,12 @@ impl Learner {
         for e in &w.examples {
             let p = self.model.learn(&e.segment.features(w.start_us), e.impressions, e.clicks);
             quality.add(p, e.impressions, e.clicks);
-            predictions.push(Prediction { segment: e.segment.clone(), p, impressions: e.impressions, clicks: e.clicks });
+            predictions.push(Prediction {
+                segment: e.segment.clone(),
+                p,
+                impressions: e.impressions,
+                clicks: e.clicks,
+            });
             let c = counts.entry(e.segment.clone()).or_insert((0u64, 0u64));
             c.0 += e.impressions;
             c.1 += e.clicks;
@@ -200,7 +212,13 @@ impl Learner {
         self.learned_through = Some(w.start_us);
         self.windows += 1;
         self.version += 1;
-        Ok(Learned { start_us: w.start_us, end_us: w.end_us, version: self.version, quality: quality.report(), predictions })
+        Ok(Learned {
+            start_us: w.start_us,
+            end_us: w.end_us,
+            version: self.version,
+            quality: quality.report(),
+            predictions,
+        })
     }
 
     /// Reads a learned window again and learns what grew since. A window
