@@ -85,9 +85,20 @@ SELECT
     window_start,
     window_end,
     ad_format,
-    sum(impressions) AS impressions,
-    sum(clicks) AS clicks,
-    if(sum(impressions) = 0, NULL, sum(predicted_ctr * impressions) / sum(impressions)) AS predicted_ctr,
-    if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions) * 100) AS observed_ctr
-FROM {database}.ad_ctr_predictions FINAL
-GROUP BY model, window_start, window_end, ad_format;
+    sum_impressions AS impressions,
+    sum_clicks AS clicks,
+    if(sum_impressions = 0, NULL, sum_predicted_clicks / sum_impressions * 100) AS predicted_ctr,
+    if(sum_impressions = 0, NULL, sum_clicks / sum_impressions * 100) AS observed_ctr
+FROM
+(
+    SELECT
+        model,
+        window_start,
+        window_end,
+        ad_format,
+        sum(impressions) AS sum_impressions,
+        sum(clicks) AS sum_clicks,
+        sum(predicted_ctr / 100 * impressions) AS sum_predicted_clicks
+    FROM {database}.ad_ctr_predictions FINAL
+    GROUP BY model, window_start, window_end, ad_format
+);

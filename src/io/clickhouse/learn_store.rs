@@ -101,7 +101,7 @@ impl LearnStore {
     pub async fn connect(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
         let base = super::client(args);
         super::schema_cluster::migrate(&base, &args.database, None).await.map_err(|e| retry::schema_error(e, args))?;
-        Ok(LearnStore { client: base, args: args.clone(), model: model.to_string() })
+        Ok(LearnStore { client: base.with_database(&args.database), args: args.clone(), model: model.to_string() })
     }
 
     fn db(&self) -> &str {
@@ -179,7 +179,7 @@ impl LearnStore {
             return Ok(());
         }
         let r = async {
-            let mut ins = self.client.insert::<T>(&format!("{}.{table}", self.db())).await?;
+            let mut ins = self.client.insert::<T>(table).await?;
             for row in rows {
                 ins.write(row).await?;
             }

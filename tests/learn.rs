@@ -1,0 +1,391 @@
+//! `adstream learn` and `adstream predict` end to end, on the real broker,
+//! the real ClickHouse engine and a real redis-server (all started by the
+//! project's scripts): exactly-once learning through an idle partition that
+//! wakes up, kill -9 of `learn` and of `run`, and redis-server killed (-9)
+//! and restarted mid-run. The oracle is the test's own event list: which
+//! events count (and which are late, from each partition's own sequence)
+//! is decided here, never read from adstream's tables.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use adstream::engine::{AdFormat, Country, Device};
+use adstream::learn::{Learner, Segment};
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+const T0_US: i64 = 1_765_328_400_000_000; // 2025-12-10T01:00:00Z
+const WINDOW_US: i64 = 10_000_000;
+const LATENESS_US: i64 = 5_000_000; // run's default --allowed-lateness
+
+async fn create_topic(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
+    let res = admin
+        .create_topics(&[NewTopic::new(topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+}
+
+/// One event of the test stream, and where it goes.
+#[derive(Clone)]
+struct Ev {
+    partition: i32,
+    ts_us: i64,
+    segment: Segment,
+    click: bool,
+    json: String,
+}
+
+/// A small deterministic stream for `partition`: `n` events from `from_us`,
+/// one every `step_us`, segments and clicks from a fixed LCG.
+fn stream(partition: i32, from_us: i64, n: usize, step_us: i64, seed: u64) -> Vec<Ev> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let ts_us = from_us + i as i64 * step_us;
+            let segment = Segment {
+                campaign_id: format!("C00{}", 1 + next() % 3),
+                ad_format: AdFormat::ALL[next() % 3],
+                country: Country::ALL[next() % 3],
+                device: Device::ALL[next() % 2],
+            };
+            let click = next() % 100 < 8 + 6 * segment.ad_format.index();
+            let ts = chrono::DateTime::from_timestamp_micros(ts_us).unwrap().format("%Y-%m-%dT%H:%M:%S%.6f");
+            let id = format!("p{partition}-{seed}-{i}");
+            let json = format!(
+                r#"{{"event_id":"{id}","timestamp":"{ts}","user_id":"U12345","campaign_id":"{}","ad_format":"{}","country":"{}","device":"{}","event_type":"{}","revenue":{}}}"#,
+                segment.campaign_id,
+                segment.ad_format.as_str(),
+                segment.country.as_str(),
+                segment.device.as_str(),
+                if click { "click" } else { "impression" },
+                if click { "0.05" } else { "0.0" }
+            );
+            Ev { partition, ts_us, segment, click, json }
+        })
+        .collect()
+}
+
+async fn produce(topic: &str, events: &[Ev]) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    // In order, one at a time per partition (the oracle reads each
+    // partition's sequence in this order).
+    for e in events {
+        let key = format!("{}", e.ts_us);
+        let rec = FutureRecord::to(topic).partition(e.partition).key(&key).payload(&e.json);
+        p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
+/// The oracle: impressions and clicks per window start (µs) of the events
+/// that count, deciding lateness per partition from its own sequence, as
+/// `run` is documented to (an event is late once its window's end plus the
+/// allowed lateness is at or behind the partition's max event time).
+fn oracle(sent: &[Ev]) -> BTreeMap<i64, (u64, u64)> {
+    let mut watermark: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for e in sent {
+        let wm = watermark.entry(e.partition).or_insert(i64::MIN);
+        let start = e.ts_us.div_euclid(WINDOW_US) * WINDOW_US;
+        if *wm != i64::MIN && start + WINDOW_US + LATENESS_US <= *wm {
+            continue; // late
+        }
+        *wm = (*wm).max(e.ts_us);
+        let c = out.entry(start).or_default();
+        if e.click {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
+        }
+    }
+    out
+}
+
+/// The bound address `learn` logs ("predicted CTR on http://ADDR/ctr").
+fn learn_addr(r: &Runner) -> Option<String> {
+    let log = r.log_text();
+    let line = log.lines().rev().find(|l| l.contains("predicted CTR on http://"))?;
+    let rest = &line[line.find("http://")? + 7..];
+    Some(rest[..rest.find('/')?].to_string())
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+fn start_learn(db: &str, model: &str, dir: &std::path::Path, name: &str) -> Runner {
+    let args = [
+        "learn",
+        "--database",
+        db,
+        "--model",
+        model,
+        "--poll-interval",
+        "200ms",
+        "--idle-after",
+        "3s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+    ];
+    let r = Runner::start(name, &args, dir);
+    wait_until("learn to listen", Duration::from_secs(30), || learn_addr(&r).is_some());
+    r
+}
+
+/// The newest snapshot row: (version, learned_through ms, windows,
+/// revisions, impressions, clicks).
+async fn model_row(db: &str, model: &str) -> Option<(u64, i64, u64, u64, u64, u64)> {
+    let t = tsv(&format!(
+        "SELECT version, toUnixTimestamp64Milli(learned_through), windows, revisions, impressions, clicks \
+         FROM {db}.ad_ctr_model WHERE model = '{model}' ORDER BY version DESC LIMIT 1"
+    ))
+    .await;
+    let v: Vec<&str> = t.trim().split('\t').collect();
+    if v.len() != 6 {
+        return None;
+    }
+    Some((
+        v[0].parse().ok()?,
+        v[1].parse().ok()?,
+        v[2].parse().ok()?,
+        v[3].parse().ok()?,
+        v[4].parse().ok()?,
+        v[5].parse().ok()?,
+    ))
+}
+
+async fn wait_model(db: &str, model: &str, limit: Duration, what: &str, cond: impl Fn(&(u64, i64, u64, u64, u64, u64)) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let m = model_row(db, model).await;
+        if m.as_ref().is_some_and(&cond) {
+            return;
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}; model row {m:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn redis_pid() -> Option<u32> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".run/redis/6379/redis.pid");
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn predict(model: &str, seg: &Segment) -> std::process::Output {
+    adstream()
+        .args(["predict", "--model", model, "--campaign", &seg.campaign_id, "--format", seg.ad_format.as_str()])
+        .args(["--country", seg.country.as_str(), "--device", seg.device.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("predict")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
+async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash() {
+    let dir = scratch_dir();
+    let topic = unique("learn");
+    let db = topic.clone();
+    let model = unique("m");
+    create_topic(&topic).await;
+    let pipeline = Pipeline::new(&topic, &topic, &db, &["--idle-timeout", "1s", "--flush-interval", "200ms"]);
+    let run = pipeline.start("run1", &[], &dir);
+
+    // Phase 1: partitions 0 and 1 carry 60 s of event time; partition 2
+    // one event, then nothing: it is idle, and must not hold learning back.
+    let mut sent = stream(2, T0_US + 500_000, 1, 1, 3);
+    sent.extend(stream(0, T0_US, 3000, 20_000, 1));
+    sent.extend(stream(1, T0_US, 3000, 20_000, 2));
+    produce(&topic, &sent).await;
+    let mut learn = start_learn(&db, &model, &dir, "learn1");
+    // Windows up to T0+40 s are closed on partitions 0 and 1 (watermark
+    // T0+60 s, lateness 5 s); partition 2 closed nothing.
+    let through_40 = (T0_US + 40_000_000) / 1000;
+    wait_model(&db, &model, Duration::from_secs(90), "learning past the idle partition", |m| m.1 >= through_40 - 20_000)
+        .await;
+    learn.assert_alive("in phase 1");
+    // kill -9 the learner mid-stream; its successor restores the snapshot.
+    learn.kill9();
+    let mut learn = start_learn(&db, &model, &dir, "learn2");
+    wait_model(&db, &model, Duration::from_secs(60), "phase 1 learned", |m| m.1 == through_40).await;
+    let before = model_row(&db, &model).await.unwrap();
+    assert_eq!(before.3, 0, "no window changed yet: no revision");
+
+    // Redis is killed (-9): learning goes on, /healthz and the metrics say
+    // Redis is down.
+    let addr = learn_addr(&learn).unwrap();
+    let pid = redis_pid().expect("scripts/redis.sh started redis-server");
+    signal(pid, "KILL");
+    wait_until("redis-server to die", Duration::from_secs(10), || std::net::TcpStream::connect("127.0.0.1:6379").is_err());
+
+    // Phase 2: partition 2 wakes up with 60 s of its own, into windows the
+    // model has learned: their growth is learned as the difference. `run`
+    // is killed -9 in the middle and restarted (it replays; the rows it
+    // rewrites are the same).
+    let late = stream(2, T0_US + 1_000_000, 2950, 20_000, 4);
+    produce(&topic, &late[..1500]).await;
+    run.kill9();
+    let run = pipeline.start("run2", &[], &dir);
+    produce(&topic, &late[1500..]).await;
+    sent.extend(late);
+    wait_model(&db, &model, Duration::from_secs(90), "the woken partition's windows learned as differences", |m| {
+        m.3 > 0
+    })
+    .await;
+    wait_until("/healthz to say Redis is down", Duration::from_secs(30), || {
+        let (_, body) = http_get(&addr, "/healthz");
+        body.contains("Redis down")
+    });
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("adstream_learn_redis_publish_failures_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "publish failures are counted:\n{metrics}");
+    learn.assert_alive("with Redis down");
+
+    // Redis back (empty: nothing is persisted): the next poll republishes.
+    service("redis", "up");
+    let seg = sent[10].segment.clone();
+    wait_until("predict to answer after Redis came back", Duration::from_secs(30), || predict(&model, &seg).status.success());
+
+    // Everything settles: the learner's totals equal the oracle's over the
+    // windows it reports as learned, and ad_metrics_segments_10s agrees.
+    let want = oracle(&sent);
+    wait_model(&db, &model, Duration::from_secs(90), "the model to catch up with every counted event", |m| {
+        let (i, c) = want
+            .range(..=m.1 * 1000)
+            .fold((0u64, 0u64), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
+        m.4 == i && m.5 == c
+    })
+    .await;
+    let m = model_row(&db, &model).await.unwrap();
+    let (oi, oc) = want.range(..=m.1 * 1000).fold((0u64, 0u64), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
+    assert_eq!((m.4, m.5), (oi, oc), "learned = the oracle over the learned windows");
+    assert!(m.1 >= through_40, "learned through at least T0+40 s");
+    assert!(oi > 10_000, "the learned windows hold the streams of all three partitions: {oi}");
+    let view = tsv(&format!(
+        "SELECT sum(impressions), sum(clicks) FROM {db}.ad_metrics_segments_10s \
+         WHERE window_start <= fromUnixTimestamp64Milli({}, 'UTC')",
+        m.1
+    ))
+    .await;
+    assert_eq!(view.trim(), format!("{oi}\t{oc}"), "ad_metrics_segments_10s agrees with the oracle");
+    let quality = scalar(&format!(
+        "SELECT count() FROM {db}.ad_ctr_quality_10s WHERE model = '{model}' AND window_start <= fromUnixTimestamp64Milli({}, 'UTC')",
+        m.1
+    ))
+    .await;
+    assert_eq!(quality as u64, want.range(..=m.1 * 1000).count() as u64, "one quality row per learned window");
+
+    // What predict prints and /ctr serves is what the saved model computes.
+    let snap = tsv(&format!(
+        "SELECT hex(snapshot) FROM {db}.ad_ctr_model WHERE model = '{model}' ORDER BY version DESC LIMIT 1"
+    ))
+    .await;
+    let bytes: Vec<u8> = (0..snap.trim().len() / 2)
+        .map(|i| u8::from_str_radix(&snap.trim()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let saved = Learner::from_bytes(&bytes).expect("the snapshot reads back");
+    let p = saved.predict(&seg, m.1 * 1000 + WINDOW_US);
+    wait_until("predict to show the newest version", Duration::from_secs(20), || {
+        let out = predict(&model, &seg);
+        String::from_utf8_lossy(&out.stdout).contains(&format!("model v{}", m.0))
+    });
+    let out = predict(&model, &seg);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(line.contains(&format!("CTR {:.2}%", p * 100.0)), "predict prints the model's prediction {p}: {line}");
+    let q = format!(
+        "/ctr?campaign={}&format={}&country={}&device={}",
+        seg.campaign_id,
+        seg.ad_format.as_str(),
+        seg.country.as_str(),
+        seg.device.as_str()
+    );
+    let (code, body) = http_get(&addr, &q);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ctr"].as_f64(), Some(p), "/ctr serves the model's prediction: {body}");
+    let (code, _) = http_get(&addr, "/ctr?campaign=C001");
+    assert_eq!(code, 400);
+    // Redis holds every segment seen in the last hour, in one hash per
+    // campaign × format of the current version.
+    let segments: std::collections::BTreeSet<_> = sent.iter().map(|e| e.segment.clone()).collect();
+    let (code, health) = http_get(&addr, "/healthz");
+    assert_eq!(code, 200, "{health}");
+    assert!(health.contains("Redis ok"), "{health}");
+    let served = metrics_value(&http_get(&addr, "/metrics").1, "adstream_learn_served_segments");
+    assert_eq!(served as usize, segments.len(), "every segment is served");
+
+    let (status, _) = learn.sigterm(Duration::from_secs(20));
+    assert!(status.success(), "learn exits 0 on SIGTERM");
+    let (status, _) = run.sigterm(Duration::from_secs(30));
+    assert!(status.success());
+}
+
+fn metrics_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[test]
+fn a_bad_or_missing_redis_url_is_one_line() {
+    for url in ["", "localhost:6379", "http://127.0.0.1:6379"] {
+        let out = bare()
+            .args(["predict", "--campaign", "C001", "--format", "banner", "--country", "US", "--device", "iOS"])
+            .args(["--redis-url", url])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{url:?}: {err}");
+        assert!(err.contains("--redis-url"), "{err}");
+        let out = bare().args(["learn", "--redis-url", url]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url:?}: {err}");
+        assert!(err.trim().lines().count() == 1 && err.contains("--redis-url"), "{err}");
+    }
+    // Nothing listening: predict says so in one line.
+    let out = bare()
+        .args(["predict", "--campaign", "C001", "--format", "banner", "--country", "US", "--device", "iOS"])
+        .args(["--redis-url", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("Redis at redis://127.0.0.1:1"), "{err}");
+}
