@@ -47,6 +47,10 @@ pub struct LearnerArgs {
 
 const WINDOW_US: i64 = 10_000_000;
 
+/// Events per simulated second unless `--event-rate` says otherwise:
+/// `adstream generate --seed`'s default when unthrottled.
+pub const DEFAULT_EVENT_RATE: f64 = 1000.0;
+
 /// One window × segment, in stream order.
 #[derive(Debug, Clone, Copy)]
 struct Cell {
@@ -337,6 +341,11 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
     let q_at_least_1 = q.iter().filter(|&&q| q >= 1.0).count();
     let (model_all, model_past) = score(&cells, |k| p[k], args.warmup);
     let (opt_all, opt_past) = score(&cells, |k| q[k], args.warmup);
+    // The first window is predicted by a model that has learned nothing
+    // (p = 0.5): the cost of learning per window instead of per event.
+    let first = cells.iter().take_while(|c| c.window_start_us == cells[0].window_start_us).count();
+    let (model_later, _) = score(&cells[first..], |k| p[first + k], args.warmup);
+    let (opt_later, _) = score(&cells[first..], |k| q[first + k], args.warmup);
     // The quality figures are deterministic: the same in every run.
     for run in &mut runs {
         run.insert("log_loss", opt(model_all.log_loss));
@@ -345,6 +354,7 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         run.insert("optimum_log_loss_past_warmup", opt(opt_past.log_loss));
         run.insert("ratio_vs_optimum", opt(model_all.log_loss) / opt(opt_all.log_loss));
         run.insert("ratio_vs_optimum_past_warmup", opt(model_past.log_loss) / opt(opt_past.log_loss));
+        run.insert("ratio_vs_optimum_after_first_window", opt(model_later.log_loss) / opt(opt_later.log_loss));
         run.insert("calibration", opt(model_all.calibration));
         run.insert("calibration_past_warmup", opt(model_past.calibration));
         run.insert("calibration_error_past_warmup", (opt(model_past.calibration) - 1.0).abs());
@@ -371,6 +381,12 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
             metric: "ratio_vs_optimum",
             unit: "×",
             target: Target::AtMost(1.01),
+        },
+        Figure {
+            label: "log loss ÷ optimum, first window left out",
+            metric: "ratio_vs_optimum_after_first_window",
+            unit: "×",
+            target: Target::None,
         },
         Figure { label: "log loss past warm-up", metric: "log_loss_past_warmup", unit: "nats", target: Target::None },
         Figure {
@@ -439,15 +455,21 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         "cells_with_true_ctr_at_least_1": q_at_least_1,
         "engine_matches_generator": true,
     });
-    let name = format!("learner-{}-{}c", args.traffic.name(), args.campaigns);
+    let name = if args.event_rate == DEFAULT_EVENT_RATE {
+        format!("learner-{}-{}c", args.traffic.name(), args.campaigns)
+    } else {
+        format!("learner-{}-{}c-{}eps", args.traffic.name(), args.campaigns, args.event_rate)
+    };
     finish(
         out,
         &name,
         &format!(
-            "CTR learner vs the Bayes optimum: {} events, --traffic {}, {} campaigns (warm-up {} events)",
+            "CTR learner vs the Bayes optimum: {} events, --traffic {}, {} campaigns, {} events/s of event time \
+             (warm-up {} events)",
             args.events,
             args.traffic.name(),
             args.campaigns,
+            args.event_rate,
             args.warmup
         ),
         config,

@@ -303,7 +303,7 @@ def peers(args):
     for r in results:
         r["cpu_ratio_vs_adstream"] = None if r["cpu_s_per_m_events"] is None else r["cpu_s_per_m_events"] / ad_cpu
     doc = {
-        "bench": "learner-peers-%s-%dc" % (cfg["traffic"], cfg["campaigns"]),
+        "bench": "learner-peers-" + ad["bench"][len("learner-"):],
         "config": dict(cfg, events=events, rows=len(rows), examples=len(order), adstream_json=args.adstream,
                        export=args.export, python=sys.version.split()[0]),
         "versions": versions(),
@@ -335,21 +335,38 @@ def fmt(x, digits):
 
 def print_table(docs):
     print()
-    print("| setting | method | log loss | vs optimum | calibration (past warm-up) | wall s | CPU s per 1M events | CPU ÷ adstream's |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| setting | method | log loss | vs optimum | log loss past warm-up | vs optimum past warm-up "
+          "| vs VW (all / past warm-up) | calibration (past warm-up) | wall s | CPU s per 1M events "
+          "| CPU ÷ adstream's |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for d in docs:
         c = d["config"]
-        setting = "%s, %d campaigns, %d events" % (c["traffic"], c["campaigns"], c["events"])
+        setting = "%s, %d campaigns, %d events at %g/s" % (c["traffic"], c["campaigns"], c["events"],
+                                                          c["event_rate"])
+        vw = next((r for r in d["results"] if r["method"] == "vw"), None)
         for r in d["results"]:
             ratio = r["cpu_ratio_vs_adstream"]
-            print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            if ratio is None:
+                ratio_s = "n/a"
+            elif ratio >= 10:
+                ratio_s = "%.0f×" % ratio
+            else:
+                ratio_s = "%.2f×" % ratio
+            vs_vw = "n/a"
+            if vw is not None:
+                vs_vw = "%.4f / %.4f" % (r["log_loss"] / vw["log_loss"],
+                                         r["log_loss_past_warmup"] / vw["log_loss_past_warmup"])
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 setting, r["method"], fmt(r["log_loss"], 5), fmt(r["vs_optimum"], 4),
+                fmt(r["log_loss_past_warmup"], 5), fmt(r["vs_optimum_past_warmup"], 4), vs_vw,
                 fmt(r["calibration_past_warmup"], 4), fmt(r["wall_s"], 3),
-                fmt(r["cpu_s_per_m_events"], 3), "n/a" if ratio is None else "%.0f×" % ratio if ratio >= 10 else "%.2f×" % ratio))
+                fmt(r["cpu_s_per_m_events"], 3), ratio_s))
             if r["method"] == "adstream" and r.get("total_cpu_s_per_m_events") is not None:
-                print("| %s | adstream incl. windowing | | | | | %s | |" % (setting, fmt(r["total_cpu_s_per_m_events"], 3)))
+                print("| %s | adstream incl. windowing | | | | | | | | %s | |"
+                      % (setting, fmt(r["total_cpu_s_per_m_events"], 3)))
             if r.get("vw_average_loss") is not None:
-                print("| %s | vw's own progressive average loss | %s | | | | | |" % (setting, fmt(r["vw_average_loss"], 5)))
+                print("| %s | vw's own progressive average loss | %s | | | | | | | | |"
+                      % (setting, fmt(r["vw_average_loss"], 5)))
 
 
 def main():

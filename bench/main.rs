@@ -170,7 +170,7 @@ enum Bench {
         seed: u64,
         /// Simulated events per second of event time (`generate --seed`'s
         /// default when unthrottled: 1000).
-        #[arg(long, default_value_t = 1000.0)]
+        #[arg(long, default_value_t = learner::DEFAULT_EVENT_RATE)]
         event_rate: f64,
         /// The calibration and "past warm-up" figures count the windows
         /// that start after this many events.

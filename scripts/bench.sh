@@ -20,7 +20,8 @@
 # BENCH_SCALING_EVENTS=2000000 per point (the memory check runs twice that),
 # BENCH_SCALEOUT_EVENTS=20000000 (12 partitions, 1/2/3 processes per rep);
 # BENCH_SPARK=0 skips the Spark peer. LEARNER_EVENTS=2000000 per setting of
-# the learner bench (seed, segmented, segmented with 10,000 campaigns);
+# the learner bench (seed, segmented, segmented with 10,000 campaigns, and
+# segmented spread over 22 h of event time);
 # LEARNER_PEERS=vw,river picks the per-event peers (empty: only the
 # optimum, adstream and the count baseline). The learner's peers need
 # vowpalwabbit and river: installed once from PyPI into .venv/bench-learner.
@@ -116,11 +117,15 @@ if wants learner; then
   le="${LEARNER_EVENTS:-2000000}"
   peers="${LEARNER_PEERS-vw,river}"
   rm -f "$OUT"/learner-peers-*.json
-  for setting in "seed 5" "segmented 5" "segmented 10000"; do
+  # traffic, campaigns, events per simulated second: at generate's default
+  # 1000/s, 2M events span 33 min of event time (one UTC hour); the last
+  # setting spreads them over 22 h, so the hour of day varies.
+  for setting in "seed 5 1000" "segmented 5 1000" "segmented 10000 1000" "segmented 5 25"; do
     set -- $setting
     name="learner-$1-${2}c"
+    [ "$3" = 1000 ] || name="$name-${3}eps"
     "$BENCH" --out "$OUT" --reps "$REPS" learner --events "$le" --traffic "$1" --campaigns "$2" \
-      --export "$OUT/$name.csv"
+      --event-rate "$3" --export "$OUT/$name.csv"
     .venv/bench-learner/bin/python bench/learner_peers.py --export "$OUT/$name.csv" \
       --adstream "$OUT/$name.json" --out "$OUT" --methods "$peers"
   done
