@@ -12,6 +12,9 @@
 //!   inserts per second, exact totals, and the rebalance pause of each join.
 //! - `scaling`: the engine loop over key counts × window sizes; cost per
 //!   event and heap in use per point.
+//! - `learner`: the CTR model learned from exact segment windows against
+//!   the generator's true model (Bayes-optimal log loss), with `--export`
+//!   of the windows for the Python peers (`bench/learner_peers.py`).
 //!
 //! Sizes are flags, so `tests/bench_smoke.rs` runs the same code paths with
 //! a few thousand events.
@@ -20,6 +23,7 @@ mod alloc;
 mod consumer;
 mod engine;
 mod generator;
+mod learner;
 mod procstat;
 mod range;
 mod report;
@@ -152,8 +156,41 @@ enum Bench {
         #[arg(long)]
         keep_topic: bool,
     },
+    /// The CTR learner against the truth: progressive log loss and
+    /// calibration vs the Bayes-optimal loss of the same stream.
+    Learner {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// `seed` or `segmented`.
+        #[arg(long, default_value = "seed", value_parser = parse_traffic)]
+        traffic: adstream::generator::TrafficModel,
+        #[arg(long, default_value_t = adstream::generator::DEFAULT_CAMPAIGNS)]
+        campaigns: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Simulated events per second of event time (`generate --seed`'s
+        /// default when unthrottled: 1000).
+        #[arg(long, default_value_t = learner::DEFAULT_EVENT_RATE)]
+        event_rate: f64,
+        /// The calibration and "past warm-up" figures count the windows
+        /// that start after this many events.
+        #[arg(long, default_value_t = 200_000)]
+        warmup: u64,
+        /// Write the window × segment counts (and both predictions) as CSV,
+        /// in stream order, for bench/learner_peers.py.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
+}
+
+fn parse_traffic(s: &str) -> Result<adstream::generator::TrafficModel, String> {
+    use adstream::generator::TrafficModel;
+    [TrafficModel::Seed, TrafficModel::Segmented]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| format!("unknown traffic model {s:?} (seed or segmented)"))
 }
 
 fn main() -> ExitCode {
@@ -203,6 +240,10 @@ fn main() -> ExitCode {
         Bench::Range { days, events, adstream, queries, keep_topic } => {
             range::run(&range::RangeArgs { days, events, reps, adstream, queries, keep_topic }, &cli.out)
         }
+        Bench::Learner { events, traffic, campaigns, seed, event_rate, warmup, export } => learner::run(
+            &learner::LearnerArgs { events, reps, traffic, campaigns, seed, event_rate, warmup, export },
+            &cli.out,
+        ),
         Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),
     };
     match result {

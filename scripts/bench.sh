@@ -6,6 +6,7 @@
 #   scripts/bench.sh scaling               # cost/memory vs keys and window size (not in the default set)
 #   scripts/bench.sh scaleout              # 1, 2, 3 run processes in one group (not in the default set)
 #   scripts/bench.sh range                 # 30 days of windows: 10 s rows vs the 1 h rollup (not in the default set)
+#   scripts/bench.sh learner               # CTR model vs the Bayes optimum, VW, river, a count baseline (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
 # broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
@@ -18,7 +19,12 @@
 # BENCH_GENERATOR_EVENTS=5000000, BENCH_CONSUMER_EVENTS=10000000,
 # BENCH_SCALING_EVENTS=2000000 per point (the memory check runs twice that),
 # BENCH_SCALEOUT_EVENTS=20000000 (12 partitions, 1/2/3 processes per rep);
-# BENCH_SPARK=0 skips the Spark peer.
+# BENCH_SPARK=0 skips the Spark peer. LEARNER_EVENTS=2000000 per setting of
+# the learner bench (seed, segmented, segmented with 10,000 campaigns, and
+# segmented spread over 22 h of event time);
+# LEARNER_PEERS=vw,river picks the per-event peers (empty: only the
+# optimum, adstream and the count baseline). The learner's peers need
+# vowpalwabbit and river: installed once from PyPI into .venv/bench-learner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,6 +107,30 @@ fi
 if wants range; then
   step "long-range query bench (30 days: 10 s rows vs the 1 h rollup)"
   "$BENCH" --out "$OUT" --reps "$REPS" range --events "${BENCH_RANGE_EVENTS:-5000000}"
+fi
+if wants learner; then
+  step "CTR learner bench (vs the Bayes optimum; VW, river, count baseline in .venv/bench-learner)"
+  if ! .venv/bench-learner/bin/python -c "import vowpalwabbit, river" 2>/dev/null; then
+    python3 -m venv .venv/bench-learner
+    .venv/bench-learner/bin/pip install -q vowpalwabbit river
+  fi
+  le="${LEARNER_EVENTS:-2000000}"
+  peers="${LEARNER_PEERS-vw,river}"
+  rm -f "$OUT"/learner-peers-*.json
+  # traffic, campaigns, events per simulated second: at generate's default
+  # 1000/s, 2M events span 33 min of event time (one UTC hour); the last
+  # setting spreads them over 22 h, so the hour of day varies.
+  for setting in "seed 5 1000" "segmented 5 1000" "segmented 10000 1000" "segmented 5 25"; do
+    set -- $setting
+    name="learner-$1-${2}c"
+    [ "$3" = 1000 ] || name="$name-${3}eps"
+    "$BENCH" --out "$OUT" --reps "$REPS" learner --events "$le" --traffic "$1" --campaigns "$2" \
+      --event-rate "$3" --export "$OUT/$name.csv"
+    .venv/bench-learner/bin/python bench/learner_peers.py --export "$OUT/$name.csv" \
+      --adstream "$OUT/$name.json" --out "$OUT" --methods "$peers"
+  done
+  step "CTR learner: every setting"
+  .venv/bench-learner/bin/python bench/learner_peers.py --table "$OUT"
 fi
 step "summary ($OUT/*.json)"
 "$BENCH" --out "$OUT" summary

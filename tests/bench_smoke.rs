@@ -214,3 +214,115 @@ fn scaleout_bench_runs_one_two_three_processes_and_matches_the_oracle() {
     let summary = run_ok(bench().arg("--out").arg(&dir).arg("summary"), Duration::from_secs(30));
     assert!(String::from_utf8_lossy(&summary.stdout).contains("| 3 proc: CPU s per M events |"));
 }
+
+/// `adstream-bench learner --export FILE` at a tiny size: its JSON has the
+/// figures scripts/bench.sh and bench/learner_peers.py read, and the export
+/// holds every event of the stream, window by window.
+#[test]
+fn learner_bench_writes_its_figures_and_the_windows_export() {
+    let dir = scratch_dir();
+    let csv = dir.join("windows.csv");
+    let out = run_ok(
+        bench()
+            .arg("--out")
+            .arg(&dir)
+            .args([
+                "--reps",
+                "2",
+                "learner",
+                "--events",
+                "30000",
+                "--traffic",
+                "segmented",
+                "--campaigns",
+                "50",
+                "--event-rate",
+                "100",
+                "--warmup",
+                "10000",
+                "--export",
+            ])
+            .arg(&csv),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Bayes-optimal log loss") && stdout.contains("≤ 1.010"), "{stdout}");
+    let doc = result(&dir, "learner-segmented-50c-100eps", 2);
+    for metric in [
+        "log_loss",
+        "optimum_log_loss",
+        "ratio_vs_optimum",
+        "log_loss_past_warmup",
+        "optimum_log_loss_past_warmup",
+        "ratio_vs_optimum_past_warmup",
+        "calibration_past_warmup",
+        "calibration_error_past_warmup",
+        "learn_wall_s",
+        "learn_cpu_s_per_m_events",
+        "window_cpu_s_per_m_events",
+        "total_cpu_s_per_m_events",
+    ] {
+        assert!(figure(&doc, metric).is_finite(), "{metric}");
+    }
+    assert!(figure(&doc, "optimum_log_loss") > 0.0);
+    assert_eq!(doc["config"]["traffic"], "segmented");
+    assert_eq!(doc["config"]["warmup_events"], 10000);
+    let checks = &doc["checks"];
+    assert_eq!(checks["engine_matches_generator"], true);
+    assert_eq!(checks["impressions"].as_u64().unwrap() + checks["clicks"].as_u64().unwrap(), 30000, "{checks}");
+    assert!(checks["impressions_past_warmup"].as_u64().unwrap() < checks["impressions"].as_u64().unwrap());
+
+    let text = std::fs::read_to_string(&csv).expect("the export");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("window_start_us,seen,campaign,format,country,device,hour,impressions,clicks,p_adstream,q_true")
+    );
+    let (mut events, mut rows, mut last_window) = (0u64, 0u64, i64::MIN);
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 11, "{line}");
+        let window: i64 = f[0].parse().unwrap();
+        assert!(window >= last_window, "windows in time order: {line}");
+        last_window = window;
+        events += f[7].parse::<u64>().unwrap() + f[8].parse::<u64>().unwrap();
+        let (p, q): (f64, f64) = (f[9].parse().unwrap(), f[10].parse().unwrap());
+        assert!(p > 0.0 && p < 1.0 && q > 0.0, "{line}");
+        rows += 1;
+    }
+    assert_eq!(events, 30000);
+    assert_eq!(Some(rows), checks["cells"].as_u64());
+}
+
+/// The Bayes-optimal loss is a floor: on a stream long enough for the
+/// model to learn, nothing that only sees the past can beat the true model
+/// (in expectation, and by far more than the noise at this size if the
+/// optimum were computed wrong, e.g. from clicks per event instead of
+/// clicks per impression, or with the wrong hour or segment). And the
+/// model, learning from windows, gets close to it.
+#[test]
+fn learner_bench_optimum_is_below_the_models_loss() {
+    let dir = scratch_dir();
+    run_ok(
+        bench().arg("--out").arg(&dir).args([
+            "--reps",
+            "1",
+            "learner",
+            "--events",
+            "300000",
+            "--traffic",
+            "segmented",
+            "--event-rate",
+            "20",
+            "--warmup",
+            "100000",
+        ]),
+        Duration::from_secs(300),
+    );
+    let doc = result(&dir, "learner-segmented-5c-20eps", 1);
+    let (model, optimum) = (figure(&doc, "log_loss"), figure(&doc, "optimum_log_loss"));
+    assert!(optimum <= model, "optimum {optimum} above the model's {model}");
+    let (model, optimum) = (figure(&doc, "log_loss_past_warmup"), figure(&doc, "optimum_log_loss_past_warmup"));
+    assert!(optimum <= model, "past warm-up: optimum {optimum} above the model's {model}");
+    assert!(model < optimum * 1.05, "past warm-up the model {model} is not within 5 % of the optimum {optimum}");
+}
