@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches};
 
 use super::{file, Cli, Command, LogFormat};
-use crate::config::{DemoConfig, GenerateConfig, MigrateConfig, ReportConfig, RunConfig};
+use crate::config::{DemoConfig, GenerateConfig, LearnConfig, MigrateConfig, PredictConfig, ReportConfig, RunConfig};
 use crate::io::clickhouse::{report, schema_cluster};
 use crate::io::kafka;
 use crate::io::kafka::producer::{self, thousands, thousands_f, ProduceConfig, ProduceStats};
@@ -146,6 +146,14 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
             println!("schema applied{on}: database {} at {}", ch.database, ch.display_url());
         }
+        Command::Learn(args) => {
+            let cfg = LearnConfig::try_from(&args)?;
+            pipeline::learn(cfg, shutdown_on_signals()).await?;
+        }
+        Command::Predict(args) => {
+            let cfg = PredictConfig::try_from(&args)?;
+            return predict(&cfg).await;
+        }
         Command::Run(args) => {
             let cfg = RunConfig::try_from(&args)?;
             pipeline::run(cfg, shutdown_on_signals()).await?;
@@ -189,5 +197,46 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `adstream predict`: the cached prediction, as the dashboard shows CTR.
+async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
+    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
+    let cached = crate::io::redis::lookup(client, &cfg.model, segment).await.map_err(|e| {
+        anyhow::anyhow!(
+            "Redis at {}: {} (set --redis-url / ADSTREAM_REDIS_URL)",
+            crate::config::secret::redact_url(&cfg.redis_url),
+            e.to_string().replace('\n', " ")
+        )
+    })?;
+    let name = format!("{} | {} | {} | {}", cfg.campaign, cfg.ad_format, cfg.country, cfg.device);
+    let Some(c) = cached else {
+        eprintln!(
+            "no prediction cached for {name} (model {:?}: `adstream learn` has not published it, or it expired)",
+            cfg.model
+        );
+        return Ok(ExitCode::from(super::exit::NO_PREDICTION));
+    };
+    let age_ms = chrono::Utc::now().timestamp_millis().saturating_sub(c.published_ms).max(0);
+    let age = std::time::Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+    let window = chrono::DateTime::from_timestamp_millis(c.window_ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| c.window_ms.to_string());
+    if age > cfg.max_age {
+        eprintln!(
+            "the cached prediction for {name} is {:.0} s old, more than --max-age {} (is `adstream learn` running?)",
+            age.as_secs_f64(),
+            humantime::format_duration(cfg.max_age)
+        );
+        return Ok(ExitCode::from(super::exit::STALE));
+    }
+    println!(
+        "{name} | CTR {:.2}% | model v{} | learned through {window} | age {:.1} s",
+        c.ctr * 100.0,
+        c.version,
+        age.as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 
 use super::{
-    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, MigrateArgs, ReportArgs, ReportBy as ReportByArg, RunArgs,
-    SinkKind as SinkArg, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
+    ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, LearnArgs, MigrateArgs, PredictArgs, RedisArgs, ReportArgs,
+    ReportBy as ReportByArg, RunArgs, SinkKind as SinkArg, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
 };
 use crate::config::{
-    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, MigrateConfig, ReportBy, ReportConfig, RunConfig,
-    SelfFeed, SinkKind,
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, LearnConfig, MigrateConfig, PredictConfig, ReportBy,
+    ReportConfig, RunConfig, SelfFeed, SinkKind,
 };
 use crate::engine::processor::check_rollups;
 use crate::engine::{Dims, Rollup, WindowConfig};
@@ -210,6 +210,68 @@ impl TryFrom<&RunArgs> for RunConfig {
             dlq_topic: a.dlq_topic.clone(),
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
+        })
+    }
+}
+
+/// A model name: it ends up in Redis keys and a ClickHouse column.
+fn model_name(m: &str) -> anyhow::Result<String> {
+    let ok = !m.is_empty() && m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ensure!(ok, "--model {m:?}: letters, digits, `_` and `-` only, 1 to 64 of them (ADSTREAM_MODEL)");
+    Ok(m.to_string())
+}
+
+/// The checked Redis URL and model name.
+fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, String)> {
+    crate::io::redis::client(&a.redis_url)?;
+    Ok((a.redis_url.clone(), model_name(&a.model)?))
+}
+
+impl TryFrom<&LearnArgs> for LearnConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &LearnArgs) -> anyhow::Result<Self> {
+        let (redis_url, model) = redis_target(&a.redis)?;
+        let params = crate::learn::Params { alpha: a.ftrl_alpha, beta: a.ftrl_beta, l1: a.l1, l2: a.l2, bits: a.bits };
+        params.validate().map_err(|e| anyhow::anyhow!("--ftrl-alpha/--ftrl-beta/--l1/--l2/--bits: {e}"))?;
+        for (name, d) in [
+            ("--poll-interval", a.poll_interval),
+            ("--idle-after", a.idle_after),
+            ("--redis-ttl", a.redis_ttl),
+            ("--unhealthy-after", a.unhealthy_after),
+        ] {
+            ensure!(!d.is_zero(), "{name} must be more than 0s");
+        }
+        ensure!(a.redis_ttl >= Duration::from_secs(1), "--redis-ttl must be at least 1s (Redis TTLs are in seconds)");
+        Ok(LearnConfig {
+            clickhouse: (&a.clickhouse).try_into()?,
+            redis_url,
+            model,
+            params,
+            poll_interval: a.poll_interval,
+            idle_after: a.idle_after,
+            revise_horizon: a.revise_horizon,
+            serve_segments_seen: a.serve_segments_seen,
+            redis_ttl: a.redis_ttl,
+            metrics_addr: a.metrics_addr.0,
+            unhealthy_after: a.unhealthy_after,
+            once: a.once,
+        })
+    }
+}
+
+impl TryFrom<&PredictArgs> for PredictConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: &PredictArgs) -> anyhow::Result<Self> {
+        let (redis_url, model) = redis_target(&a.redis)?;
+        ensure!(!a.campaign.trim().is_empty(), "--campaign must not be empty");
+        Ok(PredictConfig {
+            redis_url,
+            model,
+            campaign: a.campaign.clone(),
+            ad_format: a.ad_format.clone(),
+            country: a.country.clone(),
+            device: a.device.clone(),
+            max_age: a.max_age,
         })
     }
 }

@@ -2,12 +2,17 @@
 
 /// Some events of `generate` were not delivered (the others were).
 pub const DELIVERY_FAILED: u8 = 3;
+/// `predict`: Redis holds no prediction for the segment.
+pub const NO_PREDICTION: u8 = 3;
+/// `predict`: the cached prediction is older than --max-age.
+pub const STALE: u8 = 4;
 
 pub const TOP: &str = "Exit codes:
   0    success
   1    error (e.g. a service unreachable at start, or refusing for good)
   2    usage error (a bad flag, value or settings file)
-  3    generate: some events were not delivered
+  3    generate: some events were not delivered; predict: no prediction cached
+  4    predict: the cached prediction is older than --max-age
   130  run, demo, generate: a second SIGINT/SIGTERM (exited at once)";
 
 pub const GENERATE: &str = "Exit codes:
@@ -34,3 +39,17 @@ pub const CLICKHOUSE: &str = "Exit codes:
   0    success
   1    error (e.g. ClickHouse unreachable, or refusing: wrong password, no grant)
   2    usage error (a bad flag, value or settings file)";
+
+pub const LEARN: &str = "Exit codes:
+  0    success (stopped by SIGINT/SIGTERM, or --once finished)
+  1    error (e.g. ClickHouse unreachable at start or refusing for good,
+       a bad --redis-url; Redis down is not an error: learning goes on)
+  2    usage error (a bad flag, value or settings file)
+  130  a second SIGINT/SIGTERM: exited at once (the first one stops cleanly)";
+
+pub const PREDICT: &str = "Exit codes:
+  0    success: the prediction is printed
+  1    error (e.g. Redis unreachable, a bad --redis-url)
+  2    usage error (a bad flag, value or settings file)
+  3    no prediction cached for this segment (none learned yet, or expired)
+  4    the cached prediction is older than --max-age";

@@ -65,6 +65,15 @@ pub enum Command {
     /// console lines, to check the pipeline without a dashboard.
     #[command(after_help = crate::cli::exit::CLICKHOUSE)]
     Report(ReportArgs),
+    /// Learn a CTR model online (FTRL-Proximal) from the closed segment
+    /// windows in ClickHouse, each counted event exactly once; write its
+    /// quality and predictions to ClickHouse and serve them from Redis and
+    /// GET /ctr.
+    #[command(after_help = crate::cli::exit::LEARN)]
+    Learn(LearnArgs),
+    /// Print the predicted CTR of one segment, as `learn` cached it in Redis.
+    #[command(after_help = crate::cli::exit::PREDICT)]
+    Predict(PredictArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -431,6 +440,93 @@ impl std::str::FromStr for ListenAddr {
                 .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464) or off".to_string()),
         }
     }
+}
+
+/// Where `learn` publishes and `predict` reads.
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Redis holding the served predictions (redis://HOST:PORT[/DB];
+    /// rediss:// for TLS). Only a cache: the model lives in ClickHouse.
+    #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+    /// The model's name: its rows in ClickHouse (`model` column) and its
+    /// Redis keys (`adstream:<model>:...`). Letters, digits, `_`, `-`.
+    #[arg(long, env = "ADSTREAM_MODEL", default_value = "ctr")]
+    pub model: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LearnArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// FTRL-Proximal α (per-coordinate learning rate scale; VW --ftrl_alpha).
+    #[arg(long, env = "ADSTREAM_FTRL_ALPHA", default_value_t = 0.1)]
+    pub ftrl_alpha: f64,
+    /// FTRL-Proximal β (VW --ftrl_beta).
+    #[arg(long, env = "ADSTREAM_FTRL_BETA", default_value_t = 1.0)]
+    pub ftrl_beta: f64,
+    /// L1 regularization λ1 (VW --l1 is per example; this is the paper's λ1).
+    #[arg(long, env = "ADSTREAM_L1", default_value_t = 1.0)]
+    pub l1: f64,
+    /// L2 regularization λ2.
+    #[arg(long, env = "ADSTREAM_L2", default_value_t = 1.0)]
+    pub l2: f64,
+    /// Hash bits: the model has 2^bits weights (VW -b). 1 to 24.
+    #[arg(long, env = "ADSTREAM_BITS", default_value_t = 20)]
+    pub bits: u8,
+    /// How often to look for newly closed windows.
+    #[arg(long, env = "ADSTREAM_POLL_INTERVAL", value_parser = duration, default_value = "1s")]
+    pub poll_interval: Duration,
+    /// A source partition that wrote nothing for this long is idle: it no
+    /// longer holds learning back (Flink's withIdleness). What it writes
+    /// later into learned windows is learned as the difference.
+    #[arg(long, env = "ADSTREAM_IDLE_AFTER", value_parser = duration, default_value = "30s")]
+    pub idle_after: Duration,
+    /// How long a learned window stays open to such differences while a
+    /// partition has not closed it; older ones are let go (counted in
+    /// adstream_learn_windows_abandoned_total).
+    #[arg(long, env = "ADSTREAM_REVISE_HORIZON", value_parser = duration, default_value = "1h")]
+    pub revise_horizon: Duration,
+    /// Predictions are published for every segment seen within this much
+    /// event time before the newest learned window.
+    #[arg(long, env = "ADSTREAM_SERVE_SEGMENTS_SEEN", value_parser = duration, default_value = "1h")]
+    pub serve_segments_seen: Duration,
+    /// TTL of every published Redis key.
+    #[arg(long, env = "ADSTREAM_REDIS_TTL", value_parser = duration, default_value = "1h")]
+    pub redis_ttl: Duration,
+    /// Serve GET /ctr, /metrics and /healthz here (IP:PORT, or `off`).
+    #[arg(long, env = "ADSTREAM_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_addr: ListenAddr,
+    /// /healthz answers 503 once ClickHouse or Redis has been failing for
+    /// this long (200 before, naming what fails).
+    #[arg(long, env = "ADSTREAM_UNHEALTHY_AFTER", value_parser = duration, default_value = "30s")]
+    pub unhealthy_after: Duration,
+    /// Learn what is learnable now, publish, save the model, and exit.
+    #[arg(long, env = "ADSTREAM_ONCE")]
+    pub once: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Campaign, e.g. C001.
+    #[arg(long, env = "ADSTREAM_CAMPAIGN")]
+    pub campaign: String,
+    /// Ad format.
+    #[arg(long = "format", env = "ADSTREAM_FORMAT", value_parser = ["banner", "interstitial", "rewarded_video"])]
+    pub ad_format: String,
+    /// Country (US KR JP UK DE FR CA).
+    #[arg(long, env = "ADSTREAM_COUNTRY", value_parser = ["US", "KR", "JP", "UK", "DE", "FR", "CA"])]
+    pub country: String,
+    /// Device (iOS, Android).
+    #[arg(long, env = "ADSTREAM_DEVICE", value_parser = ["iOS", "Android"])]
+    pub device: String,
+    /// Refuse a prediction published longer ago than this (exit code 4).
+    #[arg(long, env = "ADSTREAM_MAX_AGE", value_parser = duration, default_value = "5m")]
+    pub max_age: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -115,6 +115,36 @@ pub struct RunConfig {
     pub unhealthy_after: Duration,
 }
 
+/// `adstream learn`.
+#[derive(Debug, Clone)]
+pub struct LearnConfig {
+    pub clickhouse: ClickHouseConfig,
+    /// Validated `redis://` URL (may carry a password: never logged).
+    pub redis_url: String,
+    pub model: String,
+    pub params: crate::learn::Params,
+    pub poll_interval: Duration,
+    pub idle_after: Duration,
+    pub revise_horizon: Duration,
+    pub serve_segments_seen: Duration,
+    pub redis_ttl: Duration,
+    pub metrics_addr: Option<SocketAddr>,
+    pub unhealthy_after: Duration,
+    pub once: bool,
+}
+
+/// `adstream predict`.
+#[derive(Debug, Clone)]
+pub struct PredictConfig {
+    pub redis_url: String,
+    pub model: String,
+    pub campaign: String,
+    pub ad_format: String,
+    pub country: String,
+    pub device: String,
+    pub max_age: Duration,
+}
+
 /// `adstream demo`.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {

@@ -1,11 +1,12 @@
 //! Everything that talks to the outside: Kafka (consumer, batch queue,
-//! producer, dead-letter topic), ClickHouse (client, schema, sink, report)
-//! and the console.
+//! producer, dead-letter topic), ClickHouse (client, schema, sink, report,
+//! the learner's store), Redis (the served predictions) and the console.
 
 pub mod backoff;
 pub mod clickhouse;
 pub mod console;
 pub mod kafka;
+pub mod redis;
 mod sink;
 
 pub use sink::Sink;

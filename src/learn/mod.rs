@@ -8,11 +8,13 @@
 
 pub mod features;
 pub mod ftrl;
+pub mod learner;
 pub mod quality;
 pub mod snapshot;
 
 pub use features::{hour_of_day, Context, Features, Slots};
 pub use ftrl::{Counters, Ftrl, Params};
+pub use learner::{Example, Learned, Learner, Prediction, Revised, Segment, Settled, Window};
 pub use quality::{Quality, Report};
 pub use snapshot::SnapshotError;
 

@@ -33,12 +33,15 @@ const INSERT_SECONDS: &str = "adstream_clickhouse_insert_duration_seconds";
 const INSERT_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// The process-wide recorder (the `metrics` facade has one global recorder).
-fn handle() -> &'static PrometheusHandle {
+pub(crate) fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_millis(500)))
             .set_buckets_for_metric(Matcher::Full(INSERT_SECONDS.into()), &INSERT_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(super::learn::PUBLISH_SECONDS.into()), &INSERT_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -46,6 +49,7 @@ fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics shows adstream's counters only");
         }
         describe();
+        super::learn::describe();
         handle
     })
 }

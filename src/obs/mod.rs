@@ -1,7 +1,9 @@
 //! Observability: the counters ([`Stats`]), dependency health and the
-//! `/metrics` + `/healthz` server.
+//! `/metrics` + `/healthz` server; the learner's counters and its
+//! `/ctr` + `/metrics` + `/healthz` server ([`learn`]).
 
 pub mod health;
+pub mod learn;
 pub mod metrics;
 pub mod panic;
 pub mod stats;

@@ -14,9 +14,13 @@
 //! whatever was not committed is replayed on restart; idempotent writes
 //! (see `sql/`) make that replay invisible in the results.
 //!
+//! `adstream learn` ([`learn`]) is the pipeline's last stage: it reads
+//! what `run` wrote and needs no Kafka.
+//!
 //! [`Processor`]: crate::engine::Processor
 
 mod consume;
+mod learn;
 mod ops;
 mod writer;
 
@@ -37,6 +41,8 @@ use crate::obs::Stats;
 use crate::shutdown::Shutdown;
 use consume::{ConsumeLoop, LoopSettings};
 use writer::Writer;
+
+pub use learn::learn;
 
 /// How long shutdown waits for the final, synchronous offset commit.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -2,6 +2,7 @@
 //! `adstream report`.
 
 mod insert_token;
+pub mod learn_store;
 pub mod report;
 pub mod retry;
 pub mod schema;

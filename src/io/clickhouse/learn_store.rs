@@ -1,0 +1,202 @@
+//! What `adstream learn` reads from and writes to ClickHouse: the progress
+//! of every source partition and the segment windows (read), and the
+//! model snapshots, per-window quality and predictions (written; tables in
+//! `sql/006_learn.sql`). Every error goes through [`retry::explain`], so a
+//! refusal (schema, credentials) is a [`retry::PermanentError`] and an
+//! outage is retried by the caller.
+
+use anyhow::Context as _;
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClickHouseConfig;
+use crate::io::clickhouse::retry::{self, Table, Target};
+
+/// The rollup the learner learns from (`ad_metrics_segments_10s`).
+pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
+
+/// One source partition's progress on the segment rollup.
+#[derive(Row, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub topic: String,
+    pub partition: i32,
+    /// 1 if the partition has closed (written final) any window.
+    pub any_final: u8,
+    /// Start of its newest closed window, Unix ms (windows close in
+    /// order on a partition, so every earlier one is closed too).
+    pub closed_ms: i64,
+    /// 1 if it wrote a row within the idle timeout.
+    pub active: u8,
+}
+
+/// One segment of one window, as `ad_metrics_segments_10s` has it.
+#[derive(Row, Deserialize, Debug, Clone)]
+pub struct SegmentRow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub campaign_id: String,
+    pub ad_format: String,
+    pub country: String,
+    pub device: String,
+    pub impressions: u64,
+    pub clicks: u64,
+}
+
+#[derive(Row, Serialize, Deserialize, Debug, Clone)]
+pub struct ModelRow {
+    pub model: String,
+    pub version: u64,
+    pub learned_through: i64,
+    pub windows: u64,
+    pub revisions: u64,
+    pub examples: u64,
+    pub impressions: u64,
+    pub clicks: u64,
+    #[serde(with = "serde_bytes")]
+    pub snapshot: Vec<u8>,
+}
+
+#[derive(Row, Serialize, Debug, Clone)]
+pub struct QualityRow {
+    pub model: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub model_version: u64,
+    pub examples: u64,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub log_loss: Option<f64>,
+    pub normalized_entropy: Option<f64>,
+    pub calibration: Option<f64>,
+    pub auc: Option<f64>,
+}
+
+#[derive(Row, Serialize, Debug, Clone)]
+pub struct PredictionRow {
+    pub model: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub campaign_id: String,
+    pub ad_format: String,
+    pub country: String,
+    pub device: String,
+    pub model_version: u64,
+    /// %.
+    pub predicted_ctr: f64,
+    pub impressions: u64,
+    pub clicks: u64,
+    /// %.
+    pub observed_ctr: Option<f64>,
+}
+
+/// The learner's ClickHouse.
+pub struct LearnStore {
+    client: Client,
+    args: ClickHouseConfig,
+    model: String,
+}
+
+impl LearnStore {
+    /// Applies the schema (idempotent) and binds the store to `model`.
+    pub async fn connect(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
+        let base = super::client(args);
+        super::schema_cluster::migrate(&base, &args.database, None).await.map_err(|e| retry::schema_error(e, args))?;
+        Ok(LearnStore { client: base, args: args.clone(), model: model.to_string() })
+    }
+
+    fn db(&self) -> &str {
+        &self.args.database
+    }
+
+    fn read_error(&self, e: impl Into<anyhow::Error>) -> anyhow::Error {
+        retry::explain(e.into(), Target::Read(self.db().to_string()), &self.args)
+    }
+
+    fn write_error(&self, e: anyhow::Error, table: &str) -> anyhow::Error {
+        let t = format!("{}.{table}", self.db());
+        retry::explain(e.context(Table(t.clone())), Target::Table(t), &self.args)
+    }
+
+    /// Every partition that wrote the segment rollup for windows from
+    /// `since_ms` on, with its progress; `active` = wrote within `idle_ms`.
+    pub async fn progress(&self, since_ms: i64, idle_ms: u64) -> anyhow::Result<Vec<PartitionProgress>> {
+        let sql = format!(
+            "SELECT topic, partition, toUInt8(countIf(is_final) > 0) AS any_final, \
+             toUnixTimestamp64Milli(maxIf(window_start, is_final)) AS closed_ms, \
+             toUInt8(max(inserted_at) > now64(3) - toIntervalMillisecond({{idle_ms:UInt64}})) AS active \
+             FROM {db}.ad_window_parts \
+             WHERE rollup_name = {{rollup:String}} AND window_start >= fromUnixTimestamp64Milli({{since_ms:Int64}}, 'UTC') \
+             GROUP BY topic, partition ORDER BY topic, partition",
+            db = self.db()
+        );
+        self.client
+            .query(&sql)
+            .param("idle_ms", idle_ms)
+            .param("rollup", SEGMENT_ROLLUP)
+            .param("since_ms", since_ms)
+            .fetch_all()
+            .await
+            .map_err(|e| self.read_error(e))
+    }
+
+    /// The segment rows of the windows starting in `[lo_ms, hi_ms]`, by
+    /// window.
+    pub async fn windows(&self, lo_ms: i64, hi_ms: i64) -> anyhow::Result<Vec<SegmentRow>> {
+        let sql = format!(
+            "SELECT toUnixTimestamp64Milli(window_start) AS start_ms, toUnixTimestamp64Milli(window_end) AS end_ms, \
+             toString(campaign_id) AS campaign_id, toString(ad_format) AS ad_format, toString(country) AS country, \
+             toString(device) AS device, impressions, clicks \
+             FROM {db}.ad_metrics_segments_10s \
+             WHERE window_start >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC') \
+               AND window_start <= fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC') \
+             ORDER BY window_start, campaign_id, ad_format, country, device",
+            db = self.db()
+        );
+        self.client.query(&sql).param("lo", lo_ms).param("hi", hi_ms).fetch_all().await.map_err(|e| self.read_error(e))
+    }
+
+    /// The newest snapshot of the model, if any.
+    pub async fn latest_snapshot(&self) -> anyhow::Result<Option<ModelRow>> {
+        let sql = format!(
+            "SELECT toString(model) AS model, version, toUnixTimestamp64Milli(learned_through) AS learned_through, \
+             windows, revisions, examples, impressions, clicks, snapshot \
+             FROM {db}.ad_ctr_model WHERE model = {{model:String}} ORDER BY version DESC, saved_at DESC LIMIT 1",
+            db = self.db()
+        );
+        self.client
+            .query(&sql)
+            .param("model", self.model.as_str())
+            .fetch_optional()
+            .await
+            .map_err(|e| self.read_error(e))
+    }
+
+    async fn insert<T: Row + Serialize>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
+    where
+        for<'a> T: Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let r = async {
+            let mut ins = self.client.insert::<T>(&format!("{}.{table}", self.db())).await?;
+            for row in rows {
+                ins.write(row).await?;
+            }
+            ins.end().await.context("insert")
+        };
+        r.await.map_err(|e| self.write_error(e, table))
+    }
+
+    pub async fn save_snapshot(&self, row: &ModelRow) -> anyhow::Result<()> {
+        self.insert("ad_ctr_model", std::slice::from_ref(row)).await
+    }
+
+    pub async fn write_quality(&self, rows: &[QualityRow]) -> anyhow::Result<()> {
+        self.insert("ad_ctr_quality", rows).await
+    }
+
+    pub async fn write_predictions(&self, rows: &[PredictionRow]) -> anyhow::Result<()> {
+        self.insert("ad_ctr_predictions", rows).await
+    }
+}

@@ -1,0 +1,320 @@
+//! The learner's observability: its counters ([`LearnStats`], plain
+//! atomics the learn loop bumps, copied into the registry at each scrape),
+//! the latest predictions served by `GET /ctr` from a concurrent map
+//! (dashmap: lookups never wait for the publisher), and its HTTP server
+//! (`/ctr`, `/metrics`, `/healthz`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+
+use super::health::Dependency;
+
+pub const PUBLISH_SECONDS: &str = "adstream_learn_redis_publish_duration_seconds";
+
+/// One served prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    /// Predicted clicks per impression.
+    pub ctr: f64,
+    pub version: u64,
+    pub window_ms: i64,
+    pub published_ms: i64,
+}
+
+/// The learner's counters and state for `/metrics`, `/healthz` and `/ctr`.
+pub struct LearnStats {
+    pub windows: AtomicU64,
+    pub revisions: AtomicU64,
+    pub examples: AtomicU64,
+    pub impressions: AtomicU64,
+    pub clicks: AtomicU64,
+    pub abandoned: AtomicU64,
+    pub shrunk: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub publishes: AtomicU64,
+    pub publish_failures: AtomicU64,
+    pub version: AtomicU64,
+    /// Start of the newest learned window, Unix ms (i64::MIN: none).
+    pub learned_through_ms: AtomicI64,
+    /// Start of the newest window closed on any partition, Unix ms.
+    pub newest_closed_ms: AtomicI64,
+    /// f64 bits of the last window's log loss (NaN: none yet).
+    pub last_log_loss: AtomicU64,
+    pub clickhouse: Dependency,
+    pub redis: Dependency,
+    /// `campaign|format|country|device` → the latest prediction.
+    pub served: DashMap<String, Served>,
+}
+
+impl Default for LearnStats {
+    fn default() -> Self {
+        LearnStats {
+            windows: AtomicU64::new(0),
+            revisions: AtomicU64::new(0),
+            examples: AtomicU64::new(0),
+            impressions: AtomicU64::new(0),
+            clicks: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            shrunk: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            publishes: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            learned_through_ms: AtomicI64::new(i64::MIN),
+            newest_closed_ms: AtomicI64::new(i64::MIN),
+            last_log_loss: AtomicU64::new(f64::NAN.to_bits()),
+            clickhouse: Dependency::new("ClickHouse"),
+            redis: Dependency::new("Redis"),
+            served: DashMap::new(),
+        }
+    }
+}
+
+/// The key of [`LearnStats::served`].
+pub fn served_key(campaign: &str, format: &str, country: &str, device: &str) -> String {
+    format!("{campaign}|{format}|{country}|{device}")
+}
+
+impl LearnStats {
+    /// Event-time lag of the model behind the newest closed window, seconds.
+    pub fn lag_seconds(&self) -> Option<f64> {
+        let (t, c) = (self.learned_through_ms.load(Relaxed), self.newest_closed_ms.load(Relaxed));
+        (t != i64::MIN && c != i64::MIN).then(|| (c - t).max(0) as f64 / 1e3)
+    }
+
+    /// `Ok(summary)` while ClickHouse and Redis answered within
+    /// `unhealthy_after`, else `Err(reason)`; either names what fails.
+    pub fn health(&self, unhealthy_after: Duration) -> Result<String, String> {
+        let mut problems = Vec::new();
+        let mut notes = Vec::new();
+        for (name, d) in [("ClickHouse", &self.clickhouse), ("Redis", &self.redis)] {
+            match d.down() {
+                Some((f, e)) if f >= unhealthy_after => {
+                    problems.push(format!("{name} down for {:.0} s: {e}", f.as_secs_f64()))
+                }
+                Some((f, e)) => notes.push(format!("{name} down for {:.0} s: {e}", f.as_secs_f64())),
+                None => notes.push(format!("{name} ok")),
+            }
+        }
+        let model = format!(
+            "model v{}, {} windows learned, lag {}",
+            self.version.load(Relaxed),
+            self.windows.load(Relaxed),
+            self.lag_seconds().map_or("n/a".into(), |l| format!("{l:.0} s"))
+        );
+        if problems.is_empty() {
+            Ok(format!("ok: {}; {model}", notes.join("; ")))
+        } else {
+            Err(format!("unhealthy: {}; {}; {model}", problems.join("; "), notes.join("; ")))
+        }
+    }
+}
+
+pub(crate) fn describe() {
+    describe_counter!("adstream_learn_windows_total", "Windows learned (each once).");
+    describe_counter!(
+        "adstream_learn_revisions_total",
+        "Learned windows revised: a later change learned as its difference."
+    );
+    describe_counter!("adstream_learn_impressions_total", "Impressions learned, in total.");
+    describe_counter!("adstream_learn_clicks_total", "Clicks learned, in total.");
+    describe_counter!("adstream_learn_examples_total", "Aggregated examples (window x segment) learned.");
+    describe_counter!(
+        "adstream_learn_windows_abandoned_total",
+        "Learned windows let go while a partition had not closed them (older than --revise-horizon)."
+    );
+    describe_counter!("adstream_learn_snapshots_total", "Model snapshots saved to ClickHouse.");
+    describe_counter!("adstream_learn_redis_publishes_total", "Model versions published to Redis.");
+    describe_counter!(
+        "adstream_learn_redis_publish_failures_total",
+        "Failed Redis publishes (the next window republishes)."
+    );
+    describe_gauge!("adstream_learn_model_version", "Model version (steps that changed the model).");
+    describe_gauge!(
+        "adstream_learn_lag_seconds",
+        Unit::Seconds,
+        "Event time between the newest closed window and the newest learned one."
+    );
+    describe_gauge!("adstream_learn_last_log_loss", "Progressive log loss per impression of the last learned window.");
+    describe_gauge!("adstream_learn_served_segments", "Segments GET /ctr answers for.");
+    describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "Duration of successful Redis publishes (MULTI/EXEC).");
+}
+
+fn sync(s: &LearnStats) {
+    let g = |a: &AtomicU64| a.load(Relaxed);
+    counter!("adstream_learn_windows_total").absolute(g(&s.windows));
+    counter!("adstream_learn_revisions_total").absolute(g(&s.revisions));
+    counter!("adstream_learn_impressions_total").absolute(g(&s.impressions));
+    counter!("adstream_learn_clicks_total").absolute(g(&s.clicks));
+    counter!("adstream_learn_examples_total").absolute(g(&s.examples));
+    counter!("adstream_learn_windows_abandoned_total").absolute(g(&s.abandoned));
+    counter!("adstream_learn_snapshots_total").absolute(g(&s.snapshots));
+    counter!("adstream_learn_redis_publishes_total").absolute(g(&s.publishes));
+    counter!("adstream_learn_redis_publish_failures_total").absolute(g(&s.publish_failures));
+    gauge!("adstream_learn_model_version").set(g(&s.version) as f64);
+    if let Some(l) = s.lag_seconds() {
+        gauge!("adstream_learn_lag_seconds").set(l);
+    }
+    let ll = f64::from_bits(g(&s.last_log_loss));
+    if ll.is_finite() {
+        gauge!("adstream_learn_last_log_loss").set(ll);
+    }
+    gauge!("adstream_learn_served_segments").set(s.served.len() as f64);
+    for (name, d) in [("clickhouse", &s.clickhouse), ("redis", &s.redis)] {
+        gauge!("adstream_dependency_up", "dependency" => name).set(if d.down().is_some() { 0.0 } else { 1.0 });
+    }
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), percent-decoded.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+struct Server {
+    stats: Arc<LearnStats>,
+    unhealthy_after: Duration,
+    render: Mutex<()>,
+}
+
+impl Server {
+    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let reply = |status: StatusCode, kind: &str, body: String| {
+            Response::builder()
+                .status(status)
+                .header("content-type", kind)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default()
+        };
+        let text = |status, body: String| reply(status, "text/plain; charset=utf-8", body);
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+        }
+        match req.uri().path() {
+            "/ctr" => self.ctr(req.uri().query().unwrap_or("")).map_or_else(
+                |(status, msg)| reply(status, "application/json", format!("{{\"error\":{}}}\n", json_str(&msg))),
+                |body| reply(StatusCode::OK, "application/json", body),
+            ),
+            "/metrics" => {
+                let body = {
+                    let _guard = self.render.lock();
+                    sync(&self.stats);
+                    super::metrics::handle().render()
+                };
+                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+            }
+            "/healthz" => match self.stats.health(self.unhealthy_after) {
+                Ok(s) => text(StatusCode::OK, s + "\n"),
+                Err(s) => text(StatusCode::SERVICE_UNAVAILABLE, s + "\n"),
+            },
+            "/" => text(
+                StatusCode::OK,
+                "adstream learn: GET /ctr?campaign=&format=&country=&device=, /metrics, /healthz\n".into(),
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found: try /ctr, /metrics or /healthz\n".into()),
+        }
+    }
+
+    /// `GET /ctr?campaign=C001&format=banner&country=US&device=iOS`.
+    fn ctr(&self, query: &str) -> Result<String, (StatusCode, String)> {
+        let mut parts = Vec::with_capacity(4);
+        for k in ["campaign", "format", "country", "device"] {
+            match query_param(query, k) {
+                Some(v) if !v.is_empty() => parts.push(v),
+                _ => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("missing query parameter {k} (campaign, format, country, device)"),
+                    ))
+                }
+            }
+        }
+        let key = served_key(&parts[0], &parts[1], &parts[2], &parts[3]);
+        let Some(s) = self.stats.served.get(&key).map(|r| *r) else {
+            return Err((StatusCode::NOT_FOUND, format!("no prediction for {key}")));
+        };
+        Ok(format!(
+            "{{\"campaign\":{},\"format\":{},\"country\":{},\"device\":{},\"ctr\":{},\"ctr_percent\":{},\"model_version\":{},\"window_start_ms\":{},\"published_ms\":{}}}\n",
+            json_str(&parts[0]),
+            json_str(&parts[1]),
+            json_str(&parts[2]),
+            json_str(&parts[3]),
+            s.ctr,
+            s.ctr * 100.0,
+            s.version,
+            s.window_ms,
+            s.published_ms
+        ))
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Binds `addr` and serves until the runtime ends; returns the bound
+/// address.
+pub async fn serve(addr: SocketAddr, stats: Arc<LearnStats>, unhealthy_after: Duration) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("--metrics-addr {addr}: cannot listen (another process on this port? choose another with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
+    })?;
+    let bound = listener.local_addr()?;
+    super::metrics::handle();
+    let server = Arc::new(Server { stats, unhealthy_after, render: Mutex::new(()) });
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!("learn endpoint: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let server = server.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let r = server.respond(&req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    tracing::info!("predicted CTR on http://{bound}/ctr, metrics on /metrics, health on /healthz");
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(query_param("campaign=C001&format=banner", "format").as_deref(), Some("banner"));
+        assert_eq!(query_param("a=x%7Cy", "a").as_deref(), Some("x|y"));
+        assert_eq!(query_param("a=1", "b"), None);
+    }
+
+    #[test]
+    fn health_names_redis_when_it_is_down() {
+        let s = LearnStats::default();
+        assert!(s.health(Duration::from_secs(30)).unwrap().contains("Redis ok"));
+        s.redis.failed("connection refused");
+        let ok = s.health(Duration::from_secs(30)).unwrap();
+        assert!(ok.contains("Redis down"), "{ok}");
+        let bad = s.health(Duration::ZERO).unwrap_err();
+        assert!(bad.contains("Redis down") && bad.contains("connection refused"), "{bad}");
+    }
+}

@@ -1,0 +1,482 @@
+//! `adstream learn`: the loop around the pure [`Learner`]. Every
+//! `--poll-interval` it
+//!
+//! 1. reads each source partition's progress on the segment rollup
+//!    ([`LearnStore::progress`]) and computes the **frontier**: the newest
+//!    window closed on every partition that is not idle (a partition that
+//!    wrote nothing for `--idle-after` is left out, as Flink's
+//!    `withIdleness` leaves an idle split out of the watermark; if every
+//!    partition is idle, the newest window any of them closed), and the
+//!    **settled** line: the newest window closed on *every* partition;
+//! 2. reads the windows from the oldest one still open to revision up to
+//!    the frontier, learns the new ones in order (progressive validation
+//!    first) and the differences of the revised ones;
+//! 3. writes the new windows' quality and predictions, then the snapshot
+//!    of the whole learner (model, counters, ledger), to ClickHouse: the
+//!    snapshot is the commit point, so a learner killed at any moment
+//!    restarts from the last one and relearns exactly what came after;
+//! 4. publishes the predictions of every segment seen lately to Redis (one
+//!    MULTI/EXEC, see [`crate::io::redis`]) and to `GET /ctr`.
+//!
+//! ClickHouse errors: a refusal (schema, credentials) ends the process with
+//! the one-line explanation; an outage is retried at the next poll, the
+//! model unchanged (nothing is learned that is not then saved). Redis
+//! errors never stop learning: they are counted, `/healthz` says Redis is
+//! down, and the next window publishes everything again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::LearnConfig;
+use crate::engine::{AdFormat, Country, Device};
+use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow};
+use crate::io::clickhouse::retry;
+use crate::io::redis::{Publication, Publisher};
+use crate::learn::{Example, Learned, Learner, Segment, Window};
+use crate::obs::learn::{served_key, LearnStats, Served};
+use crate::shutdown::Shutdown;
+
+/// Base window of the segment rollup (`ad_metrics_segments_10s`), ms.
+const WINDOW_MS: i64 = 10_000;
+/// Most windows read (and learned) per poll, so a learner catching up on
+/// days of history does it in steps, saving and publishing as it goes.
+const MAX_WINDOWS_PER_POLL: i64 = 360;
+
+/// Where learning may go, from the partitions' progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Newest window learnable (closed on every non-idle partition), ms.
+    pub frontier_ms: Option<i64>,
+    /// Newest window closed on every partition, ms.
+    pub settled_ms: Option<i64>,
+    /// Newest window closed on any partition, ms.
+    pub newest_closed_ms: Option<i64>,
+}
+
+/// The frontier rule (see the module docs), over `(closed_ms, active)`
+/// per partition; `closed_ms` is `None` for a partition that closed
+/// nothing yet.
+pub fn progress(parts: &[(Option<i64>, bool)]) -> Progress {
+    let newest_closed_ms = parts.iter().filter_map(|p| p.0).max();
+    let min_of = |it: &mut dyn Iterator<Item = Option<i64>>| -> Option<i64> {
+        let mut m: Option<i64> = None;
+        for c in it {
+            let c = c?; // a partition that closed nothing holds everything back
+            m = Some(m.map_or(c, |m: i64| m.min(c)));
+        }
+        m
+    };
+    let any_active = parts.iter().any(|p| p.1);
+    let frontier_ms =
+        if any_active { min_of(&mut parts.iter().filter(|p| p.1).map(|p| p.0)) } else { newest_closed_ms };
+    let settled_ms = if parts.is_empty() { None } else { min_of(&mut parts.iter().map(|p| p.0)) };
+    Progress { frontier_ms, settled_ms, newest_closed_ms }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Rows of one query, grouped into windows (rows are ordered by window);
+/// a row whose format, country or device this build does not know is
+/// skipped and counted (`run` never writes one).
+fn group(rows: Vec<SegmentRow>, unknown: &mut u64) -> Vec<Window> {
+    let mut out: Vec<Window> = Vec::new();
+    for r in rows {
+        let (Some(f), Some(c), Some(d)) =
+            (AdFormat::parse(&r.ad_format), Country::parse(&r.country), Device::parse(&r.device))
+        else {
+            *unknown += 1;
+            continue;
+        };
+        let (start_us, end_us) = (r.start_ms * 1000, r.end_ms * 1000);
+        if out.last().is_none_or(|w| w.start_us != start_us) {
+            out.push(Window { start_us, end_us, examples: Vec::new() });
+        }
+        if let Some(w) = out.last_mut() {
+            w.examples.push(Example {
+                segment: Segment { campaign_id: r.campaign_id, ad_format: f, country: c, device: d },
+                impressions: r.impressions,
+                clicks: r.clicks,
+            });
+        }
+    }
+    out
+}
+
+/// What one poll did.
+#[derive(Debug, Default)]
+struct Step {
+    learned: Vec<Learned>,
+    revised: u64,
+}
+
+struct LearnLoop {
+    cfg: LearnConfig,
+    store: LearnStore,
+    publisher: Publisher,
+    learner: Learner,
+    stats: Arc<LearnStats>,
+    /// Segments seen, with the start of the newest window they were in (µs).
+    seen: HashMap<Segment, i64>,
+    unknown_rows: u64,
+    /// A publish is due (after a change, or after a failed one).
+    publish_due: bool,
+}
+
+impl LearnLoop {
+    async fn poll(&mut self) -> anyhow::Result<Step> {
+        let horizon_ms = i64::try_from(self.cfg.revise_horizon.as_millis()).unwrap_or(i64::MAX);
+        let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
+        let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
+        let parts = self.store.progress(since_ms, idle_ms).await?;
+        let p = progress(
+            &parts.iter().map(|p| ((p.any_final == 1).then_some(p.closed_ms), p.active == 1)).collect::<Vec<_>>(),
+        );
+        if let Some(n) = p.newest_closed_ms {
+            self.stats.newest_closed_ms.store(n, Relaxed);
+        }
+        let Some(frontier) = p.frontier_ms else { return Ok(Step::default()) };
+        let next_new = self.learner.learned_through().map_or(i64::MIN, |t| t / 1000 + 1);
+        let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
+        let lo = lo.max(0);
+        let hi = if next_new == i64::MIN {
+            frontier // first start: bounded below by what the first query returns
+        } else {
+            frontier.min(next_new.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS))
+        };
+        if hi < lo {
+            return Ok(Step::default());
+        }
+        let mut rows = self.store.windows(lo, hi).await?;
+        if next_new == i64::MIN {
+            // First start on a database with history: learn from its
+            // beginning, a bounded step at a time.
+            if let Some(first) = rows.first().map(|r| r.start_ms) {
+                let cap = first.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS);
+                rows.retain(|r| r.start_ms <= cap);
+            }
+        }
+        let mut step = Step::default();
+        let through = self.learner.learned_through();
+        for w in group(rows, &mut self.unknown_rows) {
+            if through.is_some_and(|t| w.start_us <= t) {
+                if let Some(r) = self.learner.revise(&w) {
+                    if r.examples > 0 {
+                        step.revised += 1;
+                        tracing::info!(
+                            window_start_ms = w.start_us / 1000,
+                            impressions = r.impressions,
+                            clicks = r.clicks,
+                            "learned window changed since it was learned: its difference learned"
+                        );
+                    }
+                    self.stats.shrunk.fetch_add(r.shrunk, Relaxed);
+                }
+                continue;
+            }
+            for e in &w.examples {
+                self.seen.insert(e.segment.clone(), w.start_us);
+            }
+            step.learned.push(self.learner.learn_window(&w)?);
+        }
+        let settled = self.learner.settle(
+            p.settled_ms.map(|s| s * 1000),
+            p.frontier_ms.map_or(i64::MIN, |f| f.saturating_sub(horizon_ms).saturating_mul(1000)),
+        );
+        if settled.abandoned > 0 {
+            tracing::warn!(
+                windows = settled.abandoned,
+                "learned windows older than --revise-horizon let go while a partition had not closed them: \
+                 a later change to them will not be learned"
+            );
+        }
+        self.stats.abandoned.fetch_add(settled.abandoned, Relaxed);
+        if !step.learned.is_empty() || step.revised > 0 || settled.closed + settled.abandoned > 0 {
+            self.save(&step).await?;
+        }
+        Ok(step)
+    }
+
+    /// Quality and predictions of the new windows, then the snapshot (the
+    /// commit point).
+    async fn save(&mut self, step: &Step) -> anyhow::Result<()> {
+        let model = self.cfg.model.clone();
+        let mut quality = Vec::with_capacity(step.learned.len());
+        let mut predictions = Vec::new();
+        for l in &step.learned {
+            let q = &l.quality;
+            quality.push(QualityRow {
+                model: model.clone(),
+                window_start: l.start_us / 1000,
+                window_end: l.end_us / 1000,
+                model_version: l.version,
+                examples: q.examples,
+                impressions: q.impressions,
+                clicks: q.clicks,
+                log_loss: q.log_loss,
+                normalized_entropy: q.normalized_entropy,
+                calibration: q.calibration,
+                auc: q.auc,
+            });
+            for p in &l.predictions {
+                predictions.push(PredictionRow {
+                    model: model.clone(),
+                    window_start: l.start_us / 1000,
+                    window_end: l.end_us / 1000,
+                    campaign_id: p.segment.campaign_id.clone(),
+                    ad_format: p.segment.ad_format.as_str().to_string(),
+                    country: p.segment.country.as_str().to_string(),
+                    device: p.segment.device.as_str().to_string(),
+                    model_version: l.version,
+                    predicted_ctr: p.p * 100.0,
+                    impressions: p.impressions,
+                    clicks: p.clicks,
+                    observed_ctr: (p.impressions > 0).then(|| p.clicks as f64 / p.impressions as f64 * 100.0),
+                });
+            }
+        }
+        self.store.write_quality(&quality).await?;
+        self.store.write_predictions(&predictions).await?;
+        let c = self.learner.model().counters();
+        let row = ModelRow {
+            model,
+            version: self.learner.version(),
+            learned_through: self.learner.learned_through().map_or(0, |t| t / 1000),
+            windows: self.learner.windows(),
+            revisions: self.learner.revisions(),
+            examples: c.examples,
+            impressions: c.impressions,
+            clicks: c.clicks,
+            snapshot: self.learner.to_bytes(),
+        };
+        self.store.save_snapshot(&row).await?;
+        self.stats.snapshots.fetch_add(1, Relaxed);
+        self.publish_due = true;
+        self.sync_stats();
+        if let Some(l) = step.learned.last() {
+            if let Some(ll) = l.quality.log_loss {
+                self.stats.last_log_loss.store(ll.to_bits(), Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_stats(&self) {
+        let s = &self.stats;
+        s.windows.store(self.learner.windows(), Relaxed);
+        s.revisions.store(self.learner.revisions(), Relaxed);
+        s.version.store(self.learner.version(), Relaxed);
+        s.learned_through_ms.store(self.learner.learned_through().map_or(i64::MIN, |t| t / 1000), Relaxed);
+        let c = self.learner.model().counters();
+        s.impressions.store(c.impressions, Relaxed);
+        s.clicks.store(c.clicks, Relaxed);
+        s.examples.store(c.examples, Relaxed);
+    }
+
+    /// Predictions of every segment seen within `--serve-segments-seen`
+    /// before the newest learned window, at the hour of the window after
+    /// it, into the map of `/ctr`, then to Redis.
+    async fn publish(&mut self) {
+        let Some(through) = self.learner.learned_through() else { return };
+        let keep_us = i64::try_from(self.cfg.serve_segments_seen.as_micros()).unwrap_or(i64::MAX);
+        self.seen.retain(|_, last| *last >= through.saturating_sub(keep_us));
+        let at = through + WINDOW_MS * 1000;
+        let version = self.learner.version();
+        let window_ms = through / 1000;
+        let published_ms = now_ms();
+        let mut segs: Vec<&Segment> = self.seen.keys().collect();
+        segs.sort();
+        let preds: Vec<(&str, &str, &str, &str, f64)> = segs
+            .iter()
+            .map(|s| {
+                (
+                    s.campaign_id.as_str(),
+                    s.ad_format.as_str(),
+                    s.country.as_str(),
+                    s.device.as_str(),
+                    self.learner.predict(s, at),
+                )
+            })
+            .collect();
+        for (c, f, co, d, p) in &preds {
+            self.stats.served.insert(served_key(c, f, co, d), Served { ctr: *p, version, window_ms, published_ms });
+        }
+        self.stats.served.retain(|_, v| v.version == version);
+        let started = Instant::now();
+        let r = self.publisher.publish(&Publication { version, window_ms, published_ms, predictions: &preds }).await;
+        match r {
+            Ok(()) => {
+                metrics::histogram!(crate::obs::learn::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+                self.stats.publishes.fetch_add(1, Relaxed);
+                self.stats.redis.ok();
+                self.publish_due = false;
+            }
+            Err(e) => {
+                self.stats.publish_failures.fetch_add(1, Relaxed);
+                self.stats.redis.failed(&e.to_string().replace('\n', " "));
+            }
+        }
+    }
+}
+
+/// Restores the learner from its newest snapshot, or starts a new one.
+async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learner> {
+    let Some(row) = store.latest_snapshot().await? else {
+        tracing::info!(model = %cfg.model, "no snapshot of this model yet: learning from the first window");
+        return Learner::new(cfg.params).map_err(anyhow::Error::msg);
+    };
+    let l = Learner::from_bytes(&row.snapshot).map_err(|e| {
+        anyhow::anyhow!(
+            "the newest snapshot of model {:?} (version {}) in {}.ad_ctr_model is unreadable: {e}; \
+             delete it (or start a new model with --model) to learn from scratch",
+            cfg.model,
+            row.version,
+            cfg.clickhouse.database
+        )
+    })?;
+    if l.model().params() != cfg.params {
+        tracing::warn!(
+            saved = ?l.model().params(),
+            flags = ?cfg.params,
+            "the saved model was learned with other FTRL parameters; it goes on with the saved ones \
+             (start a new model with --model to use the new ones)"
+        );
+    }
+    tracing::info!(
+        model = %cfg.model,
+        version = l.version(),
+        learned_through_ms = l.learned_through().map(|t| t / 1000),
+        windows = l.windows(),
+        "model restored from its snapshot"
+    );
+    Ok(l)
+}
+
+/// `adstream learn`.
+pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
+    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let stats = Arc::new(LearnStats::default());
+    if let Some(addr) = cfg.metrics_addr {
+        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after).await?;
+    }
+    let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
+    stats.clickhouse.ok();
+    let learner = restore(&store, &cfg).await?;
+    let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl)?;
+    if let Err(e) = publisher.ping().await {
+        stats.redis.failed(&e.to_string().replace('\n', " "));
+    } else {
+        stats.redis.ok();
+    }
+    let mut lp =
+        LearnLoop { cfg, store, publisher, learner, stats, seen: HashMap::new(), unknown_rows: 0, publish_due: false };
+    lp.sync_stats();
+    lp.reseed_seen().await?;
+    lp.publish_due = lp.learner.learned_through().is_some();
+    let mut needs_restore = false;
+    loop {
+        if needs_restore {
+            // Nothing learned in the failed poll was saved: go on from the
+            // last snapshot, so nothing is learned twice.
+            match restore(&lp.store, &lp.cfg).await {
+                Ok(l) => {
+                    lp.learner = l;
+                    lp.sync_stats();
+                    needs_restore = false;
+                }
+                Err(e) if retry::is_permanent(&e) => return Err(e),
+                Err(e) => lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
+            }
+        }
+        let polled = if needs_restore { None } else { Some(lp.poll().await) };
+        match polled {
+            None => {}
+            Some(Ok(step)) => {
+                lp.stats.clickhouse.ok();
+                if let Some(l) = step.learned.last() {
+                    tracing::debug!(windows = step.learned.len(), version = l.version, "learned");
+                }
+                let caught_up = step.learned.is_empty() && step.revised == 0;
+                if lp.publish_due {
+                    lp.publish().await;
+                }
+                if lp.cfg.once && caught_up {
+                    break;
+                }
+                if !caught_up && !stop.is_triggered() {
+                    continue; // more may be waiting (a bounded step was taken)
+                }
+            }
+            Some(Err(e)) if retry::is_permanent(&e) => return Err(e),
+            Some(Err(e)) => {
+                lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
+                needs_restore = true;
+                if lp.cfg.once {
+                    return Err(e.context("learn --once"));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
+            _ = stop.triggered() => break,
+        }
+    }
+    if lp.unknown_rows > 0 {
+        tracing::warn!(rows = lp.unknown_rows, "segment rows with an unknown format, country or device were skipped");
+    }
+    tracing::info!(
+        version = lp.learner.version(),
+        windows = lp.learner.windows(),
+        revisions = lp.learner.revisions(),
+        learned_through_ms = lp.learner.learned_through().map(|t| t / 1000),
+        "learn stopped"
+    );
+    Ok(())
+}
+
+impl LearnLoop {
+    /// After a restore: the segments of the last `--serve-segments-seen`
+    /// before the newest learned window, so the first publish is whole.
+    async fn reseed_seen(&mut self) -> anyhow::Result<()> {
+        let Some(t) = self.learner.learned_through() else { return Ok(()) };
+        let keep_ms = i64::try_from(self.cfg.serve_segments_seen.as_millis()).unwrap_or(i64::MAX);
+        let rows = self.store.windows((t / 1000).saturating_sub(keep_ms).max(0), t / 1000).await?;
+        let mut latest: BTreeMap<Segment, i64> = BTreeMap::new();
+        for w in group(rows, &mut self.unknown_rows) {
+            for e in w.examples {
+                latest.insert(e.segment, w.start_us);
+            }
+        }
+        self.seen.extend(latest);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frontier_leaves_idle_partitions_out() {
+        // All active: the slowest partition decides.
+        let p = progress(&[(Some(30), true), (Some(10), true), (Some(20), true)]);
+        assert_eq!((p.frontier_ms, p.settled_ms, p.newest_closed_ms), (Some(10), Some(10), Some(30)));
+        // The slow one is idle: it no longer holds learning back, but
+        // nothing is settled past it.
+        let p = progress(&[(Some(30), true), (Some(10), false), (Some(20), true)]);
+        assert_eq!((p.frontier_ms, p.settled_ms), (Some(20), Some(10)));
+        // An active partition that closed nothing holds everything.
+        let p = progress(&[(Some(30), true), (None, true)]);
+        assert_eq!((p.frontier_ms, p.settled_ms), (None, None));
+        // ...unless it is idle.
+        let p = progress(&[(Some(30), true), (None, false)]);
+        assert_eq!((p.frontier_ms, p.settled_ms), (Some(30), None));
+        // Everything idle: the newest window any partition closed.
+        let p = progress(&[(Some(30), false), (Some(10), false)]);
+        assert_eq!((p.frontier_ms, p.settled_ms), (Some(30), Some(10)));
+        assert_eq!(progress(&[]), Progress { frontier_ms: None, settled_ms: None, newest_closed_ms: None });
+    }
+}
