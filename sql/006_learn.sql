@@ -78,16 +78,30 @@ ORDER BY (model, window_start, campaign_id, ad_format, country, device);
 
 -- Predicted vs observed CTR per window and format: the prediction weighted
 -- by impressions (predicted clicks ÷ impressions), beside clicks ÷
--- impressions.
+-- impressions. The sums are named apart from the columns (as in
+-- ad_rollup_metrics): ClickHouse resolves a name to a SELECT alias first,
+-- so `sum(impressions) AS impressions` beside `sum(predicted_ctr *
+-- impressions)` would nest one aggregate in another (ILLEGAL_AGGREGATION).
 CREATE OR REPLACE VIEW {database}.ad_ctr_by_format_10s AS
 SELECT
     model,
     window_start,
     window_end,
     ad_format,
-    sum(impressions) AS impressions,
-    sum(clicks) AS clicks,
-    if(sum(impressions) = 0, NULL, sum(predicted_ctr * impressions) / sum(impressions)) AS predicted_ctr,
-    if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions) * 100) AS observed_ctr
-FROM {database}.ad_ctr_predictions FINAL
-GROUP BY model, window_start, window_end, ad_format;
+    sum_impressions AS impressions,
+    sum_clicks AS clicks,
+    if(sum_impressions = 0, NULL, sum_predicted / sum_impressions) AS predicted_ctr,
+    if(sum_impressions = 0, NULL, sum_clicks / sum_impressions * 100) AS observed_ctr
+FROM
+(
+    SELECT
+        model,
+        window_start,
+        window_end,
+        ad_format,
+        sum(impressions) AS sum_impressions,
+        sum(clicks) AS sum_clicks,
+        sum(predicted_ctr * impressions) AS sum_predicted
+    FROM {database}.ad_ctr_predictions FINAL
+    GROUP BY model, window_start, window_end, ad_format
+);
