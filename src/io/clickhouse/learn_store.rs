@@ -179,7 +179,9 @@ impl LearnStore {
             return Ok(());
         }
         let r = async {
-            let mut ins = self.client.insert::<T>(&format!("{}.{table}", self.db())).await?;
+            // The database goes on the client: the crate quotes the table
+            // name whole, so `db.table` would name one table in `default`.
+            let mut ins = self.client.clone().with_database(self.db()).insert::<T>(table).await?;
             for row in rows {
                 ins.write(row).await?;
             }
