@@ -216,11 +216,13 @@ def segment_oracle(country=None):
 
 def learn():
     """`adstream learn --once` over the fed database (model: learn's
-    default). Returns None, or what went wrong: the model charts then fail,
-    the others are still checked."""
+    default). No partition counts as idle (`--idle-after 1h`, however long
+    the feed took), so it learns exactly the windows closed on every
+    partition. Returns None, or what went wrong: the model charts then
+    fail, the others are still checked."""
     t0 = time.monotonic()
     try:
-        r = adstream("learn", "--database", DB, "--redis-url", REDIS_URL, "--once")
+        r = adstream("learn", "--database", DB, "--redis-url", REDIS_URL, "--idle-after", "1h", "--once")
     except AssertionError as e:
         return str(e)
     last = (r.stdout.strip() or r.stderr.strip() or "(no output)").splitlines()[-1]
