@@ -218,11 +218,13 @@ def learn():
     """`adstream learn --once` over the fed database (model: learn's
     default). No partition counts as idle (`--idle-after 1h`, however long
     the feed took), so it learns exactly the windows closed on every
-    partition. Returns None, or what went wrong: the model charts then
-    fail, the others are still checked."""
+    partition; no HTTP endpoint (a learner running here keeps its port).
+    Returns None, or what went wrong: the model charts then fail, the
+    others are still checked."""
     t0 = time.monotonic()
     try:
-        r = adstream("learn", "--database", DB, "--redis-url", REDIS_URL, "--idle-after", "1h", "--once")
+        r = adstream("learn", "--database", DB, "--redis-url", REDIS_URL, "--idle-after", "1h",
+                     "--metrics-addr", "off", "--once")
     except AssertionError as e:
         return str(e)
     last = (r.stdout.strip() or r.stderr.strip() or "(no output)").splitlines()[-1]
