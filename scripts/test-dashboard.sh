@@ -8,9 +8,12 @@
 # Installs what it needs when missing: Debian's chromium (apt-get), Playwright
 # for Python in .venv/browser (it drives /usr/bin/chromium; no browser
 # download), Superset in .venv/superset (scripts/superset.sh). Starts Superset
-# if it is not running and stops it again at the end if it started it.
+# if it is not running, and Redis (scripts/redis.sh, where `adstream learn`
+# publishes) unless ADSTREAM_REDIS_URL is set or one already answers on
+# REDIS_PORT, and stops what it started at the end.
 # Env: as scripts/test.sh (ADSTREAM_BROKERS, ADSTREAM_CLICKHOUSE_URL,
-# KAFKA_PORT, CLICKHOUSE_PORT), SUPERSET_PORT (8088).
+# KAFKA_PORT, CLICKHOUSE_PORT), SUPERSET_PORT (8088), ADSTREAM_REDIS_URL
+# (redis://127.0.0.1:${REDIS_PORT:-6379}).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,10 +41,28 @@ cargo build --bin adstream
 export ADSTREAM_BROKERS="${ADSTREAM_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export ADSTREAM_CLICKHOUSE_URL="${ADSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_PORT:-8123}}"
 
-started=0
-if ! scripts/superset.sh status >/dev/null 2>&1; then started=1; fi
-cleanup() { if [ "$started" = 1 ]; then scripts/superset.sh down || true; fi; }
+# PING answers +PONG on 127.0.0.1:REDIS_PORT (a server this checkout's
+# scripts/redis.sh did not start, e.g. another checkout's, counts too)
+redis_answers() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/${REDIS_PORT:-6379}" || exit 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || exit 1
+    [[ "$reply" == +PONG* ]]
+  ) 2>/dev/null
+}
+
+started=()
+cleanup() { for s in "${started[@]}"; do scripts/"$s".sh down || true; done; }
 trap cleanup EXIT
+if ! scripts/superset.sh status >/dev/null 2>&1; then started+=(superset); fi
+if [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
+  export ADSTREAM_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}"
+  if ! redis_answers; then
+    started+=(redis)
+    scripts/redis.sh up
+  fi
+fi
 
 start=$(date +%s)
 status=0

@@ -23,8 +23,20 @@ scripts/test-dashboard.sh, which scripts/test.sh calls after the cargo tests).
    scoped to those two charts; a second load with Country = US must filter
    the two segment charts (numbers = the oracle's for US) and no other
    chart (target/screenshots/dashboard-filtered.png).
+6. The model charts: after the feed, `adstream learn --once` learns every
+   window closed on all partitions into the same database (model `ctr`,
+   learn's default, which the charts show). "Predicted vs observed CTR by
+   format" must have received, per window and format, the observed CTR of
+   the raw events (clicks / impressions * 100) and the predicted CTR
+   recomputed from the ad_ctr_predictions rows (sum(predicted_ctr *
+   impressions) / sum(impressions)); "Model quality per window (NE,
+   calibration)" the normalized entropy and calibration of
+   ad_ctr_quality_10s; over exactly the windows closed on every partition
+   (per ad_window_parts), whose impressions and clicks in ad_ctr_quality
+   must be the raw events'.
 
 Env: ADSTREAM_BROKERS, ADSTREAM_CLICKHOUSE_URL (as the cargo tests),
+ADSTREAM_REDIS_URL (redis://127.0.0.1:6379, where learn publishes),
 SUPERSET_PORT (8088), DASHBOARD_TEST_DATABASE (adtech_dashboard_test),
 DASHBOARD_TEST_EVENTS (60000), CHROMIUM (/usr/bin/chromium).
 """
@@ -48,10 +60,13 @@ BROKERS = os.environ.get("ADSTREAM_BROKERS") or "127.0.0.1:9092"
 DB = os.environ.get("DASHBOARD_TEST_DATABASE") or "adtech_dashboard_test"
 EVENTS = int(os.environ.get("DASHBOARD_TEST_EVENTS") or "60000")
 EVENT_RATE = 100  # event-time rate: EVENTS / 100 s of traffic
+REDIS_URL = os.environ.get("ADSTREAM_REDIS_URL") or "redis://127.0.0.1:6379"
 SUPERSET = f"http://{os.environ.get('SUPERSET_HOST') or '127.0.0.1'}:{os.environ.get('SUPERSET_PORT') or '8088'}"
 CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
 USER = os.environ.get("SUPERSET_ADMIN_USER") or "admin"
 PASSWORD = os.environ.get("SUPERSET_ADMIN_PASSWORD") or "admin"
+CTR_CHART = "Predicted vs observed CTR by format"
+QUALITY_CHART = "Model quality per window (NE, calibration)"
 CHARTS = [
     "CTR by ad format",
     "eCPM by campaign",
@@ -60,6 +75,8 @@ CHARTS = [
     "Latest windows",
     "eCPM by country",
     "CTR by device",
+    CTR_CHART,
+    QUALITY_CHART,
 ]
 # The segment charts (dataset ad_metrics_segments_10s) and what their one
 # metric is per group; the Country and Device native filters apply to these
@@ -68,6 +85,14 @@ SEGMENT_CHARTS = {"eCPM by country": ("country", "ecpm"), "CTR by device": ("dev
 COUNTRIES = ["CA", "DE", "FR", "JP", "KR", "UK", "US"]
 DEVICES = ["Android", "iOS"]
 FILTER_COUNTRY = "US"  # the country the filtered load selects
+# The model charts: what each one shows (dataset metrics) and whether it
+# has one series per ad format; both show the model learn writes by default.
+MODEL_CHARTS = {
+    CTR_CHART: (("predicted_ctr", "observed_ctr"), True),
+    QUALITY_CHART: (("normalized_entropy", "calibration"), False),
+}
+MODEL = "ctr"
+SEGMENT_ROLLUP = "campaign_id,ad_format,country,device:10s"  # what learn learns from
 
 
 def log(msg):
@@ -189,6 +214,126 @@ def segment_oracle(country=None):
     return {"eCPM by country": parse(ecpm), "CTR by device": parse(ctr)}
 
 
+def learn():
+    """`adstream learn --once` over the fed database (model: learn's
+    default). No partition counts as idle (`--idle-after 1h`, however long
+    the feed took), so it learns exactly the windows closed on every
+    partition; no HTTP endpoint (a learner running here keeps its port).
+    Returns None, or what went wrong: the model charts then fail, the
+    others are still checked."""
+    t0 = time.monotonic()
+    try:
+        r = adstream("learn", "--database", DB, "--redis-url", REDIS_URL, "--idle-after", "1h",
+                     "--metrics-addr", "off", "--once")
+    except AssertionError as e:
+        return str(e)
+    last = (r.stdout.strip() or r.stderr.strip() or "(no output)").splitlines()[-1]
+    log(f"adstream learn --once into {DB} (Redis {REDIS_URL}) in {time.monotonic() - t0:.1f} s: {last}")
+    return None
+
+
+def tsv(text):
+    """TSV rows as lists of fields, ClickHouse's NULL (\\N) as None."""
+    return [[None if f == "\\N" else f for f in line.split("\t")] for line in text.splitlines()]
+
+
+def num(field):
+    return None if field is None else float(field)
+
+
+def model_oracle():
+    """What the model charts must show, keyed by (window start in epoch ms,
+    series): per closed window and format the observed CTR from the raw
+    events and the predicted CTR recomputed from ad_ctr_predictions, per
+    closed window the NE and calibration of ad_ctr_quality_10s. Closed: on
+    every partition, i.e. at or before each partition's newest final
+    segment window. Asserts that learn scored exactly the closed windows,
+    with the raw events' impressions and clicks."""
+    closed_through = int(ch(
+        f"SELECT min(newest) FROM (SELECT topic, partition, toUnixTimestamp(maxIf(window_start, is_final)) AS newest "
+        f"FROM {DB}.ad_window_parts FINAL WHERE rollup_name = '{SEGMENT_ROLLUP}' GROUP BY topic, partition)"))
+    events = (f"(SELECT *, toUnixTimestamp(toStartOfInterval(parseDateTime64BestEffort(timestamp, 6, 'UTC'), "
+              f"INTERVAL 10 SECOND)) * 1000 AS ws FROM {DB}.raw_events) WHERE ws <= {closed_through * 1000}")
+    raw = tsv(ch(f"SELECT ws, ad_format, countIf(event_type = 'impression') AS i, countIf(event_type = 'click') AS c "
+                 f"FROM {events} GROUP BY ws, ad_format ORDER BY ws, ad_format FORMAT TSV"))
+    predicted = tsv(ch(
+        f"SELECT toUnixTimestamp(window_start) * 1000 AS ws, ad_format, "
+        f"sum(predicted_ctr * impressions) / sum(impressions) FROM {DB}.ad_ctr_predictions FINAL "
+        f"WHERE model = '{MODEL}' GROUP BY ws, ad_format HAVING sum(impressions) > 0 ORDER BY ws, ad_format FORMAT TSV"))
+    quality = tsv(ch(
+        f"SELECT toUnixTimestamp(window_start) * 1000 AS ws, impressions, clicks, normalized_entropy, calibration "
+        f"FROM {DB}.ad_ctr_quality_10s WHERE model = '{MODEL}' ORDER BY ws FORMAT TSV"))
+
+    closed = sorted({int(ws) for ws, *_ in raw})
+    assert closed, f"no window closed on every partition (closed through {closed_through})"
+    scored = [int(ws) for ws, *_ in quality]
+    assert scored == closed, (f"ad_ctr_quality_10s has {len(scored)} windows, the closed ones are {len(closed)}: "
+                              f"extra {sorted(set(scored) - set(closed))[:5]}, missing {sorted(set(closed) - set(scored))[:5]}")
+    totals = {}
+    for ws, _, i, c in raw:
+        ti, tc = totals.get(int(ws), (0, 0))
+        totals[int(ws)] = (ti + int(i), tc + int(c))
+    wrong = [ws for ws, i, c, *_ in quality if totals[int(ws)] != (int(i), int(c))]
+    assert not wrong, f"ad_ctr_quality: impressions/clicks of windows {wrong[:5]} differ from the raw events'"
+    assert {int(ws) for ws, *_ in predicted} == set(closed), "ad_ctr_predictions does not cover the closed windows"
+
+    want = {CTR_CHART: {}, QUALITY_CHART: {}}
+    for ws, fmt, i, c in raw:
+        if int(i):
+            want[CTR_CHART][(int(ws), ("observed_ctr", fmt))] = int(c) / int(i) * 100
+    for ws, fmt, p in predicted:
+        want[CTR_CHART][(int(ws), ("predicted_ctr", fmt))] = num(p)
+    for ws, _, _, ne, cal in quality:
+        for metric, v in (("normalized_entropy", num(ne)), ("calibration", num(cal))):
+            if v is not None:
+                want[QUALITY_CHART][(int(ws), (metric, None))] = v
+    log(f"model oracle: {len(closed)} windows closed on every partition (through "
+        f"{dt.datetime.fromtimestamp(closed_through, dt.timezone.utc):%H:%M:%S}), all scored by learn "
+        f"with the raw events' impressions and clicks")
+    return want
+
+
+def model_chart_values(name, rows):
+    """The series values a model chart received, keyed as model_oracle's.
+    Superset pivots a time series by metric and group: one row per window
+    (`window_start` in epoch ms), one column per series, named `metric,
+    format` (one metric per format) or `metric` (no groups)."""
+    metrics, per_format = MODEL_CHARTS[name]
+    got = {}
+    for row in rows or []:
+        ws = row.get("window_start")
+        for column, v in row.items():
+            if column == "window_start" or v is None:
+                continue
+            metric, _, fmt = column.partition(", ") if per_format else (column, None, None)
+            if metric not in metrics:
+                raise AssertionError(f"unexpected series {column!r} in {name!r}")
+            got[(ws, (metric, fmt or None))] = v
+    return got
+
+
+def check_model_chart(name, rows, want):
+    """The chart's values equal the oracle's: the same (window, series)
+    points, each within 1e-9 relative."""
+    try:
+        got = model_chart_values(name, rows)
+    except AssertionError as e:
+        return str(e)
+    if set(got) != set(want):
+        extra, missing = sorted(set(got) - set(want), key=str), sorted(set(want) - set(got), key=str)
+        return f"{len(extra)} points not in the oracle {extra[:3]}, {len(missing)} missing {missing[:3]}"
+    bad = [f"{k}: chart {got[k]} != oracle {want[k]}" for k in want
+           if abs(got[k] - want[k]) > 1e-9 * max(1.0, abs(want[k]))]
+    return "; ".join(bad[:5]) or None
+
+
+def model_summary(want):
+    """One log line's worth: how many windows and series were checked."""
+    windows = {ws for ws, _ in want}
+    series = sorted({" ".join(filter(None, s)) for _, s in want})
+    return f"{len(windows)} windows x {len(series)} series ({', '.join(series)})"
+
+
 def diff(name, actual, expected):
     a, e = set(actual.splitlines()), set(expected.splitlines())
     return (f"{name} differs from the oracle: {len(a - e)} unexpected rows, {len(e - a)} missing; "
@@ -265,7 +410,7 @@ def native_filters_param(country):
     return urllib.parse.quote(rison, safe="(),:!-_")
 
 
-def browser(latest_window):
+def browser(latest_window, model_want, learn_error):
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -335,6 +480,16 @@ def browser(latest_window):
                 if not problem:
                     log(f"chart {name!r}: {len(oracle[name])} values equal the oracle's from the raw events: "
                         + ", ".join(f"{k} {v:.4f}" for k, v in oracle[name].items()))
+            if name in MODEL_CHARTS and learn_error:
+                problem = f"has no data to show: adstream learn failed: {learn_error[:1000]}"
+            elif name in MODEL_CHARTS and not problem:
+                got = data.get(ids.get(name))
+                problem = (f"no data request answered for slice {ids.get(name)}" if got is None
+                           else check_model_chart(name, got[3], model_want[name]))
+                if not problem:
+                    log(f"chart {name!r}: {model_summary(model_want[name])} equal the oracle's"
+                        + (" (observed: raw events; predicted: ad_ctr_predictions)" if name == CTR_CHART
+                           else " (ad_ctr_quality_10s)"))
             if problem:
                 failures.append((name, f"chart {name!r} {problem}: {s['text'][:300]!r}"))
             else:
@@ -413,8 +568,10 @@ def main():
     scratch.mkdir(parents=True, exist_ok=True)
     jsonl = feed(scratch)
     latest = check_views_against_oracle(jsonl)
+    learn_error = learn()
+    model_want = None if learn_error else model_oracle()
     superset_up()
-    failures = browser(latest)
+    failures = browser(latest, model_want, learn_error)
     for _, msg in failures:
         log("FAIL " + msg)
     # one check per chart, per native filter (2) and per chart under the
