@@ -183,7 +183,13 @@ async fn model_row(db: &str, model: &str) -> Option<(u64, i64, u64, u64, u64, u6
     ))
 }
 
-async fn wait_model(db: &str, model: &str, limit: Duration, what: &str, cond: impl Fn(&(u64, i64, u64, u64, u64, u64)) -> bool) {
+async fn wait_model(
+    db: &str,
+    model: &str,
+    limit: Duration,
+    what: &str,
+    cond: impl Fn(&(u64, i64, u64, u64, u64, u64)) -> bool,
+) {
     let t0 = Instant::now();
     loop {
         let m = model_row(db, model).await;
@@ -231,8 +237,10 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     // Windows up to T0+40 s are closed on partitions 0 and 1 (watermark
     // T0+60 s, lateness 5 s); partition 2 closed nothing.
     let through_40 = (T0_US + 40_000_000) / 1000;
-    wait_model(&db, &model, Duration::from_secs(90), "learning past the idle partition", |m| m.1 >= through_40 - 20_000)
-        .await;
+    wait_model(&db, &model, Duration::from_secs(90), "learning past the idle partition", |m| {
+        m.1 >= through_40 - 20_000
+    })
+    .await;
     learn.assert_alive("in phase 1");
     // kill -9 the learner mid-stream; its successor restores the snapshot.
     learn.kill9();
@@ -246,7 +254,9 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     let addr = learn_addr(&learn).unwrap();
     let pid = redis_pid().expect("scripts/redis.sh started redis-server");
     signal(pid, "KILL");
-    wait_until("redis-server to die", Duration::from_secs(10), || std::net::TcpStream::connect("127.0.0.1:6379").is_err());
+    wait_until("redis-server to die", Duration::from_secs(10), || {
+        std::net::TcpStream::connect("127.0.0.1:6379").is_err()
+    });
 
     // Phase 2: partition 2 wakes up with 60 s of its own, into windows the
     // model has learned: their growth is learned as the difference. `run`
@@ -278,15 +288,15 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     // Redis back (empty: nothing is persisted): the next poll republishes.
     service("redis", "up");
     let seg = sent[10].segment.clone();
-    wait_until("predict to answer after Redis came back", Duration::from_secs(30), || predict(&model, &seg).status.success());
+    wait_until("predict to answer after Redis came back", Duration::from_secs(30), || {
+        predict(&model, &seg).status.success()
+    });
 
     // Everything settles: the learner's totals equal the oracle's over the
     // windows it reports as learned, and ad_metrics_segments_10s agrees.
     let want = oracle(&sent);
     wait_model(&db, &model, Duration::from_secs(90), "the model to catch up with every counted event", |m| {
-        let (i, c) = want
-            .range(..=m.1 * 1000)
-            .fold((0u64, 0u64), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
+        let (i, c) = want.range(..=m.1 * 1000).fold((0u64, 0u64), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
         m.4 == i && m.5 == c
     })
     .await;
@@ -314,9 +324,8 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
         "SELECT hex(snapshot) FROM {db}.ad_ctr_model WHERE model = '{model}' ORDER BY version DESC LIMIT 1"
     ))
     .await;
-    let bytes: Vec<u8> = (0..snap.trim().len() / 2)
-        .map(|i| u8::from_str_radix(&snap.trim()[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
+    let bytes: Vec<u8> =
+        (0..snap.trim().len() / 2).map(|i| u8::from_str_radix(&snap.trim()[2 * i..2 * i + 2], 16).unwrap()).collect();
     let saved = Learner::from_bytes(&bytes).expect("the snapshot reads back");
     let p = saved.predict(&seg, m.1 * 1000 + WINDOW_US);
     wait_until("predict to show the newest version", Duration::from_secs(20), || {

@@ -120,7 +120,7 @@ impl LearnStats {
     }
 }
 
-pub(crate) fn describe() {
+fn describe() {
     describe_counter!("adstream_learn_windows_total", "Windows learned (each once).");
     describe_counter!(
         "adstream_learn_revisions_total",
@@ -269,6 +269,7 @@ pub async fn serve(addr: SocketAddr, stats: Arc<LearnStats>, unhealthy_after: Du
     })?;
     let bound = listener.local_addr()?;
     super::metrics::handle();
+    describe();
     let server = Arc::new(Server { stats, unhealthy_after, render: Mutex::new(()) });
     tokio::spawn(async move {
         loop {

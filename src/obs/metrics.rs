@@ -39,9 +39,8 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_millis(500)))
             .set_buckets_for_metric(Matcher::Full(INSERT_SECONDS.into()), &INSERT_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(super::learn::PUBLISH_SECONDS.into()), &INSERT_BUCKETS)
-            })
+            // The learner's Redis publish latency, and any later `*_duration_seconds`.
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &INSERT_BUCKETS))
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -49,7 +48,6 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics shows adstream's counters only");
         }
         describe();
-        super::learn::describe();
         handle
     })
 }

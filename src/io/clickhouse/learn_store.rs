@@ -171,9 +171,9 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
-    async fn insert<T: Row + Serialize>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
+    async fn insert<T>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
     where
-        for<'a> T: Row<Value<'a> = T>,
+        T: Serialize + for<'a> Row<Value<'a> = T>,
     {
         if rows.is_empty() {
             return Ok(());
