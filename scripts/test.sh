@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: lint, unit tests, and the
-# end-to-end tests against a real Apache Kafka broker and the real ClickHouse
-# engine, both installed and started by this repo's own scripts, then the
+# end-to-end tests against a real Apache Kafka broker, the real ClickHouse
+# engine and a real redis-server, all installed and started by this repo's
+# own scripts, then the
 # Superset dashboard rendered in headless Chromium (scripts/test-dashboard.sh).
 #
 #   scripts/test.sh
@@ -26,7 +27,7 @@ cargo clippy --all-targets -- -D warnings
 step "build"
 cargo build --all-targets
 
-if [ -n "${ADSTREAM_BROKERS:-}" ] || [ -n "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
+if [ -n "${ADSTREAM_BROKERS:-}" ] || [ -n "${ADSTREAM_CLICKHOUSE_URL:-}" ] || [ -n "${ADSTREAM_REDIS_URL:-}" ]; then
   export ADSTREAM_TEST_EXTERNAL_SERVICES=1
 fi
 
@@ -45,6 +46,12 @@ if [ -z "${ADSTREAM_CLICKHOUSE_URL:-}" ]; then
   step "ClickHouse (scripts/clickhouse.sh)"
   if ! scripts/clickhouse.sh status >/dev/null 2>&1; then started+=(clickhouse); fi
   scripts/clickhouse.sh up
+fi
+
+if [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
+  step "Redis (scripts/redis.sh)"
+  if ! scripts/redis.sh status >/dev/null 2>&1; then started+=(redis); fi
+  scripts/redis.sh up
 fi
 
 if [ -x .venv/chfront/bin/python ]; then
