@@ -7,11 +7,12 @@
 #
 #   scripts/test.sh
 #
-# Point ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL at your own services to
+# Point ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL / ADSTREAM_REDIS_URL at your own services to
 # test against them instead; the local ones are then not started, and the
 # tests that stop and restart services (tests/reliability.rs: broker restart,
-# ClickHouse outage) are skipped (ADSTREAM_TEST_EXTERNAL_SERVICES=1), since
-# those services are not ours to take down.
+# ClickHouse outage, tests/learn.rs: redis-server killed) are skipped
+# (ADSTREAM_TEST_EXTERNAL_SERVICES=1), since those services are not ours to
+# take down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
