@@ -1,6 +1,12 @@
 //! `adstream demo`: the embedded default. The in-process generator writes
 //! JSON exactly as it would to Kafka; the bytes go through the same parser,
 //! window engine and console format as `run`. No Kafka, no ClickHouse.
+//!
+//! It also shows the pipeline's last stage: a CTR model ([`Learner`], the
+//! same FTRL-Proximal learner as `adstream learn`) learns from each closed
+//! segment window in-process, and every window's block ends with the CTR
+//! it predicted per format *before* learning the window, beside the CTR
+//! observed in it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,8 +15,10 @@ use crate::config::DemoConfig;
 use crate::engine::batch::{campaign_name, OutRow};
 use crate::engine::event::Names;
 use crate::engine::time::{format_seconds, format_time_of_day, now_micros};
-use crate::engine::{Batch, Counts, Processor, SegmentKey, DEFAULT_MAX_EVENT_BYTES};
+use crate::engine::AdFormat;
+use crate::engine::{Batch, Counts, Dims, Processor, SegmentKey, DEFAULT_MAX_EVENT_BYTES};
 use crate::generator::{Generator, Pacer};
+use crate::learn::{Example, Learner, Params, Segment, Window};
 use crate::shutdown::Shutdown;
 
 pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
@@ -22,6 +30,11 @@ pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let mut totals = Counts::default();
     let (mut key, mut json) = (Vec::new(), Vec::new());
     let mut printer = Printer::default();
+    // The segment rollup at the base window, if configured: the model's input.
+    printer.segments = args.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
+    if printer.segments.is_some() {
+        printer.model = Some(Learner::new(Params::default()).map_err(anyhow::Error::msg)?);
+    }
     say(format_args!(
         "adstream demo: {} events/s for {:?}{}; windows of {} s close {} s after they end (allowed lateness)",
         if args.rate > 0.0 { args.rate.to_string() } else { "unthrottled".into() },
@@ -83,6 +96,10 @@ struct Printer {
     unfinished: BTreeMap<(i64, SegmentKey), OutRow>,
     /// Campaign names by id, from the latest batch (ids are stable).
     names: Names,
+    /// Index of the segment rollup at the base window, if configured.
+    segments: Option<usize>,
+    /// The CTR model learned from its closed windows.
+    model: Option<Learner>,
 }
 
 impl Printer {
@@ -101,7 +118,81 @@ impl Printer {
             }
         }
         finals.sort_by(|a, b| a.display_key(&self.names).cmp(&b.display_key(&self.names)));
-        self.print_rows(&finals) && self.print_late(batch)
+        let model_lines = self.learn(batch);
+        let mut ok = true;
+        // Each closed window's rows, then its model line.
+        for chunk in finals.chunk_by(|a, b| a.row.window_start_us == b.row.window_start_us) {
+            ok &= self.print_rows(chunk);
+            if let Some(line) = model_lines.get(&chunk[0].row.window_start_us) {
+                ok &= self.say(line);
+            }
+        }
+        ok && self.print_late(batch)
+    }
+
+    /// Learns the closed segment windows of `batch`, oldest first; returns
+    /// each one's line of predicted (before learning it) vs observed CTR by
+    /// format.
+    fn learn(&mut self, batch: &Batch) -> BTreeMap<i64, String> {
+        let mut lines = BTreeMap::new();
+        let (Some(seg), Some(model)) = (self.segments, self.model.as_mut()) else { return lines };
+        let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
+        for r in batch.rows.iter().filter(|r| r.row.is_final && usize::from(r.row.rollup) == seg) {
+            let k = &r.row.key;
+            let (Some(c), Some(ad_format), Some(country), Some(device)) =
+                (k.campaign, k.ad_format, k.country, k.device)
+            else {
+                continue;
+            };
+            let w = windows.entry(r.row.window_start_us).or_insert_with(|| Window {
+                start_us: r.row.window_start_us,
+                end_us: r.row.window_end_us,
+                examples: Vec::new(),
+            });
+            w.examples.push(Example {
+                segment: Segment {
+                    campaign_id: campaign_name(&batch.names, c).to_string(),
+                    ad_format,
+                    country,
+                    device,
+                },
+                impressions: r.row.totals.impressions,
+                clicks: r.row.totals.clicks,
+            });
+        }
+        for (start, w) in windows {
+            let Ok(learned) = model.learn_window(&w) else { continue };
+            // Per format: Σ predicted clicks and Σ clicks over Σ impressions.
+            let mut by_format = [(0.0f64, 0u64, 0u64); 3];
+            for p in &learned.predictions {
+                let f = &mut by_format[p.segment.ad_format.index()];
+                f.0 += p.p * p.impressions as f64;
+                f.1 += p.impressions;
+                f.2 += p.clicks;
+            }
+            let parts: Vec<String> = AdFormat::ALL
+                .iter()
+                .filter(|f| by_format[f.index()].1 > 0)
+                .map(|f| {
+                    let (pred, imps, clicks) = by_format[f.index()];
+                    format!(
+                        "{} predicted CTR {:.1}% observed {:.1}%",
+                        f.as_str(),
+                        pred / imps as f64 * 100.0,
+                        clicks as f64 / imps as f64 * 100.0
+                    )
+                })
+                .collect();
+            if !parts.is_empty() {
+                lines.insert(start, format!("  model v{} | {}", learned.version, parts.join(" | ")));
+            }
+        }
+        lines
+    }
+
+    fn say(&self, line: &str) -> bool {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").is_ok() && out.flush().is_ok()
     }
 
     /// Prints the windows still open, marked partial.

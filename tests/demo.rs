@@ -77,3 +77,74 @@ fn demo_paced_in_real_time_shows_partial_windows_at_the_end() {
     let n: u64 = done["demo done: ".len()..].split(' ').next().unwrap().parse().unwrap();
     assert!((700..=1100).contains(&n), "about 1000 events in 2 s at 500/s: {done}");
 }
+
+/// Item 7 of the CTR-model issue: every closed window's block ends with the
+/// model's line, predicted (before learning the window) vs observed CTR per
+/// format; the observed figures equal an independent count, the predicted
+/// ones are probabilities, and the model improves on its first guess.
+#[test]
+fn demo_ends_each_closed_window_with_predicted_vs_observed_ctr() {
+    const N: u64 = 60_000;
+    let stdout = demo(&["--rate", "0", "--count", &N.to_string(), "--seed", "9", "--traffic", "segmented"]);
+    let mut g = Generator::new(GeneratorConfig {
+        seed: Some(9),
+        start_time_us: DEFAULT_SEEDED_START_US,
+        event_rate: 1000.0,
+        jitter_us: 0,
+    })
+    .with_traffic(adstream::generator::Traffic::new(adstream::generator::TrafficModel::Segmented, 5));
+    let (mut k, mut j) = (Vec::new(), Vec::new());
+    // (window start, format) -> (impressions, clicks)
+    let mut by_format: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for _ in 0..N {
+        g.next_into(|| 0, &mut k, &mut j);
+        let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+        let ts =
+            chrono::NaiveDateTime::parse_from_str(v["timestamp"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+        let start = chrono::DateTime::from_timestamp(ts.and_utc().timestamp() / 10 * 10, 0).unwrap();
+        let e = by_format
+            .entry((start.format("%Y-%m-%d %H:%M:%S").to_string(), v["ad_format"].as_str().unwrap().into()))
+            .or_default();
+        if v["event_type"] == "click" {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+    let mut window: Option<(String, bool)> = None;
+    let mut models = 0;
+    let mut errors: Vec<(f64, f64)> = Vec::new();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("── window ") {
+            // The previous closed window must have ended with its model line.
+            if let Some((w, true)) = &window {
+                assert!(lines[i - 1].starts_with("  model v"), "window {w} ends without a model line");
+            }
+            let start = rest.split(" ~ ").next().unwrap().to_string();
+            window = Some((start, !line.contains("(partial")));
+            continue;
+        }
+        let Some(model) = line.strip_prefix("  model v") else { continue };
+        let (start, closed) = window.clone().expect("a model line inside a window");
+        assert!(closed, "no model line for a partial window: {line}");
+        models += 1;
+        assert!(model.starts_with(&format!("{models} |")), "version = windows learned: {line}");
+        for part in model.split(" | ").skip(1) {
+            let f: Vec<&str> = part.split(' ').collect();
+            assert_eq!((f[1], f[2], f[4]), ("predicted", "CTR", "observed"), "{part}");
+            let (imps, clicks) = by_format[&(start.clone(), f[0].to_string())];
+            let observed = clicks as f64 / imps as f64 * 100.0;
+            assert_eq!(f[5], format!("{observed:.1}%"), "observed CTR of {} in {start}", f[0]);
+            let predicted: f64 = f[3].trim_end_matches('%').parse().unwrap();
+            assert!(predicted > 0.0 && predicted < 100.0, "{part}");
+            errors.push((predicted, observed));
+        }
+    }
+    assert!(models >= 5, "a model line per closed window:\n{stdout}");
+    // The first window is predicted by a model that knows nothing (50 %);
+    // the last ones by a model that learned: much closer to what happened.
+    let err = |s: &[(f64, f64)]| s.iter().map(|(p, o)| (p - o).abs()).sum::<f64>() / s.len() as f64;
+    let (first, last) = (err(&errors[..3]), err(&errors[errors.len() - 3..]));
+    assert!(last < first / 3.0, "the model learns: mean |predicted - observed| {first:.2} → {last:.2} points");
+}

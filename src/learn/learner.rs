@@ -184,8 +184,8 @@ impl Learner {
         self.model.predict(&segment.features(at_us))
     }
 
-    /// Learns a window newer than every learned one: predicts each segment
-    /// (scored into the window's quality), then learns it.
+    /// Learns a window newer than every learned one: predicts every
+    /// segment first (scored into the window's quality), then learns them.
     pub fn learn_window(&mut self, w: &Window) -> Result<Learned, LearnError> {
         if let Some(t) = self.learned_through {
             if w.start_us <= t {
@@ -195,8 +195,12 @@ impl Learner {
         let mut quality = Quality::new();
         let mut predictions = Vec::with_capacity(w.examples.len());
         let mut counts = HashMap::with_capacity(w.examples.len());
-        for e in &w.examples {
-            let p = self.model.learn(&e.segment.features(w.start_us), e.impressions, e.clicks);
+        // Every segment is scored by the model as it was before the window
+        // (progressive validation per window), then the window is learned.
+        let features: Vec<_> = w.examples.iter().map(|e| e.segment.features(w.start_us)).collect();
+        let before: Vec<f64> = features.iter().map(|x| self.model.predict(x)).collect();
+        for ((e, x), &p) in w.examples.iter().zip(&features).zip(&before) {
+            self.model.learn(x, e.impressions, e.clicks);
             quality.add(p, e.impressions, e.clicks);
             predictions.push(Prediction {
                 segment: e.segment.clone(),
@@ -423,6 +427,17 @@ mod tests {
         assert_eq!(l.settle(Some(0), i64::MIN), Settled { closed: 1, abandoned: 0 });
         assert_eq!(l.revise(&window(0, &[(a, 500, 50)])), None);
         assert_eq!(l.model().counters().impressions, 140);
+    }
+
+    #[test]
+    fn a_window_is_scored_by_the_model_from_before_it() {
+        let (a, b) = (seg("C001", AdFormat::Banner), seg("C001", AdFormat::Interstitial));
+        let mut l = learner();
+        l.learn_window(&window(0, &[(a.clone(), 100, 30)])).unwrap();
+        let (pa, pb) = (l.predict(&a, 10_000_000), l.predict(&b, 10_000_000));
+        let learned = l.learn_window(&window(10, &[(a.clone(), 100, 1), (b.clone(), 100, 1)])).unwrap();
+        assert_eq!(learned.predictions.iter().map(|p| p.p).collect::<Vec<_>>(), vec![pa, pb]);
+        assert_ne!(l.predict(&b, 10_000_000), pb, "and then learned it");
     }
 
     #[test]
