@@ -20,5 +20,6 @@ USER nobody
 # /metrics and /healthz; inside a container, listen on every interface.
 ENV ADSTREAM_METRICS_ADDR=0.0.0.0:9464
 EXPOSE 9464
+EXPOSE 9465
 ENTRYPOINT ["adstream"]
 CMD ["run", "--self-feed", "1000"]

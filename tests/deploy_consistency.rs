@@ -168,6 +168,57 @@ fn the_adstream_service_uses_only_variables_the_binary_accepts() {
 }
 
 #[test]
+fn the_learn_and_redis_services_match_the_script_and_the_binary() {
+    let doc = compose();
+    let (redis, learn) = (&doc["services"]["redis"], &doc["services"]["learn"]);
+    // Redis: a pinned image, on the native script's port, persisting nothing
+    // as scripts/redis.sh does (it is a cache).
+    let image = redis["image"].as_str().expect("redis image");
+    assert!(image.starts_with("redis:7.") && !image.ends_with(":latest"), "{image}");
+    let redis_port = script_default("scripts/redis.sh", "REDIS_PORT");
+    assert!(ports(redis).contains(&format!("{redis_port}:{redis_port}")), "{:?}", ports(redis));
+    let script = read("scripts/redis.sh");
+    assert!(script.contains("save \"\"") && script.contains("appendonly no"), "scripts/redis.sh persists nothing");
+    let cmd = strings(&redis["command"]);
+    assert!(
+        cmd.windows(2).any(|w| w == ["--save", ""]) && cmd.windows(2).any(|w| w == ["--appendonly", "no"]),
+        "{cmd:?}"
+    );
+    // learn: its command parses, every variable is one `learn` reads.
+    let command = strings(&learn["command"]);
+    assert_eq!(command, ["learn"]);
+    let help = adstream(&["learn", "--help"]);
+    let accepted = help_envs(&help);
+    let env = env_map(learn);
+    for (k, _) in &env {
+        assert!(accepted.contains(k), "docker-compose.yml sets {k}, which `adstream learn` does not read");
+    }
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{k} unset"));
+    assert_eq!(get("ADSTREAM_REDIS_URL"), format!("redis://redis:{redis_port}"));
+    assert_eq!(port_of(&help_default(&help, "--redis-url")), redis_port, "learn's default Redis is the script's");
+    assert_eq!(get("ADSTREAM_CLICKHOUSE_URL"), "http://clickhouse:8123");
+    let adstream_env = env_map(&doc["services"]["adstream"]);
+    let run_db = adstream_env.iter().find(|(k, _)| k == "ADSTREAM_DATABASE").map(|(_, v)| v.clone());
+    assert_eq!(Some(get("ADSTREAM_DATABASE")), run_db, "learn reads the database run writes");
+    // Its endpoint: the binary's default port, published, asked by the health check.
+    let metrics = get("ADSTREAM_METRICS_ADDR");
+    let port = port_of(&help_default(&help, "--metrics-addr")).to_string();
+    assert_eq!(port_of(&metrics), port);
+    assert!(metrics.starts_with("0.0.0.0:"), "{metrics}");
+    assert!(ports(learn).contains(&format!("{port}:{port}")), "{:?}", ports(learn));
+    assert!(read("Dockerfile").lines().any(|l| l.trim() == format!("EXPOSE {port}")));
+    let check = strings(&learn["healthcheck"]["test"]);
+    assert!(check.contains(&format!("http://127.0.0.1:{port}/healthz")), "{check:?}");
+    for dep in ["clickhouse", "redis"] {
+        assert_eq!(learn["depends_on"][dep]["condition"].as_str(), Some("service_healthy"), "{dep}");
+    }
+    println!(
+        "redis {image} on {redis_port}; learn: {} variables read by `adstream learn`, /healthz on {port}",
+        env.len()
+    );
+}
+
+#[test]
 fn the_dockerfile_builds_like_the_tests_from_what_the_crate_needs() {
     let dockerfile = read("Dockerfile");
     let runs: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("RUN cargo")).collect();
