@@ -29,12 +29,13 @@ pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let mut gen = Generator::new(args.generator).with_traffic(args.traffic);
     let mut totals = Counts::default();
     let (mut key, mut json) = (Vec::new(), Vec::new());
-    let mut printer = Printer::default();
     // The segment rollup at the base window, if configured: the model's input.
-    printer.segments = args.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
-    if printer.segments.is_some() {
-        printer.model = Some(Learner::new(Params::default()).map_err(anyhow::Error::msg)?);
-    }
+    let segments = args.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
+    let model = match segments {
+        Some(_) => Some(Learner::new(Params::default()).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let mut printer = Printer { segments, model, ..Printer::default() };
     say(format_args!(
         "adstream demo: {} events/s for {:?}{}; windows of {} s close {} s after they end (allowed lateness)",
         if args.rate > 0.0 { args.rate.to_string() } else { "unthrottled".into() },

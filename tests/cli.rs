@@ -266,12 +266,14 @@ fn kafka_option_values_may_hold_commas_and_the_env_var_takes_one_per_line() {
 #[test]
 fn every_help_lists_the_exit_codes() {
     for (sub, codes) in [
-        (None, &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        (None, &["0 ", "1 ", "2 ", "3 ", "4 ", "130 "][..]),
         (Some("generate"), &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
         (Some("run"), &["0 ", "1 ", "2 ", "130 "][..]),
         (Some("demo"), &["0 ", "1 ", "2 ", "130 "][..]),
         (Some("migrate"), &["0 ", "1 ", "2 "][..]),
         (Some("report"), &["0 ", "1 ", "2 "][..]),
+        (Some("learn"), &["0 ", "1 ", "2 ", "130 "][..]),
+        (Some("predict"), &["0 ", "1 ", "2 ", "3 ", "4 "][..]),
     ] {
         let out = bare().args(sub).arg("--help").output().unwrap();
         assert!(out.status.success());

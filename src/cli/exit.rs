@@ -13,7 +13,7 @@ pub const TOP: &str = "Exit codes:
   2    usage error (a bad flag, value or settings file)
   3    generate: some events were not delivered; predict: no prediction cached
   4    predict: the cached prediction is older than --max-age
-  130  run, demo, generate: a second SIGINT/SIGTERM (exited at once)";
+  130  run, demo, generate, learn: a second SIGINT/SIGTERM (exited at once)";
 
 pub const GENERATE: &str = "Exit codes:
   0    success: every event delivered
