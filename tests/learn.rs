@@ -47,7 +47,8 @@ struct Ev {
 }
 
 /// A small deterministic stream for `partition`: `n` events from `from_us`,
-/// one every `step_us`, segments and clicks from a fixed LCG.
+/// one every `step_us` (some out of order, some late), segments and clicks
+/// from a fixed LCG.
 fn stream(partition: i32, from_us: i64, n: usize, step_us: i64, seed: u64) -> Vec<Ev> {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = || {
@@ -56,7 +57,15 @@ fn stream(partition: i32, from_us: i64, n: usize, step_us: i64, seed: u64) -> Ve
     };
     (0..n)
         .map(|i| {
-            let ts_us = from_us + i as i64 * step_us;
+            // Out of order as real traffic is: every 7th event up to 4 s
+            // behind (still within the lateness), every 400th 30 s behind
+            // (late once its window has closed: not counted).
+            let behind = match i {
+                i if i % 400 == 399 => 30_000_000,
+                i if i % 7 == 3 => (next() % 4000) as i64 * 1000,
+                _ => 0,
+            };
+            let ts_us = (from_us + i as i64 * step_us - behind).max(from_us);
             let segment = Segment {
                 campaign_id: format!("C00{}", 1 + next() % 3),
                 ad_format: AdFormat::ALL[next() % 3],
@@ -300,6 +309,8 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     // Everything settles: the learner's totals equal the oracle's over the
     // windows it reports as learned, and ad_metrics_segments_10s agrees.
     let want = oracle(&sent);
+    let counted: u64 = want.values().map(|(i, c)| i + c).sum();
+    assert!(counted < sent.len() as u64, "the stream has late events, which must not be learned");
     wait_model(&db, &model, Duration::from_secs(90), "the model to catch up with every counted event", |m| {
         let (i, c) = want.range(..=m.1 * 1000).fold((0u64, 0u64), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
         m.4 == i && m.5 == c
