@@ -306,6 +306,19 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
         predict(&model, &seg).status.success()
     });
 
+    // ClickHouse goes away for a while: the learner keeps running, says so,
+    // and goes on from its last snapshot when it is back.
+    let (outage, _) = Outage::begin("clickhouse");
+    wait_until("/healthz to say ClickHouse is down", Duration::from_secs(30), || {
+        http_get(&addr, "/healthz").1.contains("ClickHouse down")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    learn.assert_alive("with ClickHouse down");
+    outage.end();
+    wait_until("/healthz to say ClickHouse is back", Duration::from_secs(60), || {
+        http_get(&addr, "/healthz").1.contains("ClickHouse ok")
+    });
+
     // Everything settles: the learner's totals equal the oracle's over the
     // windows it reports as learned, and ad_metrics_segments_10s agrees.
     let want = oracle(&sent);
@@ -377,6 +390,26 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     assert!(health.contains("Redis ok"), "{health}");
     let served = metrics_value(&http_get(&addr, "/metrics").1, "adstream_learn_served_segments");
     assert_eq!(served as usize, segments.len(), "every segment is served");
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379").unwrap().get_connection().expect("redis");
+    let current: u64 = redis::cmd("GET").arg(format!("adstream:{model}:current")).query(&mut redis).unwrap();
+    assert_eq!(current, m.0, "the pointer is at the newest version");
+    let mut fields = 0;
+    for s in &segments {
+        let key = format!("adstream:{model}:v{current}:{}:{}", s.campaign_id, s.ad_format.as_str());
+        let field = format!("{}|{}", s.country.as_str(), s.device.as_str());
+        let v: Option<String> = redis::cmd("HGET").arg(&key).arg(&field).query(&mut redis).unwrap();
+        let v = v.unwrap_or_else(|| panic!("Redis has no {key} {field}"));
+        let ctr: f64 = v.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(
+            ctr,
+            saved.predict(s, m.1 * 1000 + WINDOW_US),
+            "Redis holds the model's prediction for {key} {field}"
+        );
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut redis).unwrap();
+        assert!(ttl > 0, "{key} expires (TTL {ttl})");
+        fields += 1;
+    }
+    assert_eq!(fields, segments.len());
 
     let (status, _) = learn.sigterm(Duration::from_secs(20));
     assert!(status.success(), "learn exits 0 on SIGTERM");

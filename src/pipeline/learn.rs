@@ -139,26 +139,23 @@ impl LearnLoop {
             self.stats.newest_closed_ms.store(n, Relaxed);
         }
         let Some(frontier) = p.frontier_ms else { return Ok(Step::default()) };
-        let next_new = self.learner.learned_through().map_or(i64::MIN, |t| t / 1000 + 1);
-        let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
-        let lo = lo.max(0);
-        let hi = if next_new == i64::MIN {
-            frontier // first start: bounded below by what the first query returns
-        } else {
-            frontier.min(next_new.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS))
+        // The first window not learned yet: after the newest learned one,
+        // or on a new model the oldest window there is.
+        let next_new = match self.learner.learned_through() {
+            Some(t) => t / 1000 + 1,
+            None => match self.store.first_window().await? {
+                Some(first) => first,
+                None => return Ok(Step::default()),
+            },
         };
+        let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
+        // A bounded step of new windows per poll (a new model on a long
+        // history catches up step by step, saving and publishing as it goes).
+        let hi = frontier.min(next_new.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS));
         if hi < lo {
             return Ok(Step::default());
         }
-        let mut rows = self.store.windows(lo, hi).await?;
-        if next_new == i64::MIN {
-            // First start on a database with history: learn from its
-            // beginning, a bounded step at a time.
-            if let Some(first) = rows.first().map(|r| r.start_ms) {
-                let cap = first.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS);
-                rows.retain(|r| r.start_ms <= cap);
-            }
-        }
+        let rows = self.store.windows(lo, hi).await?;
         let mut step = Step::default();
         let through = self.learner.learned_through();
         for w in group(rows, &mut self.unknown_rows) {

@@ -139,6 +139,23 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
+    /// Start of the oldest window of the segment rollup, Unix ms.
+    pub async fn first_window(&self) -> anyhow::Result<Option<i64>> {
+        let sql = format!(
+            "SELECT toUnixTimestamp64Milli(min(window_start)) AS first_ms, count() AS n \
+             FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}}",
+            db = self.db()
+        );
+        let (first, n): (i64, u64) = self
+            .client
+            .query(&sql)
+            .param("rollup", SEGMENT_ROLLUP)
+            .fetch_one()
+            .await
+            .map_err(|e| self.read_error(e))?;
+        Ok((n > 0).then_some(first))
+    }
+
     /// The segment rows of the windows starting in `[lo_ms, hi_ms]`, by
     /// window.
     pub async fn windows(&self, lo_ms: i64, hi_ms: i64) -> anyhow::Result<Vec<SegmentRow>> {
