@@ -43,6 +43,8 @@ pub struct LearnerArgs {
     /// after this many events.
     pub warmup: u64,
     pub export: Option<PathBuf>,
+    /// FTRL parameters (`adstream learn`'s defaults unless set).
+    pub params: Params,
 }
 
 const WINDOW_US: i64 = 10_000_000;
@@ -205,8 +207,8 @@ struct Learned {
 
 /// Progressive validation, window by window: predict every cell of a
 /// window, then learn them all.
-fn learn(cells: &[Cell], names: &[String]) -> anyhow::Result<Learned> {
-    let mut model = Ftrl::new(Params::default()).map_err(anyhow::Error::msg)?;
+fn learn(cells: &[Cell], names: &[String], params: Params) -> anyhow::Result<Learned> {
+    let mut model = Ftrl::new(params).map_err(anyhow::Error::msg)?;
     let mut p = vec![0.0; cells.len()];
     let mut features = Vec::new();
     let c0 = thread_cpu_secs();
@@ -315,7 +317,7 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
     let mut result = None;
     for rep in 0..args.reps {
         let (cells, window_cpu, window_wall) = window(&input, traffic)?;
-        let learned = learn(&cells, &names)?;
+        let learned = learn(&cells, &names, args.params)?;
         let m = 1e6 / args.events.max(1) as f64;
         let mut run = Run::new();
         run.insert("events", args.events as f64);
@@ -446,7 +448,7 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         "events": args.events, "reps": args.reps, "traffic": args.traffic.name(), "campaigns": args.campaigns,
         "seed": args.seed, "event_rate": args.event_rate, "window_s": WINDOW_US / 1_000_000, "jitter_s": 0,
         "partitions": 1, "rollup": "campaign_id,ad_format,country,device:10s", "warmup_events": args.warmup,
-        "params": format!("{:?}", Params::default()),
+        "params": format!("{:?}", args.params),
         "export": args.export.as_ref().map(|p| p.display().to_string()),
     });
     let checks = json!({

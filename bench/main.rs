@@ -180,6 +180,15 @@ enum Bench {
         /// in stream order, for bench/learner_peers.py.
         #[arg(long)]
         export: Option<PathBuf>,
+        /// FTRL α, β, λ1, λ2 (`adstream learn`'s flags and defaults).
+        #[arg(long, default_value_t = 0.1)]
+        ftrl_alpha: f64,
+        #[arg(long, default_value_t = 1.0)]
+        ftrl_beta: f64,
+        #[arg(long, default_value_t = 1.0)]
+        l1: f64,
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
     },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
@@ -240,10 +249,25 @@ fn main() -> ExitCode {
         Bench::Range { days, events, adstream, queries, keep_topic } => {
             range::run(&range::RangeArgs { days, events, reps, adstream, queries, keep_topic }, &cli.out)
         }
-        Bench::Learner { events, traffic, campaigns, seed, event_rate, warmup, export } => learner::run(
-            &learner::LearnerArgs { events, reps, traffic, campaigns, seed, event_rate, warmup, export },
-            &cli.out,
-        ),
+        Bench::Learner {
+            events,
+            traffic,
+            campaigns,
+            seed,
+            event_rate,
+            warmup,
+            export,
+            ftrl_alpha,
+            ftrl_beta,
+            l1,
+            l2,
+        } => {
+            let params = adstream::learn::Params { alpha: ftrl_alpha, beta: ftrl_beta, l1, l2, ..Default::default() };
+            learner::run(
+                &learner::LearnerArgs { events, reps, traffic, campaigns, seed, event_rate, warmup, export, params },
+                &cli.out,
+            )
+        }
         Bench::Summary => report::summary(&cli.out).map(|()| serde_json::Value::Null),
     };
     match result {
