@@ -11,8 +11,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -24,18 +22,6 @@ fn producer() -> FutureProducer {
         .set("enable.idempotence", "true")
         .create()
         .expect("producer")
-}
-
-async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
-    let res = admin
-        .create_topics(&[NewTopic::new(topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
-    }
 }
 
 /// A figure from the last `final stats:` line of an adstream log, e.g.

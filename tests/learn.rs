@@ -15,26 +15,12 @@ use std::time::{Duration, Instant};
 use adstream::engine::{AdFormat, Country, Device};
 use adstream::learn::{Learner, Segment};
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 const T0_US: i64 = 1_765_328_400_000_000; // 2025-12-10T01:00:00Z
 const WINDOW_US: i64 = 10_000_000;
 const LATENESS_US: i64 = 5_000_000; // run's default --allowed-lateness
-
-async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
-    let res = admin
-        .create_topics(&[NewTopic::new(topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
-    }
-}
 
 /// One event of the test stream, and where it goes.
 #[derive(Clone)]

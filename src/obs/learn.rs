@@ -4,7 +4,6 @@
 //! (dashmap: lookups never wait for the publisher), and its HTTP server
 //! (`/ctr`, `/metrics`, `/healthz`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -188,14 +187,7 @@ struct Server {
 
 impl Server {
     fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let reply = |status: StatusCode, kind: &str, body: String| {
-            Response::builder()
-                .status(status)
-                .header("content-type", kind)
-                .body(Full::new(Bytes::from(body)))
-                .unwrap_or_default()
-        };
-        let text = |status, body: String| reply(status, "text/plain; charset=utf-8", body);
+        use super::http::{reply, text};
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
         }
@@ -271,28 +263,7 @@ pub async fn serve(addr: SocketAddr, stats: Arc<LearnStats>, unhealthy_after: Du
     super::metrics::handle();
     describe();
     let server = Arc::new(Server { stats, unhealthy_after, render: Mutex::new(()) });
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::debug!("learn endpoint: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let server = server.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let r = server.respond(&req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-            });
-        }
-    });
+    super::http::spawn(listener, Arc::new(move |req| server.respond(req)), "learn endpoint");
     tracing::info!("predicted CTR on http://{bound}/ctr, metrics on /metrics, health on /healthz");
     Ok(bound)
 }

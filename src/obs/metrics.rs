@@ -10,7 +10,6 @@
 //! (gauges not set by the latest scrape are dropped). Only the ClickHouse
 //! insert latency is recorded as it happens, once per batch.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -142,13 +141,7 @@ struct Server {
 
 impl Server {
     fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let text = |status: StatusCode, body: String| {
-            Response::builder()
-                .status(status)
-                .header("content-type", "text/plain; charset=utf-8")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap_or_default()
-        };
+        use super::http::text;
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
         }
@@ -159,10 +152,7 @@ impl Server {
                     sync(&self.stats, &self.topic);
                     handle().render()
                 };
-                Response::builder()
-                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_default()
+                super::http::reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
             }
             "/healthz" => match self.stats.health.status(self.unhealthy_after) {
                 Ok(s) => text(StatusCode::OK, s + "\n"),
@@ -199,27 +189,7 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     handle();
     let server = Arc::new(Server { stats, topic: topic.to_string(), unhealthy_after, render: Mutex::new(()) });
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::debug!("metrics endpoint: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let server = server.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let r = server.respond(&req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-            });
-        }
-    });
+    super::http::spawn(listener, Arc::new(move |req| server.respond(req)), "metrics endpoint");
     tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     Ok(bound)
 }

@@ -3,6 +3,7 @@
 //! `/ctr` + `/metrics` + `/healthz` server ([`learn`]).
 
 pub mod health;
+mod http;
 pub mod learn;
 pub mod metrics;
 pub mod panic;

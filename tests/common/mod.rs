@@ -1017,3 +1017,18 @@ impl Pipeline {
         Finish { caught_up, sigterm_exits, rows, late }
     }
 }
+
+/// Creates `topic` with 3 partitions (as the generator does), panicking on
+/// any error.
+pub async fn create_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
+    let res = admin
+        .create_topics(&[NewTopic::new(topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+}
