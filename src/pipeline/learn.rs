@@ -124,6 +124,8 @@ struct LearnLoop {
     unknown_rows: u64,
     /// A publish is due (after a change, or after a failed one).
     publish_due: bool,
+    /// The "no segment windows yet" line was logged.
+    told_empty: bool,
 }
 
 impl LearnLoop {
@@ -145,7 +147,18 @@ impl LearnLoop {
             Some(t) => t / 1000 + 1,
             None => match self.store.first_window().await? {
                 Some(first) => first,
-                None => return Ok(Step::default()),
+                None => {
+                    if !self.told_empty {
+                        self.told_empty = true;
+                        tracing::info!(
+                            rollup = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP,
+                            database = %self.cfg.clickhouse.database,
+                            "no segment windows yet: waiting for `adstream run` to write this rollup (one of its \
+                             defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
+                        );
+                    }
+                    return Ok(Step::default());
+                }
             },
         };
         let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
@@ -368,8 +381,17 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     } else {
         stats.redis.ok();
     }
-    let mut lp =
-        LearnLoop { cfg, store, publisher, learner, stats, seen: HashMap::new(), unknown_rows: 0, publish_due: false };
+    let mut lp = LearnLoop {
+        cfg,
+        store,
+        publisher,
+        learner,
+        stats,
+        seen: HashMap::new(),
+        unknown_rows: 0,
+        publish_due: false,
+        told_empty: false,
+    };
     lp.sync_stats();
     lp.reseed_seen().await?;
     lp.publish_due = lp.learner.learned_through().is_some();
