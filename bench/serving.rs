@@ -288,8 +288,13 @@ fn segments(url: &str, model: &str) -> anyhow::Result<Vec<Seg>> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (next, batch): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{head}*")).arg("COUNT").arg(1000).query(&mut con)?;
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{head}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut con)?;
         keys.extend(batch);
         if next == 0 {
             break;
@@ -377,7 +382,10 @@ fn load<C: Send>(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
+            .collect()
     });
     let wall = t0.elapsed().as_secs_f64();
     let mut all = Vec::new();
