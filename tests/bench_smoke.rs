@@ -3,7 +3,8 @@
 //! well-formed JSON and exact counts (the figures themselves are not judged
 //! here; they would be noise at this size). The engine bench needs nothing
 //! and runs in every `cargo test`; the generator and consumer benches need
-//! Kafka and ClickHouse, hence `#[ignore]` like the other end-to-end tests.
+//! Kafka and ClickHouse (the serving bench Redis too), hence `#[ignore]`
+//! like the other end-to-end tests.
 
 mod common;
 
