@@ -107,6 +107,21 @@ impl Drop for Procs {
     }
 }
 
+/// Deletes the bench's topic (unless kept) and database when dropped.
+struct Cleanup {
+    topic: Option<String>,
+    db: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(t) = &self.topic {
+            let _ = delete_topic(t);
+        }
+        let _ = query_tsv(&format!("DROP DATABASE IF EXISTS {}", self.db));
+    }
+}
+
 /// A leaked string, for the `&'static str` labels of [`Figure`] and [`Run`].
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -422,6 +437,9 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         .collect::<anyhow::Result<_>>()?;
     let (topic, db, group) = (unique("bench_serving", 0), unique("bench_serving_db", 0), unique("bench_serving_g", 0));
     let models: Vec<String> = (0..polls.len()).map(|i| unique("serving", i)).collect();
+    // Dropped last (after the children): the topic and database go, even
+    // when the bench fails.
+    let _cleanup = Cleanup { topic: (!args.keep_topic).then(|| topic.clone()), db: db.clone() };
     println!(
         "serving: {} events/s into {topic} ({PARTITIONS} partitions), run → {db}, learners {} (poll {})",
         args.rate,
@@ -597,10 +615,6 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
     drop(procs);
     checks.insert("segments".into(), json!(segs.len()));
     checks.insert("closed_windows".into(), json!(closed.len()));
-    if !args.keep_topic {
-        let _ = delete_topic(&topic);
-    }
-    let _ = query_tsv(&format!("DROP DATABASE IF EXISTS {db}"));
     let config = json!({
         "rate": args.rate, "partitions": PARTITIONS, "window_s": 10, "allowed_lateness_s": 5,
         "poll_intervals": args.poll_intervals, "windows": args.windows, "requests": args.requests,
