@@ -15,6 +15,9 @@
 //! - `learner`: the CTR model learned from exact segment windows against
 //!   the generator's true model (Bayes-optimal log loss), with `--export`
 //!   of the windows for the Python peers (`bench/learner_peers.py`).
+//! - `serving`: a live generate → run → learn pipeline: the time from a
+//!   window closing on every partition to its predictions readable in
+//!   Redis, per `--poll-interval`; then `GET /ctr` and Redis `HGET` latency.
 //!
 //! Sizes are flags, so `tests/bench_smoke.rs` runs the same code paths with
 //! a few thousand events.
@@ -30,6 +33,7 @@ mod report;
 mod scaleout;
 mod scaling;
 mod services;
+mod serving;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -190,6 +194,33 @@ enum Bench {
         #[arg(long, default_value_t = 1.0)]
         l2: f64,
     },
+    /// A live pipeline (generate → run → learn): window closed → its
+    /// predictions readable in Redis, per learner poll interval; then
+    /// `GET /ctr` and Redis `HGET` latency on keep-alive connections.
+    Serving {
+        #[arg(long, default_value = "target/release/adstream")]
+        adstream: String,
+        /// Events per second of the generator (event time = wall clock).
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Windows to measure (after the learners' first publish).
+        #[arg(long, default_value_t = 24)]
+        windows: usize,
+        /// One learner per value, all at once on the same database.
+        #[arg(long, value_delimiter = ',', default_value = "1s,200ms")]
+        poll_intervals: Vec<String>,
+        /// GET /ctr (and HGET) requests per connection count.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Concurrent keep-alive connections, each count measured.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        connections: Vec<usize>,
+        #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Keep the topic.
+        #[arg(long)]
+        keep_topic: bool,
+    },
     /// Prints every figure of the JSON results in `--out` as one Markdown table.
     Summary,
 }
@@ -265,6 +296,21 @@ fn main() -> ExitCode {
             let params = adstream::learn::Params { alpha: ftrl_alpha, beta: ftrl_beta, l1, l2, ..Default::default() };
             learner::run(
                 &learner::LearnerArgs { events, reps, traffic, campaigns, seed, event_rate, warmup, export, params },
+                &cli.out,
+            )
+        }
+        Bench::Serving { adstream, rate, windows, poll_intervals, requests, connections, redis_url, keep_topic } => {
+            serving::run(
+                &serving::ServingArgs {
+                    adstream,
+                    rate,
+                    windows,
+                    poll_intervals,
+                    requests,
+                    connections,
+                    redis_url,
+                    keep_topic,
+                },
                 &cli.out,
             )
         }

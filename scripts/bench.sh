@@ -7,6 +7,7 @@
 #   scripts/bench.sh scaleout              # 1, 2, 3 run processes in one group (not in the default set)
 #   scripts/bench.sh range                 # 30 days of windows: 10 s rows vs the 1 h rollup (not in the default set)
 #   scripts/bench.sh learner               # CTR model vs the Bayes optimum, VW, river, a count baseline (not in the default set)
+#   scripts/bench.sh serving               # live pipeline: window closed -> readable in Redis; GET /ctr vs HGET (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
 # broker and ClickHouse engine (unless ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL
@@ -25,6 +26,9 @@
 # LEARNER_PEERS=vw,river picks the per-event peers (empty: only the
 # optimum, adstream and the count baseline). The learner's peers need
 # vowpalwabbit and river: installed once from PyPI into .venv/bench-learner.
+# The serving bench also needs Redis (scripts/redis.sh unless ADSTREAM_REDIS_URL
+# is set): SERVING_RATE=2000 events/s, SERVING_WINDOWS=24 windows measured,
+# SERVING_POLLS=1s,200ms (one learner each), SERVING_REQUESTS=100000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +54,7 @@ cleanup() {
   for s in "${started[@]}"; do scripts/"$s".sh down || true; done
 }
 trap cleanup EXIT
-if wants generator || wants consumer || wants scaleout || wants range; then
+if wants generator || wants consumer || wants scaleout || wants range || wants serving; then
   if [ -z "${ADSTREAM_BROKERS:-}" ]; then
     step "Kafka (scripts/kafka.sh)"
     if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
@@ -63,6 +67,12 @@ if wants generator || wants consumer || wants scaleout || wants range; then
     scripts/clickhouse.sh up
     export ADSTREAM_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_PORT:-8123}"
   fi
+fi
+if wants serving && [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
+  step "Redis (scripts/redis.sh)"
+  if ! scripts/redis.sh status >/dev/null 2>&1; then started+=(redis); fi
+  scripts/redis.sh up
+  export ADSTREAM_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}"
 fi
 
 spark_args=()
@@ -131,6 +141,11 @@ if wants learner; then
   done
   step "CTR learner: every setting"
   .venv/bench-learner/bin/python bench/learner_peers.py --table "$OUT"
+fi
+if wants serving; then
+  step "serving bench (window closed -> Redis per poll interval; GET /ctr and HGET latency)"
+  "$BENCH" --out "$OUT" serving --rate "${SERVING_RATE:-2000}" --windows "${SERVING_WINDOWS:-24}" \
+    --poll-intervals "${SERVING_POLLS:-1s,200ms}" --requests "${SERVING_REQUESTS:-100000}"
 fi
 step "summary ($OUT/*.json)"
 "$BENCH" --out "$OUT" summary

@@ -3,7 +3,8 @@
 //! well-formed JSON and exact counts (the figures themselves are not judged
 //! here; they would be noise at this size). The engine bench needs nothing
 //! and runs in every `cargo test`; the generator and consumer benches need
-//! Kafka and ClickHouse, hence `#[ignore]` like the other end-to-end tests.
+//! Kafka and ClickHouse (the serving bench Redis too), hence `#[ignore]`
+//! like the other end-to-end tests.
 
 mod common;
 
@@ -325,4 +326,57 @@ fn learner_bench_optimum_is_below_the_models_loss() {
     let (model, optimum) = (figure(&doc, "log_loss_past_warmup"), figure(&doc, "optimum_log_loss_past_warmup"));
     assert!(optimum <= model, "past warm-up: optimum {optimum} above the model's {model}");
     assert!(model < optimum * 1.05, "past warm-up the model {model} is not within 5 % of the optimum {optimum}");
+}
+
+/// `adstream-bench serving` at a tiny size (one learner, 200 events/s, one
+/// window, 2000 requests): the pipeline comes up, the poller sees a window
+/// published, and every figure of the table is printed and in the JSON.
+#[test]
+#[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
+fn serving_bench_measures_close_to_redis_and_ctr_latency() {
+    let dir = scratch_dir();
+    let adstream = env!("CARGO_BIN_EXE_adstream");
+    let out = run_ok(
+        bench().arg("--out").arg(&dir).args([
+            "serving",
+            "--adstream",
+            adstream,
+            "--rate",
+            "200",
+            "--windows",
+            "1",
+            "--poll-intervals",
+            "200ms",
+            "--requests",
+            "2000",
+            "--connections",
+            "1,2",
+        ]),
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("window closed on every partition → its predictions readable in Redis"), "{stdout}");
+    for label in ["GET /ctr, 1 connection", "GET /ctr, 2 connections", "Redis HGET, 1 connection"] {
+        assert!(stdout.contains(label), "{label}: {stdout}");
+    }
+    let path = dir.join("serving.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["bench"], "serving");
+    let metrics: Vec<&str> = doc["figures"].as_array().unwrap().iter().filter_map(|f| f["metric"].as_str()).collect();
+    for m in [
+        "close_to_redis_p50_ms_poll_200ms",
+        "close_to_redis_p99_ms_poll_200ms",
+        "close_to_redis_max_ms_poll_200ms",
+        "close_to_redis_windows_poll_200ms",
+        "ctr_1c_p50_us",
+        "ctr_2c_p99_us",
+        "ctr_2c_req_per_s",
+        "hget_1c_p50_us",
+        "hget_2c_req_per_s",
+    ] {
+        assert!(metrics.contains(&m), "{m} in {metrics:?}");
+    }
+    assert!(figure(&doc, "close_to_redis_windows_poll_200ms") >= 1.0, "a window measured: {stdout}");
+    assert!(figure(&doc, "ctr_1c_p50_us") > 0.0 && figure(&doc, "hget_1c_p50_us") > 0.0);
+    assert!(doc["checks"]["segments"].as_u64().is_some_and(|n| n > 0));
 }
