@@ -248,8 +248,8 @@ impl LearnLoop {
                 });
             }
         }
-        self.store.write_quality(&quality).await?;
-        self.store.write_predictions(&predictions).await?;
+        // Both at once; the snapshot, the commit point, only after both.
+        tokio::try_join!(self.store.write_quality(&quality), self.store.write_predictions(&predictions))?;
         let c = self.learner.model().counters();
         let row = ModelRow {
             model,
