@@ -397,6 +397,17 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     }
     assert_eq!(fields, segments.len());
 
+    println!(
+        "learned through {} ms: version {}, {} windows, {} revisions; {oi} impressions + {oc} clicks = the oracle's \
+         ({wi} impressions from the partition that woke up; {} of {} events late, not learned); {} segments in Redis",
+        m.1,
+        m.0,
+        m.2,
+        m.3,
+        sent.len() as u64 - counted,
+        sent.len(),
+        fields
+    );
     let (status, _) = learn.sigterm(Duration::from_secs(20));
     assert!(status.success(), "learn exits 0 on SIGTERM");
     let (status, _) = run.sigterm(Duration::from_secs(30));
