@@ -130,43 +130,33 @@ impl Processor {
             Ok(ev) => ev,
             Err(rej) => {
                 w.skip(offset);
-                if replaying {
-                    self.counts.replay_skipped += 1;
-                } else {
-                    Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
-                }
+                let record = || RejectRecord::new(p, offset, key, rej, payload);
+                Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
                 return;
             }
         };
-        if let Some(t) = message_time_us.filter(|&t| ev.timestamp_us > t.saturating_add(self.cfg.max_future_us)) {
+        let max_future_us = self.cfg.max_future_us;
+        if let Some(t) = message_time_us.filter(|&t| ev.timestamp_us > t.saturating_add(max_future_us)) {
             w.skip(offset);
-            if replaying {
-                self.counts.replay_skipped += 1;
-                return;
-            }
-            let rej = Reject {
-                reason: RejectReason::FutureTimestamp,
-                detail: format!(
+            let record = || {
+                let detail = format!(
                     "event time {} is more than {} s ahead of its message timestamp {}",
                     crate::engine::time::format_event_timestamp(ev.timestamp_us),
-                    self.cfg.max_future_us / 1_000_000,
+                    max_future_us / 1_000_000,
                     crate::engine::time::format_event_timestamp(t)
-                ),
+                );
+                RejectRecord::new(p, offset, key, Reject { reason: RejectReason::FutureTimestamp, detail }, payload)
             };
-            Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
             return;
         }
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
             w.skip(offset);
-            if replaying {
-                self.counts.replay_skipped += 1;
-                return;
-            }
-            let rej = Reject {
-                reason: RejectReason::TooManyCampaigns,
-                detail: format!("more than {MAX_CAMPAIGNS} campaign ids"),
+            let record = || {
+                let detail = format!("more than {MAX_CAMPAIGNS} campaign ids");
+                RejectRecord::new(p, offset, key, Reject { reason: RejectReason::TooManyCampaigns, detail }, payload)
             };
-            Self::reject(&mut self.batch, &mut self.counts, RejectRecord::new(p, offset, key, rej, payload));
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
             return;
         };
         let o = Observation {
@@ -223,9 +213,22 @@ impl Processor {
         move_rows(&mut self.batch, p, &mut self.scratch, None);
     }
 
-    fn reject(batch: &mut Batch, counts: &mut Counts, record: RejectRecord) {
-        counts.rejected[record.reason.index()] += 1;
-        batch.rejected.push(record);
+    /// A rejection; or, while replaying below the restored commit (where
+    /// it is already written, and in the dead-letter topic), a replay skip,
+    /// its record never built.
+    fn reject_unless_replaying(
+        batch: &mut Batch,
+        counts: &mut Counts,
+        replaying: bool,
+        record: impl FnOnce() -> RejectRecord,
+    ) {
+        if replaying {
+            counts.replay_skipped += 1;
+        } else {
+            let record = record();
+            counts.rejected[record.reason.index()] += 1;
+            batch.rejected.push(record);
+        }
     }
 
     /// Fires every window of partition `p` now (the partition has been idle
