@@ -308,3 +308,17 @@ fn a_panic_is_one_log_record_even_in_json() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("a test panic | with a second line") && err.contains("backtrace="), "{err}");
 }
+
+/// The tests' own plumbing: a child that writes more than a pipe holds
+/// (64 KiB) is drained while it runs, instead of blocking until the limit.
+#[test]
+fn a_child_with_a_lot_of_output_does_not_block_its_waiter() {
+    let start = std::time::Instant::now();
+    let out = common::run_ok(
+        std::process::Command::new("bash").args(["-c", "head -c 300000 /dev/zero | tr '\\0' x; echo done >&2"]),
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(out.stdout.len(), 300_000);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "done");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+}

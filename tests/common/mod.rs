@@ -83,19 +83,36 @@ pub fn run_ok(cmd: &mut Command, limit: Duration) -> Output {
     out
 }
 
+/// Waits for `child` up to `limit` (killing it then, and panicking with its
+/// output). Its piped stdout and stderr are drained while it runs, so a
+/// child that writes more than a pipe holds (64 KiB) never blocks on it.
 pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break (status, false);
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}", tail(&out.stdout), tail(&out.stderr));
+            break (child.wait().expect("wait"), true);
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
+    if timed_out {
+        panic!("timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}", tail(&output.stdout), tail(&output.stderr));
     }
+    output
 }
 
 /// Kills a spawned adstream if the test fails before waiting for it.
