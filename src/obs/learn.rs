@@ -39,6 +39,8 @@ pub struct LearnStats {
     pub clicks: AtomicU64,
     pub abandoned: AtomicU64,
     pub shrunk: AtomicU64,
+    /// Segment rows with a format, country or device this build does not know.
+    pub unknown: AtomicU64,
     pub snapshots: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_failures: AtomicU64,
@@ -65,6 +67,7 @@ impl Default for LearnStats {
             clicks: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             shrunk: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
@@ -132,6 +135,11 @@ fn describe() {
         "adstream_learn_windows_abandoned_total",
         "Learned windows let go while a partition had not closed them (older than --revise-horizon)."
     );
+    describe_counter!(
+        "adstream_learn_rows_skipped_total",
+        "Segment rows not learned, by reason: shrunk (a learned count went down), unknown_value (a format, \
+         country or device this build does not know)."
+    );
     describe_counter!("adstream_learn_snapshots_total", "Model snapshots saved to ClickHouse.");
     describe_counter!("adstream_learn_redis_publishes_total", "Model versions published to Redis.");
     describe_counter!(
@@ -157,6 +165,9 @@ fn sync(s: &LearnStats) {
     counter!("adstream_learn_clicks_total").absolute(g(&s.clicks));
     counter!("adstream_learn_examples_total").absolute(g(&s.examples));
     counter!("adstream_learn_windows_abandoned_total").absolute(g(&s.abandoned));
+    for (reason, n) in [("shrunk", &s.shrunk), ("unknown_value", &s.unknown)] {
+        counter!("adstream_learn_rows_skipped_total", "reason" => reason).absolute(g(n));
+    }
     counter!("adstream_learn_snapshots_total").absolute(g(&s.snapshots));
     counter!("adstream_learn_redis_publishes_total").absolute(g(&s.publishes));
     counter!("adstream_learn_redis_publish_failures_total").absolute(g(&s.publish_failures));

@@ -24,7 +24,7 @@
 //! errors never stop learning: they are counted, `/healthz` says Redis is
 //! down, and the next window publishes everything again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,18 +60,13 @@ pub struct Progress {
 /// nothing yet.
 pub fn progress(parts: &[(Option<i64>, bool)]) -> Progress {
     let newest_closed_ms = parts.iter().filter_map(|p| p.0).max();
-    let min_of = |it: &mut dyn Iterator<Item = Option<i64>>| -> Option<i64> {
-        let mut m: Option<i64> = None;
-        for c in it {
-            let c = c?; // a partition that closed nothing holds everything back
-            m = Some(m.map_or(c, |m: i64| m.min(c)));
-        }
-        m
-    };
+    // `None` orders below every `Some`, so a partition that closed nothing
+    // makes the minimum `None`: it holds everything back.
+    let oldest = |it: &mut dyn Iterator<Item = Option<i64>>| it.min().flatten();
     let any_active = parts.iter().any(|p| p.1);
     let frontier_ms =
-        if any_active { min_of(&mut parts.iter().filter(|p| p.1).map(|p| p.0)) } else { newest_closed_ms };
-    let settled_ms = if parts.is_empty() { None } else { min_of(&mut parts.iter().map(|p| p.0)) };
+        if any_active { oldest(&mut parts.iter().filter(|p| p.1).map(|p| p.0)) } else { newest_closed_ms };
+    let settled_ms = oldest(&mut parts.iter().map(|p| p.0));
     Progress { frontier_ms, settled_ms, newest_closed_ms }
 }
 
@@ -79,38 +74,43 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Rows of one query, grouped into windows (rows are ordered by window);
-/// a row whose format, country or device this build does not know is
-/// skipped and counted (`run` never writes one).
-fn group(rows: Vec<SegmentRow>, unknown: &mut u64) -> Vec<Window> {
-    let mut out: Vec<Window> = Vec::new();
+/// Rows of one query, grouped into windows (rows are ordered by window),
+/// each with the number of its rows whose format, country or device this
+/// build does not know: skipped (`run` never writes one).
+fn group(rows: Vec<SegmentRow>) -> Vec<(Window, u64)> {
+    let mut out: Vec<(Window, u64)> = Vec::new();
     for r in rows {
+        let (start_us, end_us) = (r.start_ms * 1000, r.end_ms * 1000);
+        if out.last().is_none_or(|(w, _)| w.start_us != start_us) {
+            out.push((Window { start_us, end_us, examples: Vec::new() }, 0));
+        }
+        let Some((w, unknown)) = out.last_mut() else { continue };
         let (Some(f), Some(c), Some(d)) =
             (AdFormat::parse(&r.ad_format), Country::parse(&r.country), Device::parse(&r.device))
         else {
             *unknown += 1;
             continue;
         };
-        let (start_us, end_us) = (r.start_ms * 1000, r.end_ms * 1000);
-        if out.last().is_none_or(|w| w.start_us != start_us) {
-            out.push(Window { start_us, end_us, examples: Vec::new() });
-        }
-        if let Some(w) = out.last_mut() {
-            w.examples.push(Example {
-                segment: Segment { campaign_id: r.campaign_id, ad_format: f, country: c, device: d },
-                impressions: r.impressions,
-                clicks: r.clicks,
-            });
-        }
+        w.examples.push(Example {
+            segment: Segment { campaign_id: r.campaign_id, ad_format: f, country: c, device: d },
+            impressions: r.impressions,
+            clicks: r.clicks,
+        });
     }
     out
 }
 
-/// What one poll did.
+/// What one poll did (counted into the stats only once it is saved).
 #[derive(Debug, Default)]
 struct Step {
     learned: Vec<Learned>,
     revised: u64,
+    /// Segments of revised windows whose counts went down (not learned).
+    shrunk: u64,
+    /// Rows of new windows with an unknown format, country or device.
+    unknown: u64,
+    /// Windows let go while a partition had not closed them.
+    abandoned: u64,
 }
 
 struct LearnLoop {
@@ -121,7 +121,6 @@ struct LearnLoop {
     stats: Arc<LearnStats>,
     /// Segments seen, with the start of the newest window they were in (µs).
     seen: HashMap<Segment, i64>,
-    unknown_rows: u64,
     /// A publish is due (after a change, or after a failed one).
     publish_due: bool,
     /// The "no segment windows yet" line was logged.
@@ -171,7 +170,7 @@ impl LearnLoop {
         let rows = self.store.windows(lo, hi).await?;
         let mut step = Step::default();
         let through = self.learner.learned_through();
-        for w in group(rows, &mut self.unknown_rows) {
+        for (w, unknown) in group(rows) {
             if through.is_some_and(|t| w.start_us <= t) {
                 if let Some(r) = self.learner.revise(&w) {
                     if r.examples > 0 {
@@ -183,9 +182,13 @@ impl LearnLoop {
                             "learned window changed since it was learned: its difference learned"
                         );
                     }
-                    self.stats.shrunk.fetch_add(r.shrunk, Relaxed);
+                    step.shrunk += r.shrunk;
                 }
                 continue;
+            }
+            step.unknown += unknown;
+            if w.examples.is_empty() {
+                continue; // nothing known in it: not a window to learn
             }
             for e in &w.examples {
                 self.seen.insert(e.segment.clone(), w.start_us);
@@ -203,7 +206,7 @@ impl LearnLoop {
                  a later change to them will not be learned"
             );
         }
-        self.stats.abandoned.fetch_add(settled.abandoned, Relaxed);
+        step.abandoned = settled.abandoned;
         if !step.learned.is_empty() || step.revised > 0 || settled.closed + settled.abandoned > 0 {
             self.save(&step).await?;
         }
@@ -388,7 +391,6 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         learner,
         stats,
         seen: HashMap::new(),
-        unknown_rows: 0,
         publish_due: false,
         told_empty: false,
     };
@@ -415,6 +417,9 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
             None => {}
             Some(Ok(step)) => {
                 lp.stats.clickhouse.ok();
+                lp.stats.shrunk.fetch_add(step.shrunk, Relaxed);
+                lp.stats.unknown.fetch_add(step.unknown, Relaxed);
+                lp.stats.abandoned.fetch_add(step.abandoned, Relaxed);
                 if let Some(l) = step.learned.last() {
                     tracing::debug!(windows = step.learned.len(), version = l.version, "learned");
                 }
@@ -443,8 +448,9 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
             _ = stop.triggered() => break,
         }
     }
-    if lp.unknown_rows > 0 {
-        tracing::warn!(rows = lp.unknown_rows, "segment rows with an unknown format, country or device were skipped");
+    let unknown = lp.stats.unknown.load(Relaxed);
+    if unknown > 0 {
+        tracing::warn!(rows = unknown, "segment rows with an unknown format, country or device were skipped");
     }
     tracing::info!(
         version = lp.learner.version(),
@@ -463,13 +469,12 @@ impl LearnLoop {
         let Some(t) = self.learner.learned_through() else { return Ok(()) };
         let keep_ms = i64::try_from(self.cfg.serve_segments_seen.as_millis()).unwrap_or(i64::MAX);
         let rows = self.store.windows((t / 1000).saturating_sub(keep_ms).max(0), t / 1000).await?;
-        let mut latest: BTreeMap<Segment, i64> = BTreeMap::new();
-        for w in group(rows, &mut self.unknown_rows) {
+        // Windows in order: a segment ends at the newest one it was in.
+        for (w, _) in group(rows) {
             for e in w.examples {
-                latest.insert(e.segment, w.start_us);
+                self.seen.insert(e.segment, w.start_us);
             }
         }
-        self.seen.extend(latest);
         Ok(())
     }
 }
