@@ -221,9 +221,7 @@ async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
     };
     let age_ms = chrono::Utc::now().timestamp_millis().saturating_sub(c.published_ms).max(0);
     let age = std::time::Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
-    let window = chrono::DateTime::from_timestamp_millis(c.window_ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| c.window_ms.to_string());
+    let window = crate::engine::time::format_seconds(c.window_ms.saturating_mul(1000));
     if age > cfg.max_age {
         eprintln!(
             "the cached prediction for {name} is {:.0} s old, more than --max-age {} (is `adstream learn` running?)",
