@@ -6,6 +6,8 @@
 #   scripts/redis.sh up      install redis-server if missing (root), start, wait for PING
 #   scripts/redis.sh down    stop the server this script started (TERM, wait, KILL)
 #   scripts/redis.sh status  exit 0 if up and answering PING, 1 otherwise
+#   scripts/redis.sh ping    exit 0 if any server on the port answers PING
+#                            (one this script did not start counts too)
 #
 # Env: REDIS_PORT (6379).
 # State: .run/redis/<port>/{redis.pid,redis.conf,redis.log,data/}. Nothing is
@@ -115,8 +117,9 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  ping) ping_ok ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|ping" >&2
     exit 2
     ;;
 esac

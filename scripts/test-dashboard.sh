@@ -41,24 +41,14 @@ cargo build --bin adstream
 export ADSTREAM_BROKERS="${ADSTREAM_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export ADSTREAM_CLICKHOUSE_URL="${ADSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_PORT:-8123}}"
 
-# PING answers +PONG on 127.0.0.1:REDIS_PORT (a server this checkout's
-# scripts/redis.sh did not start, e.g. another checkout's, counts too)
-redis_answers() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/${REDIS_PORT:-6379}" || exit 1
-    printf 'PING\r\n' >&3
-    IFS= read -r -t 2 reply <&3 || exit 1
-    [[ "$reply" == +PONG* ]]
-  ) 2>/dev/null
-}
-
 started=()
 cleanup() { for s in "${started[@]}"; do scripts/"$s".sh down || true; done; }
 trap cleanup EXIT
 if ! scripts/superset.sh status >/dev/null 2>&1; then started+=(superset); fi
 if [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
   export ADSTREAM_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}"
-  if ! redis_answers; then
+  # Any server answering counts (another checkout's too); else ours.
+  if ! scripts/redis.sh ping; then
     started+=(redis)
     scripts/redis.sh up
   fi
