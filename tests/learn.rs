@@ -277,11 +277,7 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
         body.contains("Redis down")
     });
     let (_, metrics) = http_get(&addr, "/metrics");
-    let failures = metrics
-        .lines()
-        .find(|l| l.starts_with("adstream_learn_redis_publish_failures_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let failures = metrics_value(&metrics, "adstream_learn_redis_publish_failures_total");
     assert!(failures >= 1.0, "publish failures are counted:\n{metrics}");
     learn.assert_alive("with Redis down");
 
