@@ -471,3 +471,150 @@ async fn sigterm_under_full_load_exits_within_10s_and_restart_is_exact() {
         t_test.elapsed().as_secs_f64()
     );
 }
+
+/// A TCP proxy in front of ClickHouse that can turn into a server which
+/// accepts and never answers: while stalled, new connections are accepted
+/// and never read, and bytes already flowing on open connections are held
+/// (nothing is forwarded either way) until it is resumed.
+struct StallProxy {
+    addr: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallProxy {
+    fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = l.local_addr().unwrap();
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stalled.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in l.incoming() {
+                let Ok(down) = conn else { continue };
+                if s.load(SeqCst) {
+                    held.push(down); // accepted, never read, never answered
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up.try_clone().unwrap(), down.try_clone().unwrap()),
+                ] {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while s.load(SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        StallProxy { addr, stalled }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn clickhouse_that_accepts_and_never_answers_is_retried_and_sigterm_still_exits_within_10s() {
+    let _serial = SERVICES.lock().await;
+    let t_test = Instant::now();
+    let topic = unique("ad_events");
+    let dir = scratch_dir();
+    const N: u64 = 200_000;
+    let gen = Generator::start(&topic, GenSpec::new(N, 808, JITTER, 4_000), &dir);
+    wait_for_topic(&topic);
+    let upstream = clickhouse_url().split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_string();
+    let proxy = StallProxy::start(upstream);
+    let url = proxy.url();
+    let pipe = pipeline_on(&topic, &[]);
+    let group = &pipe.group;
+
+    // 1. A short request timeout: a stalled write fails after 2 s and is
+    //    retried like an outage; nothing is committed meanwhile; once the
+    //    server answers again the retries go through.
+    let mut run = pipe.start("run-2s", &["--clickhouse-url", &url, "--clickhouse-request-timeout", "2s"], &dir);
+    wait_until("the first commit through the proxy", Duration::from_secs(120), || {
+        run.assert_alive("before the stall");
+        pipe.committed() > 0
+    });
+    proxy.stall(true);
+    std::thread::sleep(Duration::from_secs(2));
+    let frozen = committed_offsets(group, &topic).expect("committed offsets");
+    let t_stall = Instant::now();
+    while t_stall.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_secs(1));
+        run.assert_alive("while ClickHouse did not answer");
+        assert_eq!(committed_offsets(group, &topic), Some(frozen), "offsets committed while nothing was written");
+    }
+    let log = run.log_text();
+    let timeouts = log.matches("--clickhouse-request-timeout").count();
+    assert!(
+        log.contains("sink write failed") && timeouts > 0,
+        "a write to a silent ClickHouse must time out and be retried:\n{}",
+        tail(log.as_bytes())
+    );
+    proxy.stall(false);
+    let t_resume = Instant::now();
+    wait_until("commits to go on once ClickHouse answers again", Duration::from_secs(60), || {
+        run.assert_alive("after the stall");
+        committed_offsets(group, &topic).is_some_and(|c| sum3(c) > sum3(frozen))
+    });
+    let resumed_in = t_resume.elapsed();
+    let (status, _) = run.sigterm(Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM after the stall: {status}");
+
+    // 2. The default request timeout (30 s): SIGTERM while a write is held
+    //    by the silent server must still exit within 10 s, committing
+    //    nothing past what was written.
+    let mut run = pipe.start("run-default", &["--clickhouse-url", &url], &dir);
+    let before = pipe.committed();
+    wait_until("a commit through the proxy", Duration::from_secs(120), || {
+        run.assert_alive("before the second stall");
+        pipe.committed() > before
+    });
+    proxy.stall(true);
+    std::thread::sleep(Duration::from_secs(3));
+    let frozen2 = committed_offsets(group, &topic).expect("committed offsets");
+    run.assert_alive("during the second stall");
+    let (status, took) = run.sigterm(Duration::from_secs(40));
+    let after = committed_offsets(group, &topic).expect("committed offsets");
+    proxy.stall(false);
+    assert!(took < Duration::from_secs(10), "SIGTERM with a write held by a silent ClickHouse took {took:?}");
+    assert_eq!(after, frozen2, "offsets committed at a SIGTERM whose write never landed");
+
+    // 3. Drain straight to ClickHouse: every window exact.
+    let jsonl = gen.finish(Duration::from_secs(300));
+    let drain = pipe.start("drain", &["--drain"], &dir);
+    drain.wait_ok(Duration::from_secs(300));
+    let (_, rows, late) = pipe.check_oracle(&[&jsonl], N).await;
+    println!(
+        "silent ClickHouse: {timeouts} timed-out writes retried over 10 s with offsets frozen at {frozen:?}, \
+         commits resumed {:.1} s after it answered again; SIGTERM with a write held (default 30 s request \
+         timeout) exited ({status}) in {:.1} s, offsets unchanged at {frozen2:?}; after a drain {N} events, \
+         {rows} rows equal the SQL oracle ({late} late); took {:.1} s",
+        resumed_in.as_secs_f64(),
+        took.as_secs_f64(),
+        t_test.elapsed().as_secs_f64()
+    );
+}

@@ -55,11 +55,18 @@ impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
     type Error = anyhow::Error;
     fn try_from(a: &ClickHouseArgs) -> anyhow::Result<Self> {
         a.validate()?;
+        ensure!(!a.clickhouse_connect_timeout.is_zero(), "--clickhouse-connect-timeout must be more than 0s");
+        ensure!(
+            a.clickhouse_request_timeout >= Duration::from_millis(100),
+            "--clickhouse-request-timeout must be at least 100ms (ADSTREAM_CLICKHOUSE_REQUEST_TIMEOUT)"
+        );
         Ok(ClickHouseConfig {
             url: a.clickhouse_url.clone(),
             database: a.database.clone(),
             user: a.clickhouse_user.clone(),
             password: a.password()?,
+            connect_timeout: a.clickhouse_connect_timeout,
+            request_timeout: a.clickhouse_request_timeout,
         })
     }
 }
@@ -224,6 +231,10 @@ fn model_name(m: &str) -> anyhow::Result<String> {
 /// The checked Redis URL and model name.
 fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, String)> {
     crate::io::redis::client(&a.redis_url)?;
+    ensure!(
+        a.redis_timeout >= Duration::from_millis(10),
+        "--redis-timeout must be at least 10ms (ADSTREAM_REDIS_TIMEOUT)"
+    );
     Ok((a.redis_url.clone(), model_name(&a.model)?))
 }
 
@@ -252,6 +263,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             revise_horizon: a.revise_horizon,
             serve_segments_seen: a.serve_segments_seen,
             redis_ttl: a.redis_ttl,
+            redis_timeout: a.redis.redis_timeout,
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
             once: a.once,
@@ -266,6 +278,7 @@ impl TryFrom<&PredictArgs> for PredictConfig {
         ensure!(!a.campaign.trim().is_empty(), "--campaign must not be empty");
         Ok(PredictConfig {
             redis_url,
+            redis_timeout: a.redis.redis_timeout,
             model,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),

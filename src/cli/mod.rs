@@ -178,6 +178,16 @@ pub struct ClickHouseArgs {
     /// File holding the ClickHouse password (e.g. a mounted secret).
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_PASSWORD_FILE", hide_env_values = true)]
     pub clickhouse_password_file: Option<PathBuf>,
+    /// How long a TCP connect to ClickHouse may take before the call fails
+    /// (and is retried like an outage).
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_CONNECT_TIMEOUT", value_parser = duration, default_value = "5s")]
+    pub clickhouse_connect_timeout: Duration,
+    /// How long a ClickHouse request may wait without any progress (nothing
+    /// sent, nothing received) before it fails and is retried like an
+    /// outage: a server that accepts and never answers costs this, not
+    /// TCP's ~12 minutes.
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_REQUEST_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub clickhouse_request_timeout: Duration,
 }
 
 /// Written by hand so that a password in the URL's userinfo is not printed.
@@ -189,6 +199,8 @@ impl std::fmt::Debug for ClickHouseArgs {
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &self.clickhouse_password)
             .field("clickhouse_password_file", &self.clickhouse_password_file)
+            .field("clickhouse_connect_timeout", &self.clickhouse_connect_timeout)
+            .field("clickhouse_request_timeout", &self.clickhouse_request_timeout)
             .finish()
     }
 }
@@ -453,6 +465,10 @@ pub struct RedisArgs {
     /// Redis keys (`adstream:<model>:...`). Letters, digits, `_`, `-`.
     #[arg(long, env = "ADSTREAM_MODEL", default_value = "ctr")]
     pub model: String,
+    /// How long a Redis connect or command may take before it fails (a
+    /// publish that fails is reported and redone by the next one).
+    #[arg(long, env = "ADSTREAM_REDIS_TIMEOUT", value_parser = duration, default_value = "2s")]
+    pub redis_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

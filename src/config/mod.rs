@@ -52,6 +52,11 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Resolved from the flag, the environment or the password file.
     pub password: Option<Secret>,
+    /// How long a TCP connect may take (`--clickhouse-connect-timeout`).
+    pub connect_timeout: Duration,
+    /// How long a request may wait without progress, sending or receiving
+    /// (`--clickhouse-request-timeout`).
+    pub request_timeout: Duration,
 }
 
 impl ClickHouseConfig {
@@ -69,6 +74,8 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -128,6 +135,8 @@ pub struct LearnConfig {
     pub revise_horizon: Duration,
     pub serve_segments_seen: Duration,
     pub redis_ttl: Duration,
+    /// Connect and command timeout (`--redis-timeout`).
+    pub redis_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub unhealthy_after: Duration,
     pub once: bool,
@@ -137,6 +146,7 @@ pub struct LearnConfig {
 #[derive(Debug, Clone)]
 pub struct PredictConfig {
     pub redis_url: String,
+    pub redis_timeout: Duration,
     pub model: String,
     pub campaign: String,
     pub ad_format: String,

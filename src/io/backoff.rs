@@ -49,6 +49,16 @@ impl Backoff {
         }
     }
 
+    /// Completes [`SHUTDOWN_WRITE_GRACE`] after shutdown was asked for (or
+    /// after the grace already started): the moment to abandon a write
+    /// still in flight, so that SIGTERM is honoured even while a server
+    /// holds a request without answering.
+    pub async fn given_up(&mut self, stop: &Shutdown) {
+        stop.triggered().await;
+        let since = *self.stopping_since.get_or_insert_with(Instant::now);
+        tokio::time::sleep_until(since + SHUTDOWN_WRITE_GRACE).await;
+    }
+
     /// The delay [`wait`](Self::wait) would sleep next.
     pub fn delay(&self) -> Duration {
         self.next

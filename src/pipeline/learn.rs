@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
+use crate::io::backoff::{Backoff, SHUTDOWN_WRITE_GRACE};
 use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow};
 use crate::io::clickhouse::retry;
 use crate::io::redis::{Publication, Publisher};
@@ -378,7 +379,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
     stats.clickhouse.ok();
     let learner = restore(&store, &cfg).await?;
-    let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl)?;
+    let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl, cfg.redis_timeout)?;
     if let Err(e) = publisher.ping().await {
         stats.redis.failed(&e.to_string().replace('\n', " "));
     } else {
@@ -398,11 +399,19 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     lp.reseed_seen().await?;
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;
+    // A ClickHouse call in flight at SIGTERM gets the writers' grace, then
+    // is abandoned: what it learned was not saved, so the next start
+    // relearns it from the newest snapshot (nothing learned twice).
+    let mut grace = Backoff::default();
     loop {
         if needs_restore {
             // Nothing learned in the failed poll was saved: go on from the
             // last snapshot, so nothing is learned twice.
-            match restore(&lp.store, &lp.cfg).await {
+            let restored = tokio::select! {
+                r = restore(&lp.store, &lp.cfg) => r,
+                () = grace.given_up(&stop) => break,
+            };
+            match restored {
                 Ok(l) => {
                     lp.learner = l;
                     lp.sync_stats();
@@ -412,7 +421,17 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                 Err(e) => lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
             }
         }
-        let polled = if needs_restore { None } else { Some(lp.poll().await) };
+        let polled = if needs_restore {
+            None
+        } else {
+            tokio::select! {
+                r = lp.poll() => Some(r),
+                () = grace.given_up(&stop) => {
+                    tracing::warn!("a ClickHouse call was still unanswered {SHUTDOWN_WRITE_GRACE:?} after shutdown; abandoned (relearned from the newest snapshot on restart)");
+                    break;
+                }
+            }
+        };
         match polled {
             None => {}
             Some(Ok(step)) => {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::window::Checkpoint;
 use crate::engine::Batch;
-use crate::io::backoff::Backoff;
+use crate::io::backoff::{Backoff, SHUTDOWN_WRITE_GRACE};
 use crate::io::clickhouse::retry;
 use crate::io::kafka::dlq::DlqSink;
 use crate::io::kafka::{self, PipelineConsumer};
@@ -72,7 +72,16 @@ impl Writer {
         let mut backoff = Backoff::default();
         loop {
             let t0 = Instant::now();
-            match self.sink.write(batch).await {
+            // A write in flight at shutdown gets the same grace as a failing
+            // one, then is abandoned (its batch not committed): a server that
+            // holds the request cannot hold SIGTERM up.
+            let written = tokio::select! {
+                r = self.sink.write(batch) => r,
+                () = backoff.given_up(&self.shutdown) => {
+                    bail!("sink write still unanswered {SHUTDOWN_WRITE_GRACE:?} after shutdown; offsets were not committed past the last written batch, so a restart replays the rest")
+                }
+            };
+            match written {
                 Ok(()) => {
                     let acked = Instant::now();
                     for &(due, n) in &batch.due {

@@ -8,6 +8,7 @@ pub mod retry;
 pub mod schema;
 pub mod schema_cluster;
 mod sink;
+mod timeout;
 mod upgrade;
 
 pub use sink::{client, ClickHouseSink};

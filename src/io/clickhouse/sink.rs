@@ -74,12 +74,15 @@ struct RejectedRow<'a> {
 /// own 3 s keep-alive timeout) plus `TCP_NODELAY`: without it a request
 /// whose body goes out in a second segment waits for the server's delayed
 /// ACK (Nagle), about 40 ms on Linux, which the serving bench saw on the
-/// learner's small inserts.
+/// learner's small inserts. Plus the connect and request timeouts of
+/// [`super::timeout`].
 pub fn client(args: &ClickHouseConfig) -> Client {
     use hyper_util::client::legacy::{connect::HttpConnector, Client as HttpClient};
     let mut connector = HttpConnector::new();
     connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
     connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(args.connect_timeout));
+    let connector = super::timeout::TimeoutConnector::new(connector, args.request_timeout);
     let http = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(2))
         .build(connector);

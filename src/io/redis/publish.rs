@@ -27,14 +27,14 @@ pub struct Publisher {
     ttl: Duration,
 }
 
-/// How long a command or a connection attempt may take: a dead Redis
-/// costs a publish this long, never a stalled learner.
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-fn config() -> ConnectionManagerConfig {
+/// `timeout` (`--redis-timeout`, 2 s by default) bounds a command and a
+/// connection attempt alike: a dead Redis, or one that accepts and never
+/// answers, costs a publish about twice this (one retry), never a stalled
+/// learner.
+fn config(timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT))
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500))
 }
@@ -42,8 +42,8 @@ fn config() -> ConnectionManagerConfig {
 impl Publisher {
     /// A publisher that connects on first use (so a learner starts while
     /// Redis is down, and publishes once it is back).
-    pub fn new(client: redis::Client, model: &str, ttl: Duration) -> anyhow::Result<Publisher> {
-        let con = ConnectionManager::new_lazy_with_config(client, config())?;
+    pub fn new(client: redis::Client, model: &str, ttl: Duration, timeout: Duration) -> anyhow::Result<Publisher> {
+        let con = ConnectionManager::new_lazy_with_config(client, config(timeout))?;
         Ok(Publisher { con, model: model.to_string(), ttl })
     }
 
@@ -89,10 +89,11 @@ pub struct Cached {
 /// holds no current version or no such segment.
 pub async fn lookup(
     client: redis::Client,
+    timeout: Duration,
     model: &str,
     segment: (&str, &str, &str, &str),
 ) -> anyhow::Result<Option<Cached>> {
-    let mut con = ConnectionManager::new_with_config(client, config()).await?;
+    let mut con = ConnectionManager::new_with_config(client, config(timeout)).await?;
     let Some(version): Option<u64> = con.get(current_key(model)).await? else { return Ok(None) };
     let (campaign, format, country, device) = segment;
     let value: Option<String> = con.hget(hash_key(model, version, campaign, format), field(country, device)).await?;
@@ -115,6 +116,45 @@ fn parse_value(version: u64, value: &str) -> anyhow::Result<Cached> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local listener that accepts every connection and never answers.
+    async fn silent_listener() -> (String, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_accepts_and_never_answers_fails_the_publish_and_lookup_within_the_timeout() {
+        let (url, task) = silent_listener().await;
+        let timeout = Duration::from_millis(300);
+        let guard = Duration::from_secs(20);
+        let p =
+            Publisher::new(crate::io::redis::client(&url).unwrap(), "ctr", Duration::from_secs(60), timeout).unwrap();
+        let preds = [("C001", "banner", "US", "iOS", 0.01)];
+        let t0 = std::time::Instant::now();
+        let pub_ = Publication { version: 1, window_ms: 0, published_ms: 0, predictions: &preds };
+        let r = tokio::time::timeout(guard, p.publish(&pub_)).await.expect("the timeout must end the publish");
+        assert!(r.is_err(), "nothing answered, yet the publish succeeded");
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(5), "publish took {took:?} with a 300 ms timeout");
+        let t0 = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            guard,
+            lookup(crate::io::redis::client(&url).unwrap(), timeout, "ctr", ("C001", "banner", "US", "iOS")),
+        )
+        .await
+        .expect("the timeout must end the lookup");
+        assert!(r.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(5), "lookup took {:?}", t0.elapsed());
+        task.abort();
+    }
 
     #[test]
     fn values_round_trip_and_garbage_is_refused() {
