@@ -5,13 +5,29 @@
 //! batch and pauses the assigned partitions until there is room again,
 //! which is the backpressure. It also fires the windows of idle partitions
 //! and, with `--drain`, ends at the end of the topic.
+//!
+//! # Where a partition starts, and when it must not
+//! A partition's replay is exact when it starts at its checkpoint's resume
+//! offset (the commit metadata, see `engine::window`) or at offset 0 (the
+//! whole partition, from a fresh state, decides as the first pass did).
+//! Anywhere else it would rebuild windows from part of their messages and,
+//! versions being offsets, replace exact rows downstream with smaller
+//! ones. That happens when the group's offsets were reset
+//! (`kafka-consumer-groups --reset-offsets` drops the metadata), expired,
+//! committed without an adstream checkpoint (another tool, an older
+//! format), or when retention deleted the resume point. Then, if
+//! `ad_window_parts` holds rows of the partition, the run stops with one
+//! line naming the cause and the fix ([`ReplayProbe`]); with no rows there
+//! is nothing to overwrite and the partition starts where it is. A seek
+//! that fails is an error too, never a warning: reading on from the wrong
+//! place is exactly this failure.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -22,7 +38,7 @@ use tokio::sync::mpsc;
 use crate::engine::window::Checkpoint;
 use crate::engine::{Batch, Processor};
 use crate::io::kafka::queue::{MessageBatch, MessageQueue};
-use crate::io::kafka::{self, PipelineConsumer, RebalanceEvent, WatermarkClient};
+use crate::io::kafka::{self, Committed, PipelineConsumer, RebalanceEvent, WatermarkClient};
 use crate::obs::{PartitionGauges, Stats};
 use crate::shutdown::Shutdown;
 
@@ -30,6 +46,27 @@ use crate::shutdown::Shutdown;
 /// batch (everything timed in the loop is 100 ms or coarser; a full batch
 /// takes well under a millisecond to process).
 const BATCH_MESSAGES: usize = 1024;
+
+/// Asks ClickHouse whether a partition already has rows downstream (see
+/// the module docs). `None` for the console sink: nothing to overwrite.
+pub(super) struct ReplayProbe {
+    pub client: clickhouse::Client,
+    pub database: String,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl ReplayProbe {
+    /// Rows of `topic`/`p` in `ad_window_parts` (raw, unmerged: only zero
+    /// matters).
+    fn rows(&self, topic: &str, p: i32) -> anyhow::Result<u64> {
+        let q = self
+            .client
+            .query("SELECT count() FROM ad_window_parts WHERE topic = ? AND partition = ?")
+            .bind(topic)
+            .bind(p);
+        Ok(self.handle.block_on(q.fetch_one::<u64>())?)
+    }
+}
 
 /// What the loop needs to know, fixed for its lifetime.
 pub(super) struct LoopSettings {
@@ -61,7 +98,7 @@ struct Partitions {
     assigned: BTreeSet<i32>,
     /// Partitions whose first message lay beyond the committed offset: we
     /// sought back once; the checkpoint is applied on the next message.
-    sought: HashMap<i32, Option<Checkpoint>>,
+    sought: HashMap<i32, Checkpoint>,
     /// Wall-clock time of each partition's last message, for
     /// `--idle-timeout`; `idle` holds the partitions fired since then.
     last_msg: HashMap<i32, Instant>,
@@ -90,6 +127,9 @@ pub(super) struct ConsumeLoop {
     last_tick: Instant,
     /// The last pass brought nothing: the next one may wait.
     quiet: bool,
+    probe: Option<ReplayProbe>,
+    /// An error that stops the loop after the current message.
+    fatal: Option<anyhow::Error>,
 }
 
 /// What one poll of the consumer or one message of a batch brought.
@@ -109,6 +149,7 @@ impl ConsumeLoop {
         feed_done: Arc<AtomicBool>,
         stats: Arc<Stats>,
         tx: mpsc::Sender<Batch>,
+        probe: Option<ReplayProbe>,
     ) -> Self {
         let now = Instant::now();
         ConsumeLoop {
@@ -125,6 +166,8 @@ impl ConsumeLoop {
             last_flush: now,
             last_tick: now,
             quiet: false,
+            probe,
+            fatal: None,
         }
     }
 
@@ -217,6 +260,9 @@ impl ConsumeLoop {
             self.on(consumer, now, polled);
         }
         self.parts.skip.clear();
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
         if now.duration_since(self.last_tick) >= Duration::from_secs(1) {
             self.last_tick = now;
             self.stats.add(&self.proc.take_counts());
@@ -270,7 +316,7 @@ impl ConsumeLoop {
     fn on(&mut self, consumer: &PipelineConsumer, now: Instant, m: Polled<'_>) {
         match m {
             Polled::Record { partition: p, offset, time_us, key, payload } => {
-                if self.parts.skip.contains(&p) {
+                if self.fatal.is_some() || self.parts.skip.contains(&p) {
                     return;
                 }
                 if self.parts.last_stamped != Some((p, now)) {
@@ -392,13 +438,13 @@ impl ConsumeLoop {
     /// skip a message: `clickhouse_outage_holds_offsets_and_memory_then_catches_up`
     /// lost exactly one per partition that way. Our own position is exact,
     /// so we state it.
-    fn reposition(&self) {
+    fn reposition(&mut self) {
         for &p in &self.parts.assigned {
             if let Some(next) = self.proc.next_offset(p) {
                 if let Err(e) =
                     self.consumer.seek(&self.settings.topic, p, Offset::Offset(next), Duration::from_secs(10))
                 {
-                    tracing::warn!(partition = p, "seek to {next} after resuming: {e}");
+                    self.fatal.get_or_insert(seek_failed(&self.settings.topic, p, next, &e));
                 }
             }
         }
@@ -407,55 +453,116 @@ impl ConsumeLoop {
     /// Sets up partition `p` on its first message. Returns whether `offset`
     /// may be processed now (false: we sought back to the committed offset,
     /// or the committed offset could not be read yet and the message will
-    /// come again).
+    /// come again, or the partition cannot start here: `self.fatal`).
     fn init_partition(&mut self, consumer: &PipelineConsumer, p: i32, offset: i64) -> bool {
-        let topic = &self.settings.topic;
-        if let Some(cp) = self.parts.sought.remove(&p) {
-            if let Some(c) = cp {
-                if offset > c.resume_offset {
-                    tracing::warn!(
-                        partition = p,
-                        "offsets {}..{offset} are no longer in the topic (retention?)",
-                        c.resume_offset
-                    );
+        let topic = self.settings.topic.clone();
+        let sought = self.parts.sought.remove(&p);
+        let committed = match sought {
+            Some(c) => Committed::Checkpoint(c),
+            None => match kafka::committed(consumer, &topic, p) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Without the checkpoint a replay could overwrite final
+                    // rows with partial ones: do not guess, read it again.
+                    tracing::warn!(partition = p, "reading committed offset: {e}; retrying");
+                    self.seek(consumer, p, offset);
+                    return false;
                 }
-            }
-            tracing::info!(partition = p, offset, checkpoint = ?cp, "partition started");
-            self.proc.init_partition(p, cp);
-            return true;
-        }
-        let cp = match kafka::committed_checkpoint(consumer, topic, p) {
-            Ok(cp) => cp,
-            Err(e) => {
-                // Without the checkpoint a replay could overwrite final rows
-                // with partial ones: do not guess, read it again.
-                tracing::warn!(partition = p, "reading committed offset: {e}; retrying");
-                let _ = consumer.seek(topic, p, Offset::Offset(offset), Duration::from_secs(10));
+            },
+        };
+        // Longer windows still open resume before the committed offset.
+        if let (None, Committed::Checkpoint(c)) = (sought, committed) {
+            if offset > c.resume_offset {
+                if self.seek(consumer, p, c.resume_offset) {
+                    self.parts.sought.insert(p, c);
+                }
                 return false;
             }
+        }
+        const GONE: &str = "raise the topic's retention.ms (and the broker's offsets.retention.minutes) above \
+                             adstream's longest stop; to go on, start over in a new --database";
+        let cause = match committed {
+            _ if offset == 0 => None,
+            Committed::Checkpoint(c) if offset <= c.resume_offset => None,
+            Committed::Checkpoint(c) => Some((
+                format!(
+                    "offsets {}..{offset} were deleted from the topic (retention) before adstream read them",
+                    c.resume_offset
+                ),
+                GONE,
+            )),
+            Committed::Foreign(o) => Some((
+                format!(
+                    "its committed offset {o} carries no adstream checkpoint (reset with kafka-consumer-groups \
+                     --reset-offsets, or committed by another tool or an older adstream)"
+                ),
+                "commit the offsets adstream committed last back with their metadata, or reset the group \
+                 --to-earliest while offset 0 is still in the topic, or start over in a new --database",
+            )),
+            Committed::Never => Some((
+                format!(
+                    "the group has no committed offset for it (expired, or a new group) and the topic starts at \
+                     offset {offset}, not 0"
+                ),
+                GONE,
+            )),
         };
-        if let Some(c) = cp {
-            if c.max_ts_at_resume.is_none() && c.closed_max_ts.is_none() && c.offset > 0 {
-                tracing::warn!(
-                    partition = p,
-                    "committed offset {} carries no adstream checkpoint; starting fresh from it",
-                    c.offset
-                );
-            }
-            // Longer windows still open resume before the committed offset.
-            if offset > c.resume_offset {
-                if let Err(e) = consumer.seek(topic, p, Offset::Offset(c.resume_offset), Duration::from_secs(10)) {
-                    tracing::warn!(partition = p, "seek to resume offset {}: {e}", c.resume_offset);
-                } else {
-                    self.parts.sought.insert(p, cp);
+        if let (Some((cause, fix)), Some(probe)) = (&cause, &self.probe) {
+            match probe.rows(&topic, p) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.fatal.get_or_insert(anyhow!(
+                        "partition {p} of {topic:?}: {cause}; {}.ad_window_parts holds {n} rows of it that a replay \
+                         from offset {offset} would overwrite with sums of fewer messages. Fix: {fix}",
+                        probe.database
+                    ));
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, "asking ClickHouse for the partition's rows: {e:#}; retrying");
+                    if let Committed::Checkpoint(c) = committed {
+                        self.parts.sought.insert(p, c);
+                    }
+                    self.seek(consumer, p, offset);
                     return false;
                 }
             }
         }
+        if let Some((cause, _)) = cause {
+            tracing::warn!(partition = p, "{cause}; nothing of it is downstream, so it starts at offset {offset}");
+        }
+        let cp = match committed {
+            Committed::Never => None,
+            Committed::Foreign(o) => Some(Checkpoint::at(o, None, None)),
+            Committed::Checkpoint(c) => Some(c),
+        };
         tracing::info!(partition = p, offset, checkpoint = ?cp, "partition started");
         self.proc.init_partition(p, cp);
         true
     }
+
+    /// Seeks `p` to `offset`; a failure stops the loop (`self.fatal`):
+    /// reading on from where the consumer happens to be is how a replay
+    /// goes wrong. Returns whether it succeeded.
+    fn seek(&mut self, consumer: &PipelineConsumer, p: i32, offset: i64) -> bool {
+        match consumer.seek(&self.settings.topic, p, Offset::Offset(offset), Duration::from_secs(10)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.fatal.get_or_insert(seek_failed(&self.settings.topic, p, offset, &e));
+                false
+            }
+        }
+    }
+}
+
+/// The error of a failed seek: the run stops, nothing of the partition
+/// past its last commit is committed, and a restart starts it again.
+fn seek_failed(topic: &str, p: i32, offset: i64, e: &KafkaError) -> anyhow::Error {
+    anyhow!(
+        "partition {p} of {topic:?}: seek to offset {offset} failed: {e}; stopping rather than reading on from the \
+         wrong place (nothing past the last commit was committed). Fix: restart adstream; if it recurs, check the \
+         brokers (--brokers / ADSTREAM_BROKERS)"
+    )
 }
 
 /// Pauses or resumes fetching `partitions` of `topic`. Pausing also drops

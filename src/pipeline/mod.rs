@@ -39,7 +39,7 @@ use crate::io::kafka::{self, dlq::DlqSink};
 use crate::io::{clickhouse::ClickHouseSink, console::ConsoleSink, Sink};
 use crate::obs::Stats;
 use crate::shutdown::Shutdown;
-use consume::{ConsumeLoop, LoopSettings};
+use consume::{ConsumeLoop, LoopSettings, ReplayProbe};
 use writer::Writer;
 
 pub use learn::learn;
@@ -104,8 +104,25 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let proc =
         Processor::with_rollups(cfg.window, cfg.rollups.clone(), cfg.max_event_bytes).map_err(anyhow::Error::msg)?;
-    let consume_loop =
-        ConsumeLoop::new(proc, consumer.clone(), watermarks, settings, shutdown.clone(), feed_done, stats.clone(), tx);
+    let probe = match cfg.sink {
+        SinkKind::ClickHouse => Some(ReplayProbe {
+            client: crate::io::clickhouse::client(&cfg.clickhouse).with_database(&cfg.clickhouse.database),
+            database: cfg.clickhouse.database.clone(),
+            handle: tokio::runtime::Handle::current(),
+        }),
+        SinkKind::Console => None,
+    };
+    let consume_loop = ConsumeLoop::new(
+        proc,
+        consumer.clone(),
+        watermarks,
+        settings,
+        shutdown.clone(),
+        feed_done,
+        stats.clone(),
+        tx,
+        probe,
+    );
     let consume = tokio::task::spawn_blocking(move || consume_loop.run());
     let _probes = ops.probe(consumer.clone(), &topic);
     let _stats_line = StatsLine::spawn(stats.clone(), cfg.stats_interval);

@@ -360,17 +360,40 @@ pub fn consumer(args: &KafkaConfig, group: &str) -> anyhow::Result<PipelineConsu
 /// The committed offset and checkpoint of one partition: `Ok(None)` when the
 /// group has never committed it (start from the earliest offset).
 pub fn committed_checkpoint(c: &PipelineConsumer, topic: &str, partition: i32) -> KafkaResult<Option<Checkpoint>> {
+    Ok(match committed(c, topic, partition)? {
+        Committed::Never => None,
+        Committed::Foreign(offset) => Some(Checkpoint::at(offset, None, None)),
+        Committed::Checkpoint(cp) => Some(cp),
+    })
+}
+
+/// What the group holds for one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// No committed offset: never committed, or expired
+    /// (`offsets.retention.minutes`).
+    Never,
+    /// An offset without an adstream checkpoint in its metadata: reset with
+    /// `kafka-consumer-groups --reset-offsets` (which drops metadata),
+    /// committed by another tool, or by an adstream whose metadata format
+    /// this one does not read.
+    Foreign(i64),
+    Checkpoint(Checkpoint),
+}
+
+/// The committed offset of one partition and what its metadata says.
+pub fn committed(c: &PipelineConsumer, topic: &str, partition: i32) -> KafkaResult<Committed> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    let Some(elem) = got.find_partition(topic, partition) else { return Ok(None) };
+    let Some(elem) = got.find_partition(topic, partition) else { return Ok(Committed::Never) };
     elem.error()?;
-    let Offset::Offset(offset) = elem.offset() else { return Ok(None) };
+    let Offset::Offset(offset) = elem.offset() else { return Ok(Committed::Never) };
     // rdkafka panics on non-UTF-8 metadata; someone else's commit must not
     // crash us, so treat it as "no checkpoint".
     let metadata =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| elem.metadata().to_string())).unwrap_or_default();
-    Ok(Some(Checkpoint::from_metadata(offset, &metadata).unwrap_or(Checkpoint::at(offset, None, None))))
+    Ok(Checkpoint::from_metadata(offset, &metadata).map_or(Committed::Foreign(offset), Committed::Checkpoint))
 }
 
 /// Commits checkpoints (offset + metadata) for `topic`, for the partitions
