@@ -116,18 +116,25 @@ async fn every_replay_trigger_stays_exact_or_stops_with_one_line() {
     // 4. The group's offsets gone (as when they expire): replays from 0.
     groups(&["--delete", "--group", &group]);
     assert_exact(&pipe, &before, "offsets deleted").await;
-    // 5. Retention deleted the resume point (the 1 h window resumes at 0).
+    // 5. Retention deleted the start of the open hour (the full-replay
+    //    resume point, offset ~60): nothing lost, the restart reads on from
+    //    the commit with the hour seeded from the base rows downstream.
     delete_records_before(&topic, 100).await;
-    let retention_line = assert_stops(&pipe, &before, "retention", "were deleted from the topic").await;
-    // 6. Offsets gone and the topic no longer starts at 0.
+    assert_exact(&pipe, &before, "retention before the commit").await;
+    // 6. Retention deleted past the commit: messages never read are gone.
+    let committed = committed_offsets(&group, &topic).expect("committed offsets");
+    delete_records_before(&topic, committed[0] + 10).await;
+    let retention_line = assert_stops(&pipe, &before, "retention past the commit", "were deleted from the topic").await;
+    // 7. Offsets gone and the topic no longer starts at 0.
     groups(&["--delete", "--group", &group]);
     assert_stops(&pipe, &before, "offsets expired after retention", "no committed offset").await;
     // (`before` equals the oracle; the oracle itself reads the topic, whose
     // start is gone now.)
     println!(
         "replay triggers: {N} events, {rows} rows equal the oracle ({late} late); reset --to-offset, adstream/1 \
-         metadata, retention and expired offsets each stopped the restart with one line and left every row as it \
-         was; reset --to-earliest and deleted offsets replayed from 0 and changed no row. e.g.:\n  {reset_line}\n  \
+         metadata, retention past the commit and expired offsets each stopped the restart with one line and left \
+         every row as it was; reset --to-earliest and deleted offsets replayed from 0, and retention of the \
+         open hour's start read on from the commit (seeded), changing no row. e.g.:\n  {reset_line}\n  \
          {retention_line}"
     );
 }

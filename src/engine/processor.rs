@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
-use crate::engine::event::{event_key, Interner};
+use crate::engine::event::{event_key, AdFormat, Country, Device, Interner};
 use crate::engine::parse::{parse_event, Reject, RejectReason};
 use crate::engine::rollup::Rollup;
-use crate::engine::window::{Checkpoint, Observation, Outcome, PartitionWindows, WindowConfig, WindowRow};
+use crate::engine::window::{
+    Checkpoint, Observation, Outcome, PartitionWindows, Seed, Totals, WindowConfig, WindowRow,
+};
 
 /// Most distinct campaign ids kept in memory.
 pub const MAX_CAMPAIGNS: usize = 100_000;
@@ -65,6 +67,11 @@ impl Processor {
         })
     }
 
+    /// The window geometry.
+    pub fn config(&self) -> WindowConfig {
+        self.cfg
+    }
+
     /// The rollups this processor aggregates, in row order.
     pub fn rollups(&self) -> &[Rollup] {
         &self.rollups
@@ -94,6 +101,57 @@ impl Processor {
             self.sent.insert(p, cp);
         }
         self.partitions.insert(p, w);
+    }
+
+    /// The base-size rollup whose rows can seed every longer one at a
+    /// restart (its dimensions contain all of theirs), and its name; `None`
+    /// without longer rollups or without such a rollup.
+    pub fn seed_source(&self) -> Option<String> {
+        let mut long = self.rollups.iter().filter(|r| r.size_us > self.cfg.size_us).peekable();
+        long.peek()?;
+        let need = long.fold(crate::engine::Dims::default(), |d, r| d.union(r.dims));
+        self.rollups
+            .iter()
+            .filter(|r| r.size_us == self.cfg.size_us && r.dims.contains(need))
+            .min_by_key(|r| r.dims.count())
+            .map(Rollup::name)
+    }
+
+    /// Starts tracking partition `p` from `cp.offset` with its longer
+    /// windows seeded from `rows`, the final rows of [`seed_source`]
+    /// downstream (see [`PartitionWindows::restore_seeded`]). Returns
+    /// false, changing nothing, when that cannot be done exactly (no
+    /// `base_at` in the checkpoint, a value it does not know, the campaign
+    /// limit): the caller then replays from `cp.resume_offset`.
+    ///
+    /// [`seed_source`]: Self::seed_source
+    pub fn init_partition_seeded(&mut self, p: i32, cp: Checkpoint, rows: &[SeedRow<'_>]) -> bool {
+        let mut seeds = Vec::with_capacity(rows.len());
+        for r in rows {
+            // A dimension the source leaves out (`''`) is one no longer
+            // rollup keeps: any value does.
+            let (Some(ad_format), Some(country), Some(device)) = (
+                if r.ad_format.is_empty() { Some(AdFormat::ALL[0]) } else { AdFormat::parse(r.ad_format) },
+                if r.country.is_empty() { Some(Country::ALL[0]) } else { Country::parse(r.country) },
+                if r.device.is_empty() { Some(Device::ALL[0]) } else { Device::parse(r.device) },
+            ) else {
+                return false;
+            };
+            let Some(campaign) = self.interner.intern(r.campaign) else { return false };
+            seeds.push(Seed {
+                base_start_us: r.base_start_us,
+                campaign,
+                ad_format,
+                country,
+                device,
+                totals: r.totals,
+                counted_through: r.counted_through,
+            });
+        }
+        let Some(w) = PartitionWindows::restore_seeded(self.cfg, &self.rollups, &cp, seeds) else { return false };
+        self.sent.insert(p, cp);
+        self.partitions.insert(p, w);
+        true
     }
 
     /// Forgets partition `p` (revoked): its new owner rebuilds its open
@@ -293,6 +351,20 @@ impl Processor {
         batch.footprint = self.footprint();
         batch
     }
+}
+
+/// A final base row read back from downstream, for
+/// [`Processor::init_partition_seeded`].
+#[derive(Debug, Clone, Copy)]
+pub struct SeedRow<'a> {
+    pub base_start_us: i64,
+    pub campaign: &'a str,
+    pub ad_format: &'a str,
+    pub country: &'a str,
+    pub device: &'a str,
+    pub totals: Totals,
+    /// 1 + the highest offset counted in it.
+    pub counted_through: u64,
 }
 
 /// The rule of [`Processor::with_rollups`].

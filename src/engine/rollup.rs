@@ -35,6 +35,15 @@ impl Dims {
         self.0 & d.0 == d.0
     }
 
+    pub fn union(self, d: Dims) -> Dims {
+        Dims(self.0 | d.0)
+    }
+
+    /// How many dimensions.
+    pub fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+
     /// Parses `campaign_id,ad_format,...` (any order, no repeats); `total`
     /// (or nothing) is the empty set: one row per window.
     pub fn parse(s: &str) -> Result<Dims, String> {

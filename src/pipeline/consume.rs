@@ -35,7 +35,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 use tokio::sync::mpsc;
 
-use crate::engine::window::Checkpoint;
+use crate::engine::processor::SeedRow;
+use crate::engine::window::{Checkpoint, Totals};
 use crate::engine::{Batch, Processor};
 use crate::io::kafka::queue::{MessageBatch, MessageQueue};
 use crate::io::kafka::{self, Committed, PipelineConsumer, RebalanceEvent, WatermarkClient};
@@ -55,7 +56,47 @@ pub(super) struct ReplayProbe {
     pub handle: tokio::runtime::Handle,
 }
 
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct SeedRowOwned {
+    campaign_id: String,
+    ad_format: String,
+    country: String,
+    device: String,
+    start_ms: i64,
+    impressions: u64,
+    clicks: u64,
+    revenue: i64,
+    version: u64,
+    is_final: bool,
+}
+
 impl ReplayProbe {
+    /// The rows of rollup `source` of `topic`/`p` with windows starting in
+    /// `[lo_us, hi_us)`, as merged (FINAL).
+    fn seed_rows(
+        &self,
+        topic: &str,
+        p: i32,
+        source: &str,
+        lo_us: i64,
+        hi_us: i64,
+    ) -> anyhow::Result<Vec<SeedRowOwned>> {
+        let q = self
+            .client
+            .query(
+                "SELECT campaign_id, ad_format, country, device, toInt64(toUnixTimestamp64Milli(window_start)) AS start_ms, \
+                 impressions, clicks, revenue, version, is_final FROM ad_window_parts FINAL \
+                 WHERE rollup_name = ? AND topic = ? AND partition = ? \
+                 AND toInt64(toUnixTimestamp64Milli(window_start)) >= ? AND toInt64(toUnixTimestamp64Milli(window_start)) < ?",
+            )
+            .bind(source)
+            .bind(topic)
+            .bind(p)
+            .bind(lo_us.div_euclid(1000))
+            .bind(hi_us.div_euclid(1000));
+        Ok(self.handle.block_on(q.fetch_all::<SeedRowOwned>())?)
+    }
+
     /// Rows of `topic`/`p` in `ad_window_parts` (raw, unmerged: only zero
     /// matters).
     fn rows(&self, topic: &str, p: i32) -> anyhow::Result<u64> {
@@ -470,8 +511,13 @@ impl ConsumeLoop {
                 }
             },
         };
-        // Longer windows still open resume before the committed offset.
+        // Longer windows still open resume before the committed offset:
+        // read on from the commit with them seeded from downstream, or
+        // else replay them from their start.
         if let (None, Committed::Checkpoint(c)) = (sought, committed) {
+            if offset > c.resume_offset && offset == c.offset && self.start_seeded(p, c) {
+                return true;
+            }
             if offset > c.resume_offset {
                 if self.seek(consumer, p, c.resume_offset) {
                     self.parts.sought.insert(p, c);
@@ -487,7 +533,7 @@ impl ConsumeLoop {
             Committed::Checkpoint(c) => Some((
                 format!(
                     "offsets {}..{offset} were deleted from the topic (retention) before adstream read them",
-                    c.resume_offset
+                    if c.offset < offset { c.offset } else { c.resume_offset }
                 ),
                 GONE,
             )),
@@ -538,6 +584,56 @@ impl ConsumeLoop {
         };
         tracing::info!(partition = p, offset, checkpoint = ?cp, "partition started");
         self.proc.init_partition(p, cp);
+        true
+    }
+
+    /// Starts `p` at its commit offset with its open longer windows seeded
+    /// from its final base rows in ClickHouse (see
+    /// `engine::window::PartitionWindows::restore_seeded`), so a restart
+    /// re-reads the open base windows only, not the open hour. False when
+    /// that cannot be done exactly (console sink, no base rollup with every
+    /// dimension of the longer ones, an older checkpoint, ClickHouse not
+    /// answering): the caller replays from the resume offset instead.
+    fn start_seeded(&mut self, p: i32, c: Checkpoint) -> bool {
+        let (Some(probe), Some(source), Some(_), Some(closed)) =
+            (&self.probe, self.proc.seed_source(), c.base_at, c.closed_max_ts)
+        else {
+            return false;
+        };
+        let cfg = self.proc.config();
+        let longest = self.proc.rollups().iter().map(|r| r.size_us).max().unwrap_or(cfg.size_us);
+        let lo = closed.saturating_sub(cfg.allowed_lateness_us).saturating_sub(longest);
+        let rows = match probe.seed_rows(&self.settings.topic, p, &source, lo, closed) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(
+                    partition = p,
+                    "reading its base rows back: {e:#}; replaying its longer windows instead"
+                );
+                return false;
+            }
+        };
+        let closed_rows = rows.iter().filter(|r| cfg.closed_at(r.start_ms.saturating_mul(1000), closed));
+        if closed_rows.clone().any(|r| !r.is_final) {
+            tracing::warn!(partition = p, "a closed base window's row is not final downstream; replaying instead");
+            return false;
+        }
+        let seeds: Vec<SeedRow<'_>> = closed_rows
+            .map(|r| SeedRow {
+                base_start_us: r.start_ms.saturating_mul(1000),
+                campaign: &r.campaign_id,
+                ad_format: &r.ad_format,
+                country: &r.country,
+                device: &r.device,
+                totals: Totals { impressions: r.impressions, clicks: r.clicks, revenue_micros: r.revenue },
+                counted_through: r.version.saturating_sub(1) / 2,
+            })
+            .collect();
+        let n = seeds.len();
+        if !self.proc.init_partition_seeded(p, c, &seeds) {
+            return false;
+        }
+        tracing::info!(partition = p, offset = c.offset, checkpoint = ?c, seeded_rows = n, "partition started");
         true
     }
 
