@@ -37,8 +37,10 @@
 //! of its 360 base rows, a campaign × format row the sum of its segments,
 //! and a late event is late for all of them. A longer window closes when
 //! its last base window does (same allowed lateness after its end).
-//! Longer windows hold the checkpoint back (see below): with a 1 h rollup a
-//! restart replays up to an hour and the lateness of each partition.
+//! Longer windows hold the full-replay resume point back (see below): with
+//! a 1 h rollup that is up to an hour and the lateness of each partition.
+//! A restart that can read the partition's final base rows back from
+//! downstream does not go there: [`PartitionWindows::restore_seeded`].
 //!
 //! # Checkpoints and replay
 //! Each partition's state is summarised by a [`Checkpoint`]: the offset to
@@ -48,7 +50,10 @@
 //! exactly as the first pass did. `closed_max_ts` records how far windows were
 //! already closed, so a replay does not re-open, and overwrite with a partial
 //! sum, a window that is already final downstream. See
-//! [`PartitionWindows::restore`].
+//! [`PartitionWindows::restore`]. The optional `bat=` token (the max event
+//! time before the committed offset) lets a restart read on from the
+//! committed offset instead, the longer windows seeded from downstream
+//! ([`PartitionWindows::restore_seeded`]).
 //!
 //! [`fire_all`]: PartitionWindows::fire_all
 
