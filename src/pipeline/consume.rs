@@ -54,6 +54,8 @@ pub(super) struct ReplayProbe {
     pub client: clickhouse::Client,
     pub database: String,
     pub handle: tokio::runtime::Handle,
+    /// A query in flight is abandoned at shutdown (the loop must see it).
+    pub shutdown: Shutdown,
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -94,7 +96,18 @@ impl ReplayProbe {
             .bind(p)
             .bind(lo_us.div_euclid(1000))
             .bind(hi_us.div_euclid(1000));
-        Ok(self.handle.block_on(q.fetch_all::<SeedRowOwned>())?)
+        self.block(q.fetch_all::<SeedRowOwned>())
+    }
+
+    /// Runs a query from the blocking consume loop, abandoning it at
+    /// shutdown.
+    fn block<T>(&self, f: impl std::future::Future<Output = clickhouse::error::Result<T>>) -> anyhow::Result<T> {
+        self.handle.block_on(async {
+            tokio::select! {
+                r = f => Ok(r?),
+                () = self.shutdown.triggered() => bail!("shutting down"),
+            }
+        })
     }
 
     /// Rows of `topic`/`p` in `ad_window_parts` (raw, unmerged: only zero
@@ -105,7 +118,7 @@ impl ReplayProbe {
             .query("SELECT count() FROM ad_window_parts WHERE topic = ? AND partition = ?")
             .bind(topic)
             .bind(p);
-        Ok(self.handle.block_on(q.fetch_one::<u64>())?)
+        self.block(q.fetch_one::<u64>())
     }
 }
 

@@ -109,6 +109,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             client: crate::io::clickhouse::client(&cfg.clickhouse).with_database(&cfg.clickhouse.database),
             database: cfg.clickhouse.database.clone(),
             handle: tokio::runtime::Handle::current(),
+            shutdown: shutdown.clone(),
         }),
         SinkKind::Console => None,
     };
