@@ -149,7 +149,7 @@ fn start_learn(db: &str, model: &str, dir: &std::path::Path, name: &str) -> Runn
         "--metrics-addr",
         "127.0.0.1:0",
         "--redis-url",
-        "redis://127.0.0.1:6379",
+        &redis_url(),
     ];
     let r = Runner::start(name, &args, dir);
     wait_until("learn to listen", Duration::from_secs(30), || learn_addr(&r).is_some());
@@ -196,14 +196,25 @@ async fn wait_model(
     }
 }
 
+/// The port of the test run's redis-server (`scripts/redis.sh`'s
+/// `REDIS_PORT`, 6379 by default).
+fn redis_port() -> String {
+    std::env::var("REDIS_PORT").unwrap_or_else(|_| "6379".into())
+}
+
+fn redis_url() -> String {
+    format!("redis://127.0.0.1:{}", redis_port())
+}
+
 fn redis_pid() -> Option<u32> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".run/redis/6379/redis.pid");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".run/redis/{}/redis.pid", redis_port()));
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 fn predict(model: &str, seg: &Segment) -> std::process::Output {
     adstream()
         .args(["predict", "--model", model, "--campaign", &seg.campaign_id, "--format", seg.ad_format.as_str()])
+        .args(["--redis-url", &redis_url()])
         .args(["--country", seg.country.as_str(), "--device", seg.device.as_str()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -255,7 +266,7 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     let pid = redis_pid().expect("scripts/redis.sh started redis-server");
     signal(pid, "KILL");
     wait_until("redis-server to die", Duration::from_secs(10), || {
-        std::net::TcpStream::connect("127.0.0.1:6379").is_err()
+        std::net::TcpStream::connect(format!("127.0.0.1:{}", redis_port())).is_err()
     });
 
     // Phase 2: partition 2 wakes up with 60 s of its own, into windows the
@@ -372,7 +383,7 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     assert!(health.contains("Redis ok"), "{health}");
     let served = metrics_value(&http_get(&addr, "/metrics").1, "adstream_learn_served_segments");
     assert_eq!(served as usize, segments.len(), "every segment is served");
-    let mut redis = redis::Client::open("redis://127.0.0.1:6379").unwrap().get_connection().expect("redis");
+    let mut redis = redis::Client::open(redis_url()).unwrap().get_connection().expect("redis");
     let current: u64 = redis::cmd("GET").arg(format!("adstream:{model}:current")).query(&mut redis).unwrap();
     assert_eq!(current, m.0, "the pointer is at the newest version");
     let mut fields = 0;
