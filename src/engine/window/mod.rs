@@ -318,7 +318,10 @@ struct OpenWindow {
     slots: Vec<u32>,
     /// The cells that hold events, in first-touch order.
     cells: Vec<Cell>,
-    /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
+    /// Fired by [`PartitionWindows::fire_all`] before the watermark got
+    /// here, and not emitted since: cleared by the emission, so that after
+    /// an idle spell the window waits for its end again instead of being
+    /// written on every flush for the rest of its life.
     forced: bool,
     /// Some cell changed since the last emission.
     dirty: bool,
@@ -598,8 +601,10 @@ impl PartitionWindows {
         for g in self.gate.values_mut() {
             g.forced = true;
         }
+        // Only windows with something unwritten: the flag lasts until the
+        // next emission, which writes exactly those.
         for w in self.rollups.iter_mut().flat_map(|r| r.open.values_mut()) {
-            w.forced = true;
+            w.forced |= w.dirty;
         }
     }
 
@@ -663,6 +668,7 @@ fn emit(idx: u8, rollup: &Rollup, start: i64, w: &mut OpenWindow, is_final: bool
         });
     }
     w.dirty = false;
+    w.forced = false;
 }
 
 /// CTR in percent; `None` when there were no impressions (a window can hold
@@ -1232,6 +1238,46 @@ mod tests {
             );
             assert_eq!(l, clean_late, "crashes at {crashes:?}, fires at {fires:?}");
         }
+    }
+
+    /// Issue 18 item 7: after an idle flush (`fire_all`), a window that has
+    /// not ended is written once, then again only when its end passes
+    /// (or at the next idle flush), not on every flush.
+    #[test]
+    fn after_an_idle_flush_open_windows_are_not_rewritten_on_every_flush() {
+        const M: i64 = 60 * S;
+        let rollups = [Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S), Rollup::new(Dims::CAMPAIGN_FORMAT, M)];
+        let mut w = PartitionWindows::new(cfg(), &rollups);
+        let mut out = Vec::new();
+        let b = |ts: i64| obs(ts, 0, AdFormat::Banner, Impression, 0);
+        w.observe(0, &b(S), &mut out);
+        w.fire_all(); // the partition was idle
+        w.emit_updates(&mut out);
+        assert_eq!(out.len(), 2, "the idle flush writes the 10 s and the 1 m window once");
+        out.clear();
+        // Traffic resumes inside the same minute: one event per flush.
+        let mut per_window: BTreeMap<(u8, i64), usize> = BTreeMap::new();
+        for (i, t) in (2..50).enumerate() {
+            w.observe(1 + i as i64, &b(t * S), &mut out);
+            w.emit_updates(&mut out);
+            for r in out.drain(..) {
+                *per_window.entry((r.rollup, r.window_start_us)).or_default() += 1;
+            }
+        }
+        // Each 10 s window is written when its end passes (plus its final
+        // row when it closes); the open minute not at all until it ends.
+        assert_eq!(per_window.get(&(1, 0)), None, "the minute is not rewritten per flush: {per_window:?}");
+        assert!(per_window.iter().filter(|((r, _), _)| *r == 0).all(|(_, &n)| n <= 2), "{per_window:?}");
+        w.observe(100, &b(61 * S), &mut out);
+        w.emit_updates(&mut out);
+        let minute: Vec<_> = out.iter().filter(|r| r.rollup == 1 && r.window_start_us == 0).collect();
+        assert_eq!(minute.len(), 1, "written once its end passed");
+        assert_eq!(minute[0].totals.impressions, 49);
+        // A second idle flush writes only what changed since the last write.
+        out.clear();
+        w.fire_all();
+        w.emit_updates(&mut out);
+        assert!(out.iter().all(|r| r.window_start_us != 0 || r.rollup == 0), "{out:?}");
     }
 
     #[test]
