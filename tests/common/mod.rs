@@ -390,7 +390,8 @@ const WINDOW_US: i64 = 10_000_000;
 /// - an event is **late** when that watermark has reached its window's
 ///   end + allowed lateness (`end + lateness <= watermark`);
 /// - otherwise it is counted, unless the same `event_id` was already
-///   counted in that window of that partition (a redelivery).
+///   counted in that window of that partition at the same second of event
+///   time (counted from the window's start; a redelivery).
 ///
 /// Every JSONL event is valid to the oracle (it has no `--max-future`
 /// guard): a test that wants a message rejected produces it outside the
@@ -448,7 +449,7 @@ impl Oracle {
     fn classified(&self) -> String {
         let (db, size, lat) = (&self.db, WINDOW_US, self.lateness_us);
         format!(
-            "SELECT *, NOT late AND row_number() OVER (PARTITION BY partition, ws_us, event_id ORDER BY offset) = 1 \
+            "SELECT *, NOT late AND row_number() OVER (PARTITION BY partition, ws_us, intDiv(ts - ws_us, 1000000), event_id ORDER BY offset) = 1 \
                     AS counted \
              FROM ( \
                SELECT *, ifNull(ws_us + {size} + {lat} <= max(toNullable(ts)) OVER (PARTITION BY partition \

@@ -20,8 +20,12 @@
 //!   **late** ([`Outcome::Late`]): not counted, but reported so the caller
 //!   can write it, with its reason, to the late-events output. Nothing is
 //!   dropped silently.
-//! - Within a window, an event whose `event_id` was already counted is a
-//!   **duplicate** (a producer retry) and is not counted again. Ids are kept
+//! - An event whose `event_id` was already counted in the same base window
+//!   *and the same second of event time* (`(ts - window start) / 1 s`) is a
+//!   **duplicate** (a producer retry, which carries its original's
+//!   timestamp) and is not counted again; the same id at another second is
+//!   another event. (Ids are kept in one set per second, see `WindowIds`;
+//!   the test oracle in `tests/common` applies this rule.) Ids are kept
 //!   only while their window is in memory, so dedup memory is bounded by the
 //!   events of the open windows (~20 bytes each), never by the stream.
 //! - The guard against a bad clock upstream (an event far ahead of its
@@ -1350,6 +1354,30 @@ mod tests {
         let ratio = c.as_secs_f64() / r.as_secs_f64();
         println!("dedup of {N} ids in one second: crafted {c:?}, random {r:?}, ratio {ratio:.2}");
         assert!(ratio <= 5.0, "crafted ids cost {ratio:.1}× random ones ({c:?} vs {r:?})");
+    }
+
+    /// Issue 18 item 8, the rule as documented: a duplicate is the same id
+    /// in the same base window and the same second of event time.
+    #[test]
+    fn a_duplicate_is_the_same_id_in_the_same_second_of_its_window() {
+        let mut w = pw(cfg());
+        let mut out = Vec::new();
+        let at = |ts: i64, id: u128| {
+            let mut o = obs(ts, 0, AdFormat::Banner, Impression, 0);
+            o.id = id;
+            o
+        };
+        assert_eq!(w.observe(0, &at(S + 100, 7), &mut out), Outcome::Counted);
+        assert_eq!(w.observe(1, &at(S + 100, 7), &mut out), Outcome::Duplicate, "a retry: same time");
+        assert_eq!(w.observe(2, &at(S + 999_999, 7), &mut out), Outcome::Duplicate, "same second, other µs");
+        assert_eq!(w.observe(3, &at(2 * S, 7), &mut out), Outcome::Counted, "another second of the window");
+        assert_eq!(w.observe(4, &at(9 * S + 5, 7), &mut out), Outcome::Counted, "the window's last second");
+        assert_eq!(w.observe(5, &at(11 * S, 7), &mut out), Outcome::Counted, "the next window, same second offset");
+        assert_eq!(w.observe(6, &at(11 * S + 1, 7), &mut out), Outcome::Duplicate);
+        w.fire_all();
+        w.emit_updates(&mut out);
+        let counted: u64 = out.iter().map(|r| r.totals.impressions).sum();
+        assert_eq!(counted, 4);
     }
 
     #[test]
