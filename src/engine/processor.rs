@@ -168,6 +168,7 @@ impl Processor {
             event_type: ev.event_type,
             revenue_micros: ev.revenue_micros,
             id: event_key(&ev.event_id),
+            msg_ts: message_time_us,
         };
         let epoch = w.fire_epoch();
         let outcome = w.observe(offset, &o, &mut self.scratch);

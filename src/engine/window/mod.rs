@@ -7,7 +7,8 @@
 //! # The rules
 //! - Windows are `[start, start + size)`, aligned to the Unix epoch. An event
 //!   at exactly `start + size` belongs to the *next* window.
-//! - The **watermark** of a partition is the max event time it has seen.
+//! - The **watermark** of a partition is the max event time of its counted
+//!   events, except those held as ahead of it (next section).
 //! - A window **fires** once the watermark reaches its end (`end <=
 //!   watermark`), or when the caller forces it ([`fire_all`]: idle partition,
 //!   shutdown, drain). Firing emits its rows, marked not final.
@@ -32,6 +33,38 @@
 //!   Kafka message timestamp, `max_future`) is the processor's: it compares
 //!   two values stored with the message, so a replay decides the same, and
 //!   a quiet gap of any length between valid events never trips it.
+//!
+//! # The watermark: one fast clock does not make on-time traffic late
+//! The single place where this rule is written (the test oracle in
+//! `tests/common` implements it independently). Let `W` be the partition's
+//! watermark before an event and `B` be `--max-ahead` (default 60 s). Only
+//! **counted** events move the clock (not late ones, duplicates or
+//! rejected messages); for each, in offset order:
+//! 1. If an event is **held** (below), this event either *supports* it —
+//!    its event time, or its message's Kafka timestamp, is at least the
+//!    held time − `B` — or not. Support adds one; at
+//!    [`CORROBORATING_EVENTS`] (3) supports `W` becomes
+//!    `max(W, held time)` and nothing is held any more. An event that does
+//!    not support it drops the held event: the partition's traffic is
+//!    elsewhere, and the held event never moves `W`.
+//! 2. Then the event itself is **ahead** when `ts > W + B` (before the
+//!    partition's first event: when `ts` is more than `B` ahead of its own
+//!    Kafka timestamp). An event that is not ahead sets `W = max(W, ts)`.
+//!    An ahead event is held (or, if one is held already and it supported
+//!    it, lowers the held time to `min(held, ts)`).
+//!
+//! A held event is still counted in its own window (which stays in memory,
+//! holding the checkpoint back, until the watermark passes it). So a device
+//! with a fast clock, or a producer stamping CreateTime from the event, can
+//! no longer move a partition's watermark an hour ahead and make its
+//! on-time traffic late: that takes four consecutive counted events at or
+//! near its time (the held one and three supporters). A real resumption
+//! after a quiet spell, where every event is at or beyond the first, moves
+//! `W` at its fourth event. The
+//! decision depends on message contents, offsets and Kafka timestamps only
+//! (the held state travels in the checkpoint), so a replay repeats it. A
+//! message without a Kafka timestamp has no `--max-future` guard; its event
+//! is judged by this rule alone (it can support by its event time only).
 //!
 //! # Rollups
 //! Every configured [`Rollup`] (a set of dimensions and a window size, a
@@ -68,12 +101,33 @@ pub struct WindowConfig {
     pub size_us: i64,
     pub allowed_lateness_us: i64,
     pub max_future_us: i64,
+    /// How far ahead of its partition's watermark an event may be and still
+    /// move it at once (`--max-ahead`); further ahead it must be
+    /// corroborated first (see the module docs, "The watermark").
+    pub max_ahead_us: i64,
 }
+
+/// `--max-ahead`'s default: 60 s.
+pub const DEFAULT_MAX_AHEAD_US: i64 = 60_000_000;
+
+/// Further counted events it takes to corroborate an event that is ahead
+/// of its partition's watermark (see the module docs, "The watermark").
+pub const CORROBORATING_EVENTS: u8 = 3;
 
 impl WindowConfig {
     pub fn new(size_us: i64, allowed_lateness_us: i64, max_future_us: i64) -> Self {
         assert!(size_us > 0, "window size must be positive");
-        WindowConfig { size_us, allowed_lateness_us: allowed_lateness_us.max(0), max_future_us: max_future_us.max(0) }
+        WindowConfig {
+            size_us,
+            allowed_lateness_us: allowed_lateness_us.max(0),
+            max_future_us: max_future_us.max(0),
+            max_ahead_us: DEFAULT_MAX_AHEAD_US,
+        }
+    }
+
+    /// The same with `--max-ahead` set.
+    pub fn with_max_ahead(self, max_ahead_us: i64) -> Self {
+        WindowConfig { max_ahead_us: max_ahead_us.max(0), ..self }
     }
 
     /// Start of the window containing `ts`.
@@ -139,6 +193,18 @@ pub struct Observation {
     /// The event id reduced to 128 bits ([`crate::engine::event::event_key`]), for
     /// deduplication.
     pub id: u128,
+    /// The Kafka timestamp of its message, µs (`None`: the message has
+    /// none). Only corroborates an event ahead of the watermark.
+    pub msg_ts: Option<i64>,
+}
+
+/// An event that was ahead of its partition's watermark, waiting for
+/// corroboration (see the module docs, "The watermark"): the lowest event
+/// time of the run of events that held it, and how many corroborated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub ts: i64,
+    pub support: u8,
 }
 
 /// What became of an event.
@@ -178,6 +244,10 @@ pub struct Checkpoint {
     /// Max event time seen overall; every window closed at that watermark
     /// (`end + lateness <= closed_max_ts`) has been emitted as final.
     pub closed_max_ts: Option<i64>,
+    /// The event held for corroboration before `resume_offset`, if any
+    /// (metadata token `held=TS:SUPPORT`, absent when none), so a replay
+    /// moves the watermark exactly as the first pass did.
+    pub held_at_resume: Option<Held>,
 }
 
 impl Checkpoint {
@@ -196,12 +266,15 @@ impl Checkpoint {
         if self.resume_offset != self.offset {
             m.push_str(&format!(" from={}", self.resume_offset));
         }
+        if let Some(h) = self.held_at_resume {
+            m.push_str(&format!(" held={}:{}", h.ts, h.support));
+        }
         m
     }
 
     /// A checkpoint that resumes where it commits.
     pub fn at(offset: i64, max_ts_at_resume: Option<i64>, closed_max_ts: Option<i64>) -> Self {
-        Checkpoint { offset, resume_offset: offset, max_ts_at_resume, closed_max_ts }
+        Checkpoint { offset, resume_offset: offset, max_ts_at_resume, closed_max_ts, held_at_resume: None }
     }
 
     /// Decodes commit metadata written by [`Checkpoint::metadata`]. Returns
@@ -221,13 +294,26 @@ impl Checkpoint {
         }
         let at = t(parts.next()?.strip_prefix("at=")?)?;
         let closed = t(parts.next()?.strip_prefix("closed=")?)?;
-        // Absent (a checkpoint without longer windows open, or written
-        // before rollups): resume where committed.
-        let resume_offset = match parts.next() {
+        // Optional tokens, in this order. `from=` absent (a checkpoint
+        // without longer windows open, or written before rollups): resume
+        // where committed. `held=` absent: no event held (or written before
+        // the rule).
+        let mut rest = parts.peekable();
+        let resume_offset = match rest.next_if(|t| t.starts_with("from=")) {
             Some(f) => f.strip_prefix("from=")?.parse().ok().filter(|&r| r <= offset)?,
             None => offset,
         };
-        Some(Checkpoint { offset, resume_offset, max_ts_at_resume: at, closed_max_ts: closed })
+        let held = match rest.next() {
+            Some(h) => {
+                let (ts, support) = h.strip_prefix("held=")?.split_once(':')?;
+                Some(Held { ts: ts.parse().ok()?, support: support.parse().ok()? })
+            }
+            None => None,
+        };
+        if rest.next().is_some() {
+            return None;
+        }
+        Some(Checkpoint { offset, resume_offset, max_ts_at_resume: at, closed_max_ts: closed, held_at_resume: held })
     }
 }
 
@@ -330,6 +416,7 @@ impl WindowIds {
 struct GateWindow {
     first_offset: i64,
     max_ts_before: Option<i64>,
+    held_before: Option<Held>,
     /// Event ids counted in this window.
     ids: WindowIds,
     /// Fired by [`PartitionWindows::fire_all`] before the watermark got here.
@@ -340,6 +427,7 @@ struct GateWindow {
 struct OpenWindow {
     first_offset: i64,
     max_ts_before: Option<i64>,
+    held_before: Option<Held>,
     /// For each key (see [`Rollup::key`]), 1 + the index of its cell in
     /// `cells`, or 0 while the key has no events in this window. Four bytes
     /// per key and no hashing on the hot path; the cells themselves are
@@ -409,7 +497,10 @@ impl RollupWindows {
 #[derive(Debug)]
 pub struct PartitionWindows {
     cfg: WindowConfig,
+    /// The watermark (see the module docs).
     max_ts: Option<i64>,
+    /// An event ahead of the watermark, waiting for corroboration.
+    held: Option<Held>,
     /// From a restored checkpoint: windows closed at this watermark are
     /// already final downstream.
     restored_closed: Option<i64>,
@@ -442,6 +533,7 @@ impl PartitionWindows {
         PartitionWindows {
             cfg,
             max_ts: None,
+            held: None,
             restored_closed: None,
             restored_commit: None,
             gate: BTreeMap::new(),
@@ -459,13 +551,15 @@ impl PartitionWindows {
     pub fn restore(cfg: WindowConfig, rollups: &[Rollup], cp: &Checkpoint) -> Self {
         let mut w = PartitionWindows::new(cfg, rollups);
         w.max_ts = cp.max_ts_at_resume;
+        w.held = cp.held_at_resume;
         w.restored_closed = cp.closed_max_ts;
         w.restored_commit = Some(cp.offset);
         w.next_offset = Some(cp.resume_offset);
         w
     }
 
-    /// The max event time seen, or `None` before the first event.
+    /// The watermark (see the module docs), or `None` before the first
+    /// event.
     pub fn watermark(&self) -> Option<i64> {
         self.max_ts
     }
@@ -524,7 +618,7 @@ impl PartitionWindows {
     /// is open (its end is at or after theirs), so a counted event always
     /// finds every rollup's window open.
     pub fn observe(&mut self, offset: i64, ev: &Observation, out: &mut Vec<WindowRow>) -> Outcome {
-        let Observation { ts, campaign, ad_format, country, device, event_type, revenue_micros, id } = *ev;
+        let Observation { ts, campaign, ad_format, country, device, event_type, revenue_micros, id, msg_ts } = *ev;
         self.next_offset = Some(offset + 1);
         let start = self.cfg.window_start(ts);
         if let Some(wm) = self.max_ts {
@@ -533,11 +627,13 @@ impl PartitionWindows {
             }
         }
         let max_ts_before = self.max_ts;
+        let held_before = self.held;
         let fired_before = self.gate.get(&start).map(|g| g.forced || self.cfg.ended_at(start, max_ts_before));
         let spare = &mut self.spare_ids;
         let g = self.gate.entry(start).or_insert_with(|| GateWindow {
             first_offset: offset,
             max_ts_before,
+            held_before,
             ids: spare.pop().unwrap_or_default(),
             forced: false,
         });
@@ -559,7 +655,15 @@ impl PartitionWindows {
             let spare = &mut r.spare;
             let w = r.open.entry(rstart).or_insert_with(|| {
                 let (slots, cells) = spare.pop().unwrap_or_default();
-                OpenWindow { first_offset: offset, max_ts_before, slots, cells, forced: false, dirty: false }
+                OpenWindow {
+                    first_offset: offset,
+                    max_ts_before,
+                    held_before,
+                    slots,
+                    cells,
+                    forced: false,
+                    dirty: false,
+                }
             });
             if key >= w.slots.len() {
                 w.slots.resize(key + 1, 0);
@@ -583,11 +687,13 @@ impl PartitionWindows {
             w.dirty = true;
         }
 
-        if self.max_ts.is_none_or(|m| ts > m) {
-            if max_ts_before.is_some_and(|m| self.cfg.window_start(m) < start) {
+        self.advance(ts, msg_ts);
+        if self.max_ts != max_ts_before {
+            let (before, now) =
+                (max_ts_before.map(|m| self.cfg.window_start(m)), self.max_ts.map(|m| self.cfg.window_start(m)));
+            if before.is_some_and(|b| now.is_some_and(|n| b < n)) {
                 self.fire_epoch += 1;
             }
-            self.max_ts = Some(ts);
             self.close_expired(out);
         }
         if restored_closed.is_some_and(|closed| self.cfg.closed_at(start, closed)) {
@@ -600,6 +706,36 @@ impl PartitionWindows {
             Outcome::Updated
         } else {
             Outcome::Counted
+        }
+    }
+
+    /// Moves the clock for a counted event at `ts` whose message has Kafka
+    /// timestamp `msg_ts`, by the rule of the module docs ("The
+    /// watermark"): first the held event, if any, is corroborated by this
+    /// one or dropped; then this event moves the watermark, or is held.
+    fn advance(&mut self, ts: i64, msg_ts: Option<i64>) {
+        let bound = self.cfg.max_ahead_us;
+        if let Some(mut h) = self.held.take() {
+            let near = |t: i64| t >= h.ts.saturating_sub(bound);
+            if near(ts) || msg_ts.is_some_and(near) {
+                h.support += 1;
+                if h.support >= CORROBORATING_EVENTS {
+                    self.max_ts = self.max_ts.max(Some(h.ts));
+                } else {
+                    self.held = Some(h);
+                }
+            }
+        }
+        let ahead = match self.max_ts {
+            Some(wm) => ts > wm.saturating_add(bound),
+            None => msg_ts.is_some_and(|k| ts > k.saturating_add(bound)),
+        };
+        if !ahead {
+            self.max_ts = self.max_ts.max(Some(ts));
+        } else if let Some(h) = self.held.as_mut() {
+            h.ts = h.ts.min(ts);
+        } else {
+            self.held = Some(Held { ts, support: 0 });
         }
     }
 
@@ -668,14 +804,20 @@ impl PartitionWindows {
         let next = self.next_offset?;
         // `None` orders below every `Some`, so this is the later of the two.
         let closed_max_ts = self.max_ts.max(self.restored_closed);
-        let gate = self.gate.values().map(|g| (g.first_offset, g.max_ts_before)).min_by_key(|&(o, _)| o);
+        let gate =
+            self.gate.values().map(|g| (g.first_offset, (g.max_ts_before, g.held_before))).min_by_key(|&(o, _)| o);
         let oldest = gate
             .into_iter()
-            .chain(self.rollups.iter().flat_map(|r| r.open.values()).map(|w| (w.first_offset, w.max_ts_before)))
+            .chain(
+                self.rollups
+                    .iter()
+                    .flat_map(|r| r.open.values())
+                    .map(|w| (w.first_offset, (w.max_ts_before, w.held_before))),
+            )
             .min_by_key(|&(o, _)| o);
-        let (resume_offset, max_ts_at_resume) = oldest.unwrap_or((next, self.max_ts));
+        let (resume_offset, (max_ts_at_resume, held_at_resume)) = oldest.unwrap_or((next, (self.max_ts, self.held)));
         let offset = gate.map_or(next, |(o, _)| o).max(self.restored_commit.unwrap_or(i64::MIN)).max(resume_offset);
-        Some(Checkpoint { offset, resume_offset, max_ts_at_resume, closed_max_ts })
+        Some(Checkpoint { offset, resume_offset, max_ts_at_resume, closed_max_ts, held_at_resume })
     }
 }
 
@@ -747,6 +889,7 @@ mod tests {
             event_type,
             revenue_micros,
             id,
+            msg_ts: None,
         }
     }
 
@@ -913,7 +1056,15 @@ mod tests {
             ],
         );
         assert_eq!(outcomes, vec![Outcome::Counted; 3]);
-        assert_eq!(w.watermark(), Some((100 + 27 * 3600) * S));
+        // Each resumption is ahead of the watermark; its fourth event moves it.
+        assert_eq!(w.watermark(), Some(100 * S), "held, one supporter so far");
+        let t = 100.0 + 27.0 * hour;
+        let b = |t: f64| (t, 0, AdFormat::Banner, Impression, 0);
+        let (_, outcomes) = feed(&mut w, 3, &[b(t + 1.0), b(t + 2.0), b(t + 3.0)]);
+        assert_eq!(outcomes, vec![Outcome::Counted; 3]);
+        assert_eq!(w.watermark(), Some(((100.0 + 2.0 * hour) as i64) * S), "corroborated: the lowest held time");
+        feed(&mut w, 6, &[b(t + 4.0), b(t + 5.0), b(t + 6.0), b(t + 7.0)]);
+        assert_eq!(w.watermark(), Some((t + 7.0) as i64 * S), "and the next run catches up");
     }
 
     #[test]
@@ -929,6 +1080,7 @@ mod tests {
             event_type: Click,
             revenue_micros: 30_000,
             id,
+            msg_ts: None,
         };
         assert_eq!(w.observe(0, &click(S, 7), &mut out), Outcome::Counted);
         assert_eq!(w.observe(1, &click(S, 7), &mut out), Outcome::Duplicate);
@@ -966,6 +1118,7 @@ mod tests {
                 event_type: Impression,
                 revenue_micros: 0,
                 id,
+                msg_ts: None,
             };
             assert_eq!(w.observe(i as i64, &o, &mut out), Outcome::Counted);
         }
@@ -1073,6 +1226,7 @@ mod tests {
                 event_type: if click { Click } else { Impression },
                 revenue_micros: if click { (next() % 1000) as i64 } else { 0 },
                 id: u128::from(i as u64) | (7 << 64),
+                msg_ts: None,
             });
         }
         events
@@ -1378,6 +1532,82 @@ mod tests {
         w.emit_updates(&mut out);
         let counted: u64 = out.iter().map(|r| r.totals.impressions).sum();
         assert_eq!(counted, 4);
+    }
+
+    /// Issue 18 item 1, the reported case: one partition, 900 on-time
+    /// impressions 0.1 s apart (their Kafka timestamps 30–120 s after
+    /// their event times, like batching SDKs), and after the first 300 one
+    /// event 30 minutes ahead. All 901 are counted, none late.
+    #[test]
+    fn one_fast_clock_does_not_make_on_time_traffic_late() {
+        let rollups = Rollup::defaults(10 * S);
+        let mut w = PartitionWindows::new(cfg(), &rollups);
+        let mut out = Vec::new();
+        let t0 = 1_765_324_800 * S;
+        let mut outcomes = Vec::new();
+        let mut offset = 0;
+        for i in 0..900i64 {
+            let ts = t0 + i * S / 10;
+            let mut o = obs(ts, 0, AdFormat::Banner, Impression, 0);
+            o.msg_ts = Some(ts + 30 * S + (i * 7919 % 90) * S);
+            outcomes.push(w.observe(offset, &o, &mut out));
+            offset += 1;
+            if i == 299 {
+                let mut fast = obs(ts + 1800 * S, 0, AdFormat::Banner, Impression, 0);
+                fast.msg_ts = Some(ts + 60 * S);
+                outcomes.push(w.observe(offset, &fast, &mut out));
+                offset += 1;
+            }
+        }
+        let late = outcomes.iter().filter(|o| matches!(o, Outcome::Late { .. })).count();
+        assert_eq!(late, 0, "{:?}", outcomes.iter().find(|o| matches!(o, Outcome::Late { .. })));
+        assert_eq!(outcomes.len(), 901);
+        assert!(w.watermark().is_some_and(|m| m < t0 + 100 * S), "the fast clock never moved it: {:?}", w.watermark());
+        w.fire_all();
+        w.emit_updates(&mut out);
+        let counted: u64 = out.iter().filter(|r| r.rollup == 0).map(|r| r.totals.impressions).sum();
+        assert_eq!(counted, 901, "the fast event is counted in its own window");
+    }
+
+    /// A stream with fast clocks at random places (and without Kafka
+    /// timestamps for some messages) still replays exactly from any
+    /// checkpoint: the held state travels in the checkpoint.
+    #[test]
+    fn fast_clocks_replay_exactly_from_any_checkpoint() {
+        let mut events = jittered_stream(5_000, 0x2545_F491_4F6C_DD1D);
+        let mut x = 77u64;
+        for (i, e) in events.iter_mut().enumerate() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            e.msg_ts = (i % 5 != 0).then_some(e.ts + 30 * S);
+            if x >> 58 == 0 {
+                e.ts += 1800 * S; // about 1 in 64
+            }
+        }
+        let (clean, clean_late, _) = run_with_crashes(&events, &[], &[]);
+        let rollups = [Rollup::new(Dims::CAMPAIGN_FORMAT, 10 * S)];
+        let (_, want_late) = oracle(&rollups, &events);
+        assert!(
+            clean_late.len() < want_late.len() / 4,
+            "the max-watermark rule would call many late: {} vs {}",
+            clean_late.len(),
+            want_late.len()
+        );
+        for crashes in [vec![100], (1..40).map(|i| i * 123).collect(), vec![37, 74, 4_999]] {
+            let (t, l, _) = run_with_crashes(&events, &crashes, &[]);
+            assert_eq!(t, clean, "crashes at {crashes:?}");
+            assert_eq!(l, clean_late, "crashes at {crashes:?}");
+        }
+        let mut w = pw(cfg());
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate().take(2_000) {
+            w.observe(i as i64, e, &mut out);
+        }
+        let cp = w.checkpoint().unwrap();
+        assert_eq!(Checkpoint::from_metadata(cp.offset, &cp.metadata()), Some(cp), "{}", cp.metadata());
+        let held = Checkpoint { held_at_resume: Some(Held { ts: -5, support: 2 }), ..Checkpoint::at(9, Some(1), None) };
+        assert!(held.metadata().ends_with(" held=-5:2"), "{}", held.metadata());
+        assert_eq!(Checkpoint::from_metadata(9, &held.metadata()), Some(held));
+        assert_eq!(Checkpoint::from_metadata(9, "adstream/2 at=1 closed=- held=x:2"), None);
     }
 
     #[test]
