@@ -338,7 +338,7 @@ pub struct WindowArgs {
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration, default_value = "10s")]
     pub window: Duration,
     /// How long a window stays open for late events after the watermark
-    /// (the newest event time of its partition) passed its end. Its rows are
+    /// (the newest corroborated event time of its partition) passed its end. Its rows are
     /// emitted when the watermark passes the end, re-emitted when late events
     /// update them, and final once the watermark passes end + this; events
     /// after that go to the late-events table.

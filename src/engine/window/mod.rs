@@ -63,8 +63,9 @@
 //! `W` at its fourth event. The
 //! decision depends on message contents, offsets and Kafka timestamps only
 //! (the held state travels in the checkpoint), so a replay repeats it. A
-//! message without a Kafka timestamp has no `--max-future` guard; its event
-//! is judged by this rule alone (it can support by its event time only).
+//! message without a Kafka timestamp can support by its event time only,
+//! and its `--max-future` guard (the processor's) measures from the
+//! partition's watermark instead of the message timestamp.
 //!
 //! # Rollups
 //! Every configured [`Rollup`] (a set of dimensions and a window size, a
@@ -80,9 +81,12 @@
 //! # Checkpoints and replay
 //! Each partition's state is summarised by a [`Checkpoint`]: the offset to
 //! resume from (the first offset of the oldest window still in memory) and
-//! two event times. `max_ts_at_offset` is the max event time seen *before*
-//! that offset, so a replay classifies every event (counted, late, duplicate)
-//! exactly as the first pass did. `closed_max_ts` records how far windows were
+//! two event times. `max_ts_at_resume` is the watermark *before* that
+//! offset, with the event held for corroboration then (`held_at_resume`),
+//! so a replay classifies every event (counted, late, duplicate) exactly as
+//! the first pass did. A held event's window stays in memory until the
+//! watermark passes it, so it holds the checkpoint back that long (at most
+//! `--max-future`). `closed_max_ts` records how far windows were
 //! already closed, so a replay does not re-open, and overwrite with a partial
 //! sum, a window that is already final downstream. See
 //! [`PartitionWindows::restore`].
