@@ -85,8 +85,10 @@
 //! offset, with the event held for corroboration then (`held_at_resume`),
 //! so a replay classifies every event (counted, late, duplicate) exactly as
 //! the first pass did. A held event's window stays in memory until the
-//! watermark passes it, so it holds the checkpoint back that long (at most
-//! `--max-future`). `closed_max_ts` records how far windows were
+//! watermark passes it, so it holds the checkpoint back that long (about
+//! `--max-future` of the partition's event time at most: the processor
+//! rejects anything further ahead of the message timestamp, or, without
+//! one, of the watermark). `closed_max_ts` records how far windows were
 //! already closed, so a replay does not re-open, and overwrite with a partial
 //! sum, a window that is already final downstream. See
 //! [`PartitionWindows::restore`].
@@ -722,7 +724,7 @@ impl PartitionWindows {
         if let Some(mut h) = self.held.take() {
             let near = |t: i64| t >= h.ts.saturating_sub(bound);
             if near(ts) || msg_ts.is_some_and(near) {
-                h.support += 1;
+                h.support = h.support.saturating_add(1);
                 if h.support >= CORROBORATING_EVENTS {
                     self.max_ts = self.max_ts.max(Some(h.ts));
                 } else {
