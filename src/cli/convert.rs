@@ -124,7 +124,13 @@ impl WindowArgs {
             "--max-future {} refuses events only just ahead of their Kafka timestamp (clock skew): use at least 1s (default 1h)",
             humantime::format_duration(self.max_future)
         );
-        Ok(WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
+        ensure!(
+            self.max_ahead >= Duration::from_secs(1),
+            "--max-ahead {} would hold back ordinary progress of the watermark: use at least 1s (default 60s)",
+            humantime::format_duration(self.max_ahead)
+        );
+        Ok(WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future))
+            .with_max_ahead(micros(self.max_ahead)))
     }
 }
 
@@ -358,6 +364,7 @@ mod tests {
     fn nonsensical_values_are_refused_with_one_line() {
         for (flags, says) in [
             (&["--max-future", "0s"][..], "--max-future"),
+            (&["--max-ahead", "0s"][..], "--max-ahead"),
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--self-feed", "10", "--event-rate", "1e-300"], "--event-rate"),
             (&["--self-feed", "10", "--event-rate", "0"], "--event-rate"),

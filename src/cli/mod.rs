@@ -338,7 +338,7 @@ pub struct WindowArgs {
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration, default_value = "10s")]
     pub window: Duration,
     /// How long a window stays open for late events after the watermark
-    /// (the newest event time of its partition) passed its end. Its rows are
+    /// (the newest corroborated event time of its partition) passed its end. Its rows are
     /// emitted when the watermark passes the end, re-emitted when late events
     /// update them, and final once the watermark passes end + this; events
     /// after that go to the late-events table.
@@ -348,6 +348,12 @@ pub struct WindowArgs {
     /// rejected (at least 1s).
     #[arg(long, env = "ADSTREAM_MAX_FUTURE", value_parser = duration, default_value = "1h")]
     pub max_future: Duration,
+    /// An event further than this ahead of its partition's watermark is
+    /// counted but moves the watermark only once three consecutive events
+    /// near it corroborate it, so one fast clock does not make on-time
+    /// traffic late (at least 1s).
+    #[arg(long, env = "ADSTREAM_MAX_AHEAD", value_parser = duration, default_value = "60s")]
+    pub max_ahead: Duration,
     /// A rollup to aggregate, repeatable: `DIMENSIONS[:WINDOW]`, the
     /// dimensions a comma list of campaign_id, ad_format, country, device
     /// (or `total`), the window a multiple of --window (default: --window).

@@ -84,7 +84,11 @@ fn describe() {
     describe_gauge!("adstream_dedup_ids", "Event ids held for deduplication.");
     describe_gauge!("adstream_dedup_bytes", Unit::Bytes, "Heap bytes of the deduplication sets.");
     describe_gauge!("adstream_consumer_lag", "Messages behind the partition's high watermark.");
-    describe_gauge!("adstream_watermark_seconds", Unit::Seconds, "Partition watermark (max event time), Unix seconds.");
+    describe_gauge!(
+        "adstream_watermark_seconds",
+        Unit::Seconds,
+        "Partition watermark (newest corroborated event time), Unix seconds."
+    );
     describe_gauge!("adstream_dependency_up", "1 while the service answers, 0 while it fails.");
     describe_histogram!(INSERT_SECONDS, Unit::Seconds, "Duration of successful sink writes (one per batch).");
 }

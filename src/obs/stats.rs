@@ -20,7 +20,7 @@ pub struct PartitionGauges {
     /// watermark (as of the last fetch response); `None` before either is
     /// known.
     pub lag: Option<i64>,
-    /// The partition's watermark (max event time seen), µs.
+    /// The partition's watermark (see `engine::window`), µs.
     pub watermark_us: Option<i64>,
 }
 
