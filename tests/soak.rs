@@ -369,14 +369,18 @@ struct Day {
     dedup_ids: f64,
     rows_written: f64,
     reread: Vec<u64>,
+    /// The day of the offset reset: its replay of every earlier day is an
+    /// injected cost, printed but not held to the flat line.
+    reset: bool,
 }
 
 /// From day 2 on (day 1 starts from nothing), what lives in memory and what
 /// is written per day must not grow: each day's figure at most 1.5× day 2's
-/// (plus a floor for the small numbers).
+/// (plus a floor for the small numbers). The day of the offset reset is
+/// left out: it replays the whole topic on purpose.
 fn assert_flat(days: &[Day]) {
     let Some(base) = days.get(1) else { return };
-    for (i, d) in days.iter().enumerate().skip(2) {
+    for (i, d) in days.iter().enumerate().skip(2).filter(|(_, d)| !d.reset) {
         for (what, v, b, floor) in [
             ("RSS MiB", d.rss_mib, base.rss_mib, 16.0),
             ("open cells", d.open_cells, base.open_cells, 500.0),
@@ -440,7 +444,7 @@ async fn soak(days: i64) {
         // A restart every simulated 12 h: SIGKILL and SIGTERM in turn; in
         // the middle of the run, one offset reset instead.
         let name = format!("run{}", h + 1);
-        let reset = days > 1 && h == days - 1;
+        let reset = h == days - 1;
         if reset || h % 2 == 1 {
             let (status, took) = run.runner.sigterm(Duration::from_secs(30));
             assert!(status.success(), "SIGTERM: {status}");
@@ -459,6 +463,7 @@ async fn soak(days: i64) {
                 .expect("kafka.sh groups");
             assert!(group_reset.status.success(), "reset-offsets: {}", tail(&group_reset.stderr));
             println!("  offset reset to the earliest after half-day {}", h + 1);
+            day.reset = true;
         }
         run = Run::start(&pipe, &name, &dir);
         let m = run.caught_up(&topic, Duration::from_secs(600));
@@ -468,7 +473,7 @@ async fn soak(days: i64) {
         if h % 2 == 1 {
             println!(
                 "  day {}: RSS {:.1} MiB, open windows {}, open cells {}, dedup ids {}, rows written {}, \
-                 re-read per restart {:?} ({:.0} s so far)",
+                 re-read per restart {:?}{} ({:.0} s so far)",
                 table.len() + 1,
                 day.rss_mib,
                 day.open_windows,
@@ -476,6 +481,7 @@ async fn soak(days: i64) {
                 day.dedup_ids,
                 day.rows_written,
                 day.reread,
+                if day.reset { " (offset reset: the whole topic replayed)" } else { "" },
                 t_test.elapsed().as_secs_f64()
             );
             table.push(std::mem::take(&mut day));
