@@ -648,6 +648,38 @@ impl Oracle {
     }
 }
 
+impl Oracle {
+    /// [`Oracle::assert_matches`] for a topic where the producer sent some
+    /// events twice (redeliveries): every message is counted once, late or
+    /// a duplicate, each as the oracle decides. The late table is read
+    /// FINAL: a replay after an offset reset writes late events again, as
+    /// rows replacing those of the same offsets. Returns (rows compared,
+    /// late events, duplicates).
+    pub async fn assert_matches_redelivered(&self, messages: u64) -> (usize, u64, u64) {
+        let db = &self.db;
+        let actual = actual_windows(db).await;
+        let mut rows = assert_windows_equal(&actual, &self.windows().await);
+        for (view, dims, size_us) in ROLLUP_VIEWS {
+            let got = actual_rollup(db, view, dims).await;
+            rows += assert_rows_equal(view, &got, &self.rollup(dims, size_us).await);
+        }
+        let got_late: Vec<String> = tsv(&format!(
+            "SELECT partition, offset, event_id FROM {db}.ad_late_events FINAL ORDER BY partition, offset"
+        ))
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+        assert_lists_equal("late events (partition, offset, event_id)", &got_late, &self.late().await);
+        let duplicates =
+            scalar(&format!("SELECT count() FROM ({}) WHERE NOT late AND NOT counted", self.classified())).await as u64;
+        let late = got_late.len() as u64;
+        let counted: u64 = actual.values().map(|m| m.impressions + m.clicks).sum();
+        assert_eq!(counted + late + duplicates, messages, "every message counted once, late or a duplicate");
+        (rows, late, duplicates)
+    }
+}
+
 /// Asserts two sorted lists are equal, naming the first differences.
 fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
     if actual == expected {
