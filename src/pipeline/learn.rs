@@ -370,7 +370,7 @@ async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learne
 
 /// `adstream learn`.
 pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
     let stats = Arc::new(LearnStats::default());
     if let Some(addr) = cfg.metrics_addr {
         crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after).await?;

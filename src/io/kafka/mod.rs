@@ -49,6 +49,23 @@ pub fn client_config(args: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     if let Some(p) = &args.sasl_password {
         cfg.set("sasl.password", p.expose());
     }
+    let files = [
+        ("ssl.ca.location", &args.tls.ca),
+        ("ssl.certificate.location", &args.tls.cert),
+        ("ssl.key.location", &args.tls.key),
+    ];
+    for (k, path) in files {
+        if let Some(path) = path {
+            let path = path.to_str().with_context(|| format!("{k}: the path {} is not UTF-8", path.display()))?;
+            cfg.set(k, path);
+        }
+    }
+    if let Some(p) = &args.ssl_key_password {
+        cfg.set("ssl.key.password", p.expose());
+    }
+    // librdkafka's default since 2.0 is `https`; set either way so the flag
+    // means what it says whatever the library's default.
+    cfg.set("ssl.endpoint.identification.algorithm", if args.ssl_verify_hostname { "https" } else { "none" });
     apply_options(&mut cfg, args)?;
     Ok(cfg)
 }
@@ -443,6 +460,9 @@ mod tests {
             sasl_password: None,
             options: vec!["fetch.queue.backoff.ms=50".into(), "max.partition.fetch.bytes=4194304".into()],
             connect_timeout: Duration::from_secs(1),
+            tls: Default::default(),
+            ssl_key_password: None,
+            ssl_verify_hostname: true,
         };
         let cfg = consumer_config(&kafka, "g").unwrap();
         assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"), "the option wins over adstream's 10");

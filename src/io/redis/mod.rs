@@ -21,9 +21,12 @@ mod publish;
 
 pub use publish::{lookup, Publication, Publisher};
 
-/// A `redis://` or `rediss://` URL, checked: a one-line error naming the
-/// flag otherwise.
-pub fn client(url: &str) -> anyhow::Result<redis::Client> {
+/// A client for a `redis://` or `rediss://` URL, checked: a one-line
+/// error naming the flag otherwise. With `--redis-user`/`--redis-password` (overriding the URL's)
+/// and, for `rediss://`, the TLS files of `--redis-ca-file` etc. (read now;
+/// the system's OpenSSL, see [`crate::io::tls`]). TLS files with a
+/// `redis://` URL are refused: they would be ignored silently.
+pub fn client_with(url: &str, auth: &crate::config::RedisAuth) -> anyhow::Result<redis::Client> {
     let shown = crate::config::secret::redact_url(url);
     let bad = |why: String| {
         anyhow::anyhow!("--redis-url {shown:?}: {why}; expected redis://HOST:PORT[/DB] (ADSTREAM_REDIS_URL)")
@@ -38,7 +41,34 @@ pub fn client(url: &str) -> anyhow::Result<redis::Client> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host".into()));
     }
-    redis::Client::open(url).map_err(|e| bad(e.to_string().replace('\n', " ")))
+    let mut info: redis::ConnectionInfo =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(e.to_string().replace('\n', " ")))?;
+    let mut redis_settings = info.redis_settings().clone();
+    if let Some(user) = &auth.user {
+        redis_settings = redis_settings.set_username(user);
+    }
+    if let Some(p) = &auth.password {
+        redis_settings = redis_settings.set_password(p.expose());
+    }
+    info = info.set_redis_settings(redis_settings);
+    let tls = parsed.scheme() == "rediss";
+    if auth.tls.is_empty() {
+        return redis::Client::open(info).map_err(|e| bad(e.to_string().replace('\n', " ")));
+    }
+    if !tls {
+        anyhow::bail!(
+            "--redis-ca-file/--redis-cert-file/--redis-key-file need a rediss:// --redis-url (ADSTREAM_REDIS_URL), not {shown}"
+        );
+    }
+    let pem = crate::io::tls::read(&auth.tls, "--redis", "ADSTREAM_REDIS")?;
+    // Checked here too, so a file that is not PEM is one line naming it
+    // now rather than a handshake error at the first publish.
+    crate::io::tls::connector(&auth.tls, "--redis", "ADSTREAM_REDIS")?;
+    let certs = redis::TlsCertificates {
+        client_tls: pem.identity.map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+        root_cert: pem.ca,
+    };
+    redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string().replace('\n', " ")))
 }
 
 /// The prefix of model `model`'s keys.
@@ -64,6 +94,10 @@ pub fn field(country: &str, device: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(url: &str) -> anyhow::Result<redis::Client> {
+        client_with(url, &crate::config::RedisAuth::default())
+    }
 
     #[test]
     fn urls_are_checked_in_one_line() {
