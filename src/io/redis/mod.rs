@@ -71,6 +71,38 @@ pub fn client_with(url: &str, auth: &crate::config::RedisAuth) -> anyhow::Result
     redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string().replace('\n', " ")))
 }
 
+/// What to fix for a Redis error, and whether it is a misconfiguration
+/// (permanent: wrong password or user, untrusted certificate, TLS against
+/// a plaintext port) rather than an outage. `tls`: the URL is `rediss://`.
+/// `msg`: the error's text (redis-rs names the kind, e.g. `AuthenticationFailed`).
+pub fn hint(msg: &str, tls: bool) -> (&'static str, bool) {
+    let m = msg.to_ascii_lowercase();
+    let has = |s: &str| m.contains(s);
+    if has("authenticationfailed") || has("wrongpass") || has("noauth") || has("noperm") {
+        (
+            "set --redis-user and the password (ADSTREAM_REDIS_USER, ADSTREAM_REDIS_PASSWORD or --redis-password-file); \
+             the ACL user needs ~adstream:* and the commands of @write @read",
+            true,
+        )
+    } else if has("certificate verify failed") || has("self-signed certificate") || has("unable to get local issuer") {
+        ("set --redis-ca-file (ADSTREAM_REDIS_CA_FILE): the CA that signed Redis's certificate", true)
+    } else if has("wrong version number") || has("packet length too long") {
+        ("the port does not speak TLS: use redis:// in --redis-url (ADSTREAM_REDIS_URL), or Redis's tls-port", true)
+    } else if tls && (has("connection reset") || has("alert") || has("certificate required")) {
+        (
+            "Redis closed the TLS connection: does it require a client certificate (tls-auth-clients)? \
+             set --redis-cert-file and --redis-key-file (ADSTREAM_REDIS_CERT_FILE, ADSTREAM_REDIS_KEY_FILE)",
+            false,
+        )
+    } else if tls && has("timed out") {
+        ("no TLS answer: is the port plaintext? use redis:// in --redis-url (ADSTREAM_REDIS_URL)", false)
+    } else if !tls && (has("connection reset") || has("closed") || has("unexpected end")) {
+        ("Redis closed the connection: is it a TLS port? use rediss:// in --redis-url (ADSTREAM_REDIS_URL)", false)
+    } else {
+        ("set --redis-url (ADSTREAM_REDIS_URL)", false)
+    }
+}
+
 /// The prefix of model `model`'s keys.
 pub fn prefix(model: &str) -> String {
     format!("adstream:{model}")
