@@ -440,6 +440,20 @@ mod tests {
             (&["--clickhouse-url", "ftp://x"], "--clickhouse-url"),
             (&["--self-feed", "10", "--campaigns", "0"], "--campaigns 0 is out of range"),
             (&["--self-feed", "10", "--campaigns", "4294967296"], "--campaigns 4294967296 is out of range"),
+            (
+                &["--kafka-security-protocol", "ssl", "--kafka-ssl-ca-file", "/nonexistent/ca.pem"],
+                "--kafka-ssl-ca-file",
+            ),
+            (&["--kafka-ssl-ca-file", "Cargo.toml"], "need --kafka-security-protocol ssl or sasl_ssl"),
+            (
+                &["--kafka-security-protocol", "sasl_ssl", "--kafka-ssl-cert-file", "Cargo.toml"],
+                "--kafka-ssl-cert-file and --kafka-ssl-key-file go together",
+            ),
+            (&["--clickhouse-ca-file", "Cargo.toml"], "need an https:// --clickhouse-url"),
+            (
+                &["--clickhouse-url", "https://ch:8443", "--clickhouse-ca-file", "Cargo.toml"],
+                "--clickhouse-ca-file: not a PEM certificate",
+            ),
         ] {
             let e = format!("{:#}", run_config(flags).expect_err(says));
             assert!(e.contains(says) && !e.contains('\n'), "{flags:?}: {e}");

@@ -714,10 +714,12 @@ mod tests {
             "ssl.key.password=key-pass-4",
             "--kafka-option",
             "sasl.oauthbearer.config=token-5",
+            "--kafka-ssl-key-password",
+            "ssl-key-pass-6",
         ])
         .unwrap();
         let text = format!("{cli:?}");
-        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5"] {
+        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert!(text.contains("ssl.key.password=<redacted>"), "{text}");
@@ -726,5 +728,36 @@ mod tests {
         assert_eq!(args.clickhouse.password().unwrap().unwrap().expose(), "ch-pass-2");
         assert_eq!(args.kafka.sasl_password().unwrap().unwrap().expose(), "kafka-pass-3");
         assert_eq!(args.dlq_topic, "ad-events-dlq");
+        assert_eq!(args.kafka.ssl_key_password().unwrap().unwrap().expose(), "ssl-key-pass-6");
+        let config = crate::config::RunConfig::try_from(&args).unwrap();
+        let text = format!("{config:?}");
+        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
+            assert!(!text.contains(secret), "{secret} leaked from the config: {text}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_the_redis_secrets() {
+        let cli = Cli::try_parse_from([
+            "adstream",
+            "learn",
+            "--redis-url",
+            "rediss://u:redis-url-pass-1@redis.example:6380",
+            "--redis-user",
+            "acl-user",
+            "--redis-password",
+            "redis-pass-2",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        for secret in ["redis-url-pass-1", "redis-pass-2"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let Command::Learn(args) = cli.command else { panic!("learn") };
+        let config = crate::config::LearnConfig::try_from(&args).unwrap();
+        let text = format!("{config:?}");
+        assert!(!text.contains("redis-pass-2"), "{text}");
+        assert_eq!(config.redis_auth.password.as_ref().unwrap().expose(), "redis-pass-2");
+        assert_eq!(config.redis_auth.user.as_deref(), Some("acl-user"));
     }
 }
