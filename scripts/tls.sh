@@ -23,6 +23,10 @@
 #   KAFKA_SSL_PORT       Kafka SSL (mutual TLS) listener (default 9095)
 #   CLICKHOUSE_TLS_PORT  ClickHouse HTTPS               (default 8443)
 #   REDIS_TLS_PORT       Redis TLS                       (default 6380)
+#   TLS_SERVER_NAMES     more DNS names for the server certificate, comma-separated
+#                        (docker-compose.yml's tls profile: its service names)
+#   TLS_SHARED=1         keys readable by every user (a volume shared by
+#                        containers running as different users; never on a host)
 #   plus KAFKA_PORT, KAFKA_CONTROLLER_PORT as for scripts/kafka.sh.
 #
 # The PKI (openssl): ca.pem/ca.key (the test CA), server.pem/server.key
@@ -76,7 +80,11 @@ cmd_certs() {
       -subj "/CN=adstream test $ca" -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   done
-  issue server "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
+  local sans="IP:127.0.0.1,DNS:localhost" name
+  local IFS=,
+  for name in ${TLS_SERVER_NAMES:-}; do sans+=",DNS:$name"; done
+  unset IFS
+  issue server "/CN=localhost" "subjectAltName=$sans
 extendedKeyUsage=serverAuth,clientAuth
 keyUsage=critical,digitalSignature,keyEncipherment"
   issue client "/CN=adstream" "extendedKeyUsage=clientAuth
@@ -86,7 +94,11 @@ keyUsage=critical,digitalSignature,keyEncipherment"
   for pw in kafka clickhouse redis; do
     head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$TLS_DIR/$pw-password"
   done
-  chmod 600 "$TLS_DIR"/*.key "$TLS_DIR"/*-password "$TLS_DIR/kafka-server.pem"
+  if [[ "${TLS_SHARED:-0}" == 1 ]]; then
+    chmod 755 "$TLS_DIR" && chmod 644 "$TLS_DIR"/*
+  else
+    chmod 600 "$TLS_DIR"/*.key "$TLS_DIR"/*-password "$TLS_DIR/kafka-server.pem"
+  fi
   touch "$TLS_DIR/.complete"
   say "test PKI in $TLS_DIR"
 }

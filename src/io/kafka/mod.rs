@@ -179,10 +179,16 @@ impl ConsumerContext for ProbeContext {}
 /// answers a metadata request within `--connect-timeout`: a wrong address
 /// at start is a configuration error, not something to retry forever.
 pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
-    let consumer: BaseConsumer<ProbeContext> = client_config(args)?
-        // Debug level, broker context: see ProbeContext::log.
+    let mut cfg = client_config(args)?;
+    // Debug level, broker context (beside any --kafka-option debug=…, which
+    // librdkafka still checks): see ProbeContext::log.
+    let debug = match cfg.get("debug") {
+        Some(d) if !d.trim().is_empty() => format!("{d},broker"),
+        _ => "broker".to_string(),
+    };
+    let consumer: BaseConsumer<ProbeContext> = cfg
         .set("log_level", "7")
-        .set("debug", "broker")
+        .set("debug", debug)
         .create_with_context(ProbeContext::default())
         .context("creating Kafka client")?;
     let timeout = args.connect_timeout.max(Duration::from_millis(100));
