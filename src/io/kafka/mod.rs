@@ -543,6 +543,36 @@ mod tests {
     }
 
     #[test]
+    fn each_tls_or_sasl_failure_names_its_setting() {
+        // librdkafka 2.12's own words, as seen against scripts/tls.sh's broker.
+        for (msg, names) in [
+            (
+                "SASL authentication error: Authentication failed during authentication due to invalid credentials \
+                 with SASL mechanism SCRAM-SHA-512",
+                "--kafka-sasl-username",
+            ),
+            (
+                "sasl_ssl://127.0.0.1:49094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate \
+                 verify failed: broker certificate could not be verified",
+                "--kafka-ssl-ca-file",
+            ),
+            (
+                "SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker \
+                 listener?",
+                "--kafka-security-protocol",
+            ),
+            (
+                "Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42",
+                "--kafka-ssl-cert-file",
+            ),
+        ] {
+            let hint = security_hint(msg).unwrap_or_else(|| panic!("no hint for {msg}"));
+            assert!(hint.contains(names), "{msg}: {hint}");
+        }
+        assert_eq!(security_hint("Connect to ipv4#127.0.0.1:1 failed: Connection refused"), None);
+    }
+
+    #[test]
     fn kafka_options_override_the_consumer_defaults() {
         let kafka = KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
