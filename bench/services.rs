@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 
 use crate::procstat::run_measured;
 
@@ -27,8 +26,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Deletes a bench topic (its data would otherwise stay on disk).
 pub fn delete_topic(topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().context("Kafka admin client")?;
+    // The brokers and security settings of the ADSTREAM_* environment,
+    // the same the adstream children read.
+    let admin: AdminClient<DefaultClientContext> = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     runtime()?.block_on(admin.delete_topics(&[topic], &opts)).context("deleting topic")?;
     Ok(())
@@ -36,7 +39,7 @@ pub fn delete_topic(topic: &str) -> anyhow::Result<()> {
 
 /// A query's result as TabSeparated text.
 pub fn query_tsv(sql: &str) -> anyhow::Result<String> {
-    let client = clickhouse::Client::default().with_url(clickhouse_url());
+    let client = adstream::testing::clickhouse_client_from_env()?.with_url(clickhouse_url());
     runtime()?
         .block_on(async {
             let mut cur = client.query(sql).fetch_bytes("TabSeparated")?;

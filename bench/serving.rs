@@ -176,7 +176,7 @@ fn poll_once(
 }
 
 fn poller(url: String, model: String, stop: Arc<AtomicBool>) -> anyhow::Result<Seen> {
-    let client = redis::Client::open(url.as_str()).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(&url).context("Redis URL")?;
     let mut con = Some(client.get_connection().context("connecting to Redis")?);
     let mut seen = Seen { changes: Vec::new(), outages: Vec::new(), polls: 0 };
     let mut any_key = None;
@@ -293,7 +293,7 @@ struct Seg {
 }
 
 fn segments(url: &str, model: &str) -> anyhow::Result<Vec<Seg>> {
-    let client = redis::Client::open(url).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(url).context("Redis URL")?;
     let mut con = client.get_connection().context("connecting to Redis")?;
     let version: u64 = redis::cmd("GET")
         .arg(current_key(model))
@@ -594,7 +594,7 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         })?;
         print(format!("GET /ctr, {c} connection{}", if c == 1 { "" } else { "s" }), &format!("ctr_{c}c"), lat, wall);
     }
-    let client = redis::Client::open(args.redis_url.as_str()).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(&args.redis_url).context("Redis URL")?;
     for &c in &args.connections {
         let c = c.max(1);
         let (lat, wall) = retried("Redis HGET", || {

@@ -55,6 +55,16 @@ if [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
   scripts/redis.sh up
 fi
 
+if [ -z "${ADSTREAM_TEST_EXTERNAL_SERVICES:-}" ]; then
+  # tests/tls.rs: Kafka's SASL_SSL and mutual-TLS listeners (the broker is
+  # restarted with them), ClickHouse over HTTPS with a password, Redis over
+  # TLS with an ACL user; certificates made with openssl. Ports:
+  # KAFKA_SASL_SSL_PORT, KAFKA_SSL_PORT, CLICKHOUSE_TLS_PORT, REDIS_TLS_PORT.
+  step "TLS services (scripts/tls.sh)"
+  started+=(tls)
+  scripts/tls.sh up
+fi
+
 if [ -x .venv/chfront/bin/python ]; then
   step "ClickHouse HTTP front unit tests"
   .venv/chfront/bin/python -m unittest discover -s scripts/chfront -p 'test_*.py'

@@ -119,6 +119,7 @@ async fn a_resent_batch_is_dropped_by_its_deduplication_token() {
         database: db.clone(),
         user: "default".into(),
         password: None,
+        tls: Default::default(),
     };
     let sink = adstream::testing::ClickHouseSink::connect(&ch, None, "ad-events").await.unwrap();
     let raw = || async { scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await };

@@ -25,6 +25,39 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings, `key=value` each.
     pub options: Vec<String>,
     pub connect_timeout: Duration,
+    /// `--kafka-ssl-*`: CA, client certificate and key (checked readable).
+    pub tls: TlsFiles,
+    /// `ssl.key.password`, for an encrypted client key.
+    pub ssl_key_password: Option<Secret>,
+    /// `ssl.endpoint.identification.algorithm`: `https` (true) or `none`.
+    pub ssl_verify_hostname: bool,
+}
+
+/// PEM files of one TLS connection: the CA that signed the server's
+/// certificate (unset: the system's trust store) and an optional client
+/// certificate with its key (mutual TLS). Paths only, checked readable at
+/// the edge; the clients read them when they connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// How `learn` and `predict` authenticate to Redis, beside the URL: TLS
+/// files (with `rediss://`), and an ACL user and password that override
+/// any in the URL.
+#[derive(Debug, Clone, Default)]
+pub struct RedisAuth {
+    pub tls: TlsFiles,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// Written by hand so that no secret reaches a log line: the password is a
@@ -40,6 +73,9 @@ impl std::fmt::Debug for KafkaConfig {
             .field("sasl_password", &self.sasl_password)
             .field("options", &self.options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("ssl_key_password", &self.ssl_key_password)
+            .field("ssl_verify_hostname", &self.ssl_verify_hostname)
             .finish()
     }
 }
@@ -52,6 +88,8 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Resolved from the flag, the environment or the password file.
     pub password: Option<Secret>,
+    /// `--clickhouse-ca-file` etc., for an `https://` URL.
+    pub tls: TlsFiles,
 }
 
 impl ClickHouseConfig {
@@ -69,6 +107,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -121,6 +160,8 @@ pub struct LearnConfig {
     pub clickhouse: ClickHouseConfig,
     /// Validated `redis://` URL (may carry a password: never logged).
     pub redis_url: String,
+    /// TLS files, ACL user and password of Redis.
+    pub redis_auth: RedisAuth,
     pub model: String,
     pub params: crate::learn::Params,
     pub poll_interval: Duration,
@@ -137,6 +178,8 @@ pub struct LearnConfig {
 #[derive(Debug, Clone)]
 pub struct PredictConfig {
     pub redis_url: String,
+    /// TLS files, ACL user and password of Redis.
+    pub redis_auth: RedisAuth,
     pub model: String,
     pub campaign: String,
     pub ad_format: String,

@@ -370,7 +370,7 @@ async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learne
 
 /// `adstream learn`.
 pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
     let stats = Arc::new(LearnStats::default());
     if let Some(addr) = cfg.metrics_addr {
         crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after).await?;
@@ -380,6 +380,16 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     let learner = restore(&store, &cfg).await?;
     let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl)?;
     if let Err(e) = publisher.ping().await {
+        // A misconfiguration (password, CA, TLS on a plaintext port) is
+        // not an outage: fail now, naming the setting, rather than retry.
+        let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
+        if let (fix, true) = crate::io::redis::hint(&e.to_string(), tls) {
+            anyhow::bail!(
+                "Redis at {}: {}: {fix}",
+                crate::config::secret::redact_url(&cfg.redis_url),
+                e.to_string().replace('\n', " ")
+            );
+        }
         stats.redis.failed(&e.to_string().replace('\n', " "));
     } else {
         stats.redis.ok();

@@ -99,7 +99,7 @@ pub struct LearnStore {
 impl LearnStore {
     /// Applies the schema (idempotent) and binds the store to `model`.
     pub async fn connect(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
-        let base = super::client(args);
+        let base = super::client(args)?;
         super::schema_cluster::migrate(&base, &args.database, None).await.map_err(|e| retry::schema_error(e, args))?;
         Ok(LearnStore { client: base.with_database(&args.database), args: args.clone(), model: model.to_string() })
     }

@@ -10,4 +10,4 @@ pub mod schema_cluster;
 mod sink;
 mod upgrade;
 
-pub use sink::{client, ClickHouseSink};
+pub use sink::{client, tls_connector, ClickHouseSink};
