@@ -148,8 +148,6 @@ fn start_learn(db: &str, model: &str, dir: &std::path::Path, name: &str) -> Runn
         "3s",
         "--metrics-addr",
         "127.0.0.1:0",
-        "--redis-url",
-        "redis://127.0.0.1:6379",
     ];
     let r = Runner::start(name, &args, dir);
     wait_until("learn to listen", Duration::from_secs(30), || learn_addr(&r).is_some());
@@ -197,7 +195,8 @@ async fn wait_model(
 }
 
 fn redis_pid() -> Option<u32> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".run/redis/6379/redis.pid");
+    let port = redis_addr().rsplit(':').next()?.to_string();
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".run/redis/{port}/redis.pid"));
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
@@ -254,9 +253,7 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     let addr = learn_addr(&learn).unwrap();
     let pid = redis_pid().expect("scripts/redis.sh started redis-server");
     signal(pid, "KILL");
-    wait_until("redis-server to die", Duration::from_secs(10), || {
-        std::net::TcpStream::connect("127.0.0.1:6379").is_err()
-    });
+    wait_until("redis-server to die", Duration::from_secs(10), || std::net::TcpStream::connect(redis_addr()).is_err());
 
     // Phase 2: partition 2 wakes up with 60 s of its own, into windows the
     // model has learned: their growth is learned as the difference. `run`
@@ -372,7 +369,7 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     assert!(health.contains("Redis ok"), "{health}");
     let served = metrics_value(&http_get(&addr, "/metrics").1, "adstream_learn_served_segments");
     assert_eq!(served as usize, segments.len(), "every segment is served");
-    let mut redis = redis::Client::open("redis://127.0.0.1:6379").unwrap().get_connection().expect("redis");
+    let mut redis = redis::Client::open(redis_url()).unwrap().get_connection().expect("redis");
     let current: u64 = redis::cmd("GET").arg(format!("adstream:{model}:current")).query(&mut redis).unwrap();
     assert_eq!(current, m.0, "the pointer is at the newest version");
     let mut fields = 0;
@@ -408,6 +405,59 @@ async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash(
     assert!(status.success(), "learn exits 0 on SIGTERM");
     let (status, _) = run.sigterm(Duration::from_secs(30));
     assert!(status.success());
+}
+
+/// `learn --once` into `db` as `model`, run to its end.
+fn learn_once(db: &str, model: &str, extra: &[&str]) -> std::process::Output {
+    run_ok(
+        adstream().args(["learn", "--once", "--database", db, "--model", model, "--idle-after", "3s"]).args(extra),
+        Duration::from_secs(120),
+    )
+}
+
+/// Sums of the oracle over the windows starting at or before `through_ms`.
+fn oracle_through(want: &BTreeMap<i64, (u64, u64)>, through_ms: i64) -> (u64, u64, usize) {
+    let r = want.range(..=through_ms * 1000);
+    let n = r.clone().count();
+    let (i, c) = r.fold((0, 0), |(i, c), (_, (wi, wc))| (i + wi, c + wc));
+    (i, c, n)
+}
+
+/// Issue 19 item 1: a minute of traffic, two hours of nothing, a minute
+/// more. The learner learned the first minute, then read the empty range
+/// after it forever (and `--once` exited as if caught up): it must skip a
+/// gap of any length.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
+async fn learns_across_two_quiet_hours() {
+    let topic = unique("learngap");
+    let db = topic.clone();
+    let model = unique("m");
+    create_topic(&topic).await;
+    let gap_us = 2 * 3600 * 1_000_000;
+    let mut sent = stream(0, T0_US, 300, 200_000, 11);
+    sent.extend(stream(0, T0_US + gap_us, 300, 200_000, 12));
+    produce(&topic, &sent).await;
+    run_ok(adstream().args(run_args(&topic, &topic, &db)).arg("--drain"), Duration::from_secs(120));
+    let want = oracle(&sent);
+    // Closed by the drained run: every window of the first minute, and of
+    // the second those whose end + lateness the partition's last event
+    // passed (T0+2h+40 s is the newest).
+    let closed_ms = (T0_US + gap_us + 40_000_000) / 1000;
+    learn_once(&db, &model, &[]);
+    let m = model_row(&db, &model).await.expect("a snapshot was saved");
+    let (oi, oc, n) = oracle_through(&want, closed_ms);
+    assert_eq!(n, 11, "6 windows before the gap and 5 closed after it");
+    assert_eq!(
+        (m.1, m.2, m.4, m.5),
+        (closed_ms, n as u64, oi, oc),
+        "learned through the newest closed window, every window once, = the oracle (learned through, windows, \
+         impressions, clicks)"
+    );
+    // Again: nothing new, nothing learned twice.
+    learn_once(&db, &model, &[]);
+    assert_eq!(model_row(&db, &model).await, Some(m), "a second --once changes nothing");
+    println!("learned {n} windows across a 2 h gap: {oi} impressions + {oc} clicks = the oracle's");
 }
 
 fn metrics_value(text: &str, name: &str) -> f64 {

@@ -238,6 +238,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             ("--idle-after", a.idle_after),
             ("--redis-ttl", a.redis_ttl),
             ("--unhealthy-after", a.unhealthy_after),
+            ("--max-lag", a.max_lag),
         ] {
             ensure!(!d.is_zero(), "{name} must be more than 0s");
         }
@@ -254,6 +255,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             redis_ttl: a.redis_ttl,
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
+            max_lag: a.max_lag,
             once: a.once,
         })
     }

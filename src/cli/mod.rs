@@ -503,6 +503,11 @@ pub struct LearnArgs {
     /// this long (200 before, naming what fails).
     #[arg(long, env = "ADSTREAM_UNHEALTHY_AFTER", value_parser = duration, default_value = "30s")]
     pub unhealthy_after: Duration,
+    /// /healthz answers 503 while the learner is more than this much event
+    /// time behind the frontier, the newest window closed on every active
+    /// partition (adstream_learn_frontier_lag_seconds).
+    #[arg(long, env = "ADSTREAM_MAX_LAG", value_parser = duration, default_value = "15m")]
+    pub max_lag: Duration,
     /// Learn what is learnable now, publish, save the model, and exit.
     #[arg(long, env = "ADSTREAM_ONCE")]
     pub once: bool,

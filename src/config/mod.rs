@@ -130,6 +130,8 @@ pub struct LearnConfig {
     pub redis_ttl: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub unhealthy_after: Duration,
+    /// `/healthz` is 503 past this lag behind the frontier.
+    pub max_lag: Duration,
     pub once: bool,
 }
 

@@ -49,6 +49,12 @@ pub struct LearnStats {
     pub learned_through_ms: AtomicI64,
     /// Start of the newest window closed on any partition, Unix ms.
     pub newest_closed_ms: AtomicI64,
+    /// The frontier: start of the newest window closed on every partition
+    /// that is not idle, the newest the learner may learn, Unix ms.
+    pub frontier_ms: AtomicI64,
+    /// Through where the learner read the windows (learned or found
+    /// nothing to learn), Unix ms.
+    pub read_through_ms: AtomicI64,
     /// f64 bits of the last window's log loss (NaN: none yet).
     pub last_log_loss: AtomicU64,
     pub clickhouse: Dependency,
@@ -74,6 +80,8 @@ impl Default for LearnStats {
             version: AtomicU64::new(0),
             learned_through_ms: AtomicI64::new(i64::MIN),
             newest_closed_ms: AtomicI64::new(i64::MIN),
+            frontier_ms: AtomicI64::new(i64::MIN),
+            read_through_ms: AtomicI64::new(i64::MIN),
             last_log_loss: AtomicU64::new(f64::NAN.to_bits()),
             clickhouse: Dependency::new("ClickHouse"),
             redis: Dependency::new("Redis"),
@@ -94,11 +102,28 @@ impl LearnStats {
         (t != i64::MIN && c != i64::MIN).then(|| (c - t).max(0) as f64 / 1e3)
     }
 
+    /// Event-time lag of the learner behind the frontier (the newest
+    /// window it may learn), seconds: 0 once it read through it. Grows only
+    /// when the learner falls behind (or stalls), not when a partition is
+    /// slow.
+    pub fn frontier_lag_seconds(&self) -> Option<f64> {
+        let f = self.frontier_ms.load(Relaxed);
+        let done = self.read_through_ms.load(Relaxed).max(self.learned_through_ms.load(Relaxed));
+        (f != i64::MIN).then(|| if done == i64::MIN { f64::INFINITY } else { (f - done).max(0) as f64 / 1e3 })
+    }
+
     /// `Ok(summary)` while ClickHouse and Redis answered within
-    /// `unhealthy_after`, else `Err(reason)`; either names what fails.
-    pub fn health(&self, unhealthy_after: Duration) -> Result<String, String> {
+    /// `unhealthy_after` and the learner is less than `max_lag` behind the
+    /// frontier, else `Err(reason)`; either names what fails.
+    pub fn health(&self, unhealthy_after: Duration, max_lag: Duration) -> Result<String, String> {
         let mut problems = Vec::new();
         let mut notes = Vec::new();
+        if let Some(l) = self.frontier_lag_seconds().filter(|l| *l > max_lag.as_secs_f64()) {
+            problems.push(format!(
+                "learning is {l:.0} s of event time behind the closed frontier (more than --max-lag {:.0} s)",
+                max_lag.as_secs_f64()
+            ));
+        }
         for (name, d) in [("ClickHouse", &self.clickhouse), ("Redis", &self.redis)] {
             match d.down() {
                 Some((f, e)) if f >= unhealthy_after => {
@@ -152,6 +177,12 @@ fn describe() {
         Unit::Seconds,
         "Event time between the newest closed window and the newest learned one."
     );
+    describe_gauge!(
+        "adstream_learn_frontier_lag_seconds",
+        Unit::Seconds,
+        "Event time between the frontier (the newest window closed on every active partition) and the newest \
+         window the learner read; /healthz is 503 past --max-lag."
+    );
     describe_gauge!("adstream_learn_last_log_loss", "Progressive log loss per impression of the last learned window.");
     describe_gauge!("adstream_learn_served_segments", "Segments GET /ctr answers for.");
     describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "Duration of successful Redis publishes (MULTI/EXEC).");
@@ -175,6 +206,9 @@ fn sync(s: &LearnStats) {
     if let Some(l) = s.lag_seconds() {
         gauge!("adstream_learn_lag_seconds").set(l);
     }
+    if let Some(l) = s.frontier_lag_seconds().filter(|l| l.is_finite()) {
+        gauge!("adstream_learn_frontier_lag_seconds").set(l);
+    }
     let ll = f64::from_bits(g(&s.last_log_loss));
     if ll.is_finite() {
         gauge!("adstream_learn_last_log_loss").set(ll);
@@ -193,6 +227,7 @@ fn query_param(query: &str, key: &str) -> Option<String> {
 struct Server {
     stats: Arc<LearnStats>,
     unhealthy_after: Duration,
+    max_lag: Duration,
     render: Mutex<()>,
 }
 
@@ -215,7 +250,7 @@ impl Server {
                 };
                 reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
             }
-            "/healthz" => match self.stats.health(self.unhealthy_after) {
+            "/healthz" => match self.stats.health(self.unhealthy_after, self.max_lag) {
                 Ok(s) => text(StatusCode::OK, s + "\n"),
                 Err(s) => text(StatusCode::SERVICE_UNAVAILABLE, s + "\n"),
             },
@@ -266,14 +301,19 @@ fn json_str(s: &str) -> String {
 
 /// Binds `addr` and serves until the runtime ends; returns the bound
 /// address.
-pub async fn serve(addr: SocketAddr, stats: Arc<LearnStats>, unhealthy_after: Duration) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    stats: Arc<LearnStats>,
+    unhealthy_after: Duration,
+    max_lag: Duration,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("--metrics-addr {addr}: cannot listen (another process on this port? choose another with --metrics-addr / ADSTREAM_METRICS_ADDR, or `off`)")
     })?;
     let bound = listener.local_addr()?;
     super::metrics::handle();
     describe();
-    let server = Arc::new(Server { stats, unhealthy_after, render: Mutex::new(()) });
+    let server = Arc::new(Server { stats, unhealthy_after, max_lag, render: Mutex::new(()) });
     super::http::spawn(listener, Arc::new(move |req| server.respond(req)), "learn endpoint");
     tracing::info!("predicted CTR on http://{bound}/ctr, metrics on /metrics, health on /healthz");
     Ok(bound)
@@ -293,11 +333,29 @@ mod tests {
     #[test]
     fn health_names_redis_when_it_is_down() {
         let s = LearnStats::default();
-        assert!(s.health(Duration::from_secs(30)).unwrap().contains("Redis ok"));
+        let lag = Duration::from_secs(600);
+        assert!(s.health(Duration::from_secs(30), lag).unwrap().contains("Redis ok"));
         s.redis.failed("connection refused");
-        let ok = s.health(Duration::from_secs(30)).unwrap();
+        let ok = s.health(Duration::from_secs(30), lag).unwrap();
         assert!(ok.contains("Redis down"), "{ok}");
-        let bad = s.health(Duration::ZERO).unwrap_err();
+        let bad = s.health(Duration::ZERO, lag).unwrap_err();
         assert!(bad.contains("Redis down") && bad.contains("connection refused"), "{bad}");
+    }
+
+    #[test]
+    fn health_fails_when_learning_falls_behind_the_frontier() {
+        let s = LearnStats::default();
+        let (after, max_lag) = (Duration::from_secs(30), Duration::from_secs(600));
+        s.learned_through_ms.store(0, Relaxed);
+        s.frontier_ms.store(600_000, Relaxed);
+        assert_eq!(s.frontier_lag_seconds(), Some(600.0));
+        assert!(s.health(after, max_lag).is_ok());
+        s.frontier_ms.store(7_200_000, Relaxed);
+        let bad = s.health(after, max_lag).unwrap_err();
+        assert!(bad.contains("7200 s of event time behind") && bad.contains("--max-lag"), "{bad}");
+        // Read through the frontier with nothing to learn: caught up.
+        s.read_through_ms.store(7_200_000, Relaxed);
+        assert_eq!(s.frontier_lag_seconds(), Some(0.0));
+        assert!(s.health(after, max_lag).is_ok());
     }
 }

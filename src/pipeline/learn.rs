@@ -139,31 +139,34 @@ impl LearnLoop {
         if let Some(n) = p.newest_closed_ms {
             self.stats.newest_closed_ms.store(n, Relaxed);
         }
-        let Some(frontier) = p.frontier_ms else { return Ok(Step::default()) };
-        // The first window not learned yet: after the newest learned one,
-        // or on a new model the oldest window there is.
-        let next_new = match self.learner.learned_through() {
-            Some(t) => t / 1000 + 1,
-            None => match self.store.first_window().await? {
-                Some(first) => first,
-                None => {
-                    if !self.told_empty {
-                        self.told_empty = true;
-                        tracing::info!(
-                            rollup = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP,
-                            database = %self.cfg.clickhouse.database,
-                            "no segment windows yet: waiting for `adstream run` to write this rollup (one of its \
-                             defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
-                        );
-                    }
-                    return Ok(Step::default());
-                }
-            },
+        let Some(frontier) = p.frontier_ms else {
+            if self.learner.learned_through().is_none() && !self.told_empty {
+                self.told_empty = true;
+                tracing::info!(
+                    rollup = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP,
+                    database = %self.cfg.clickhouse.database,
+                    "no closed segment windows yet: waiting for `adstream run` to write this rollup (one of its \
+                     defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
+                );
+            }
+            return Ok(Step::default());
         };
-        let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
+        self.stats.frontier_ms.store(frontier, Relaxed);
+        // The first window not learned yet: the oldest one after the newest
+        // learned one (on a new model, the oldest there is), however far
+        // after it; a gap of any length (a quiet night) is skipped.
+        let through_ms = self.learner.learned_through().map(|t| t / 1000);
+        let next_new = self.store.next_window(through_ms, frontier).await?;
+        let oldest_open = self.learner.open_windows().next().map(|w| w / 1000);
+        let Some(lo) = [next_new, oldest_open].into_iter().flatten().min() else {
+            // Nothing new and nothing open to revision: read through the
+            // frontier.
+            self.stats.read_through_ms.store(frontier, Relaxed);
+            return Ok(Step::default());
+        };
         // A bounded step of new windows per poll (a new model on a long
         // history catches up step by step, saving and publishing as it goes).
-        let hi = frontier.min(next_new.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS));
+        let hi = next_new.map_or(frontier, |n| frontier.min(n.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS)));
         if hi < lo {
             return Ok(Step::default());
         }
@@ -210,6 +213,7 @@ impl LearnLoop {
         if !step.learned.is_empty() || step.revised > 0 || settled.closed + settled.abandoned > 0 {
             self.save(&step).await?;
         }
+        self.stats.read_through_ms.store(hi, Relaxed);
         Ok(step)
     }
 
@@ -373,7 +377,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     let client = crate::io::redis::client(&cfg.redis_url)?;
     let stats = Arc::new(LearnStats::default());
     if let Some(addr) = cfg.metrics_addr {
-        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after).await?;
+        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after, cfg.max_lag).await?;
     }
     let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
     stats.clickhouse.ok();

@@ -22,6 +22,20 @@ pub fn clickhouse_url() -> String {
     std::env::var("ADSTREAM_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
+/// The test's Redis (`ADSTREAM_REDIS_URL`, as scripts/redis.sh serves it
+/// on REDIS_PORT).
+pub fn redis_url() -> String {
+    std::env::var("ADSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// host:port of [`redis_url`].
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split("://").nth(1).unwrap_or(&url);
+    let host_port = rest.split('/').next().unwrap_or_default();
+    host_port.rsplit('@').next().unwrap_or_default().to_string()
+}
+
 /// A name unique to this test run: `prefix_<nanos>`.
 /// A name no other test (in this process or an earlier one) uses. The
 /// counter matters: two tests starting together on two threads can read
@@ -65,6 +79,7 @@ pub fn adstream() -> Command {
     // Tests run side by side: none may take the default metrics port.
     c.env("ADSTREAM_BROKERS", brokers())
         .env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url())
+        .env("ADSTREAM_REDIS_URL", redis_url())
         .env("ADSTREAM_METRICS_ADDR", "off");
     c
 }

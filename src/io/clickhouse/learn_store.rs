@@ -15,6 +15,9 @@ use crate::io::clickhouse::retry::{self, Table, Target};
 /// The rollup the learner learns from (`ad_metrics_segments_10s`).
 pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
 
+/// 1900-01-01T00:00:00Z, the oldest DateTime64, Unix ms.
+const MIN_DATETIME64_MS: i64 = -2_208_988_800_000;
+
 /// One source partition's progress on the segment rollup.
 #[derive(Row, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -139,17 +142,27 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
-    /// Start of the oldest window of the segment rollup, Unix ms.
-    pub async fn first_window(&self) -> anyhow::Result<Option<i64>> {
+    /// Start of the oldest window of the segment rollup after `after_ms`
+    /// (any, if `None`) and at most `upto_ms`, Unix ms: where the next new
+    /// window is, however long the gap before it (a quiet night, or old
+    /// rows before the live ones), so a poll never reads an empty range
+    /// again and again.
+    pub async fn next_window(&self, after_ms: Option<i64>, upto_ms: i64) -> anyhow::Result<Option<i64>> {
         let sql = format!(
             "SELECT toUnixTimestamp64Milli(min(window_start)) AS first_ms, count() AS n \
-             FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}}",
+             FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}} \
+               AND window_start > fromUnixTimestamp64Milli({{after:Int64}}, 'UTC') \
+               AND window_start <= fromUnixTimestamp64Milli({{upto:Int64}}, 'UTC')",
             db = self.db()
         );
+        // DateTime64 starts in 1900: below it, every window is after.
+        let after = after_ms.unwrap_or(i64::MIN).max(MIN_DATETIME64_MS);
         let (first, n): (i64, u64) = self
             .client
             .query(&sql)
             .param("rollup", SEGMENT_ROLLUP)
+            .param("after", after)
+            .param("upto", upto_ms)
             .fetch_one()
             .await
             .map_err(|e| self.read_error(e))?;
