@@ -460,6 +460,105 @@ async fn learns_across_two_quiet_hours() {
     println!("learned {n} windows across a 2 h gap: {oi} impressions + {oc} clicks = the oracle's");
 }
 
+/// Issue 19 item 3: a partition silent for 70 minutes of event time
+/// (longer than the revision horizon) wakes up with events it had
+/// buffered, for windows the learner has long let go of. Every impression
+/// of `ad_metrics_segments_10s` must be learned once or be in
+/// `ad_ctr_abandoned` (and its gauge), with its reason.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
+async fn a_partition_silent_past_the_horizon_is_accounted_for() {
+    let dir = scratch_dir();
+    let topic = unique("learnidle");
+    let db = topic.clone();
+    let model = unique("m");
+    create_topic(&topic).await;
+    run_ok(adstream().args(["migrate", "--database", &db]), Duration::from_secs(60));
+    // Partition 2: ten seconds, then silence. Partitions 0 and 1: 80
+    // minutes of event time, an event every 2 s.
+    let mut sent = stream(2, T0_US, 50, 200_000, 21);
+    sent.extend(stream(0, T0_US, 2400, 2_000_000, 22));
+    sent.extend(stream(1, T0_US, 2400, 2_000_000, 23));
+    produce(&topic, &sent).await;
+    let pipeline = Pipeline::new(&topic, &topic, &db, &["--idle-timeout", "1s", "--flush-interval", "200ms"]);
+    let run = pipeline.start("run", &[], &dir);
+    // The learner knows a partition once it wrote a row (it does not read
+    // Kafka): partition 2 writes its open window after run's idle timeout.
+    let t0 = Instant::now();
+    while try_scalar(&format!("SELECT count() FROM {db}.ad_window_parts WHERE partition = 2")).await.unwrap_or(0) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "partition 2 wrote its first window");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut learn = start_learn(&db, &model, &dir, "learn");
+    let through = (T0_US + 4780 * 1_000_000) / 1000;
+    wait_model(&db, &model, Duration::from_secs(120), "80 minutes learned past the silent partition", |m| {
+        m.1 >= through
+    })
+    .await;
+    // Partition 2 wakes up: a minute of its own time, right after its
+    // first ten seconds, 79 minutes behind the others.
+    let woken = stream(2, T0_US + 10_000_000, 300, 200_000, 24);
+    produce(&topic, &woken).await;
+    sent.extend(woken.iter().cloned());
+    let want = oracle(&sent);
+    let (wi, wc) = oracle(&woken).values().fold((0, 0), |(i, c), (wi, wc)| (i + wi, c + wc));
+    assert!(wi > 100, "the woken partition carries impressions: {wi}");
+    // Its rows land in ad_metrics_segments_10s...
+    let view_total = || async {
+        tsv(&format!(
+            "SELECT sum(impressions), sum(clicks) FROM {db}.ad_metrics_segments_10s \
+             WHERE window_start <= fromUnixTimestamp64Milli({through}, 'UTC')"
+        ))
+        .await
+    };
+    let (oi, oc, _) = oracle_through(&want, through);
+    let t0 = Instant::now();
+    while view_total().await.trim() != format!("{oi}\t{oc}") {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the rollup = the oracle: {}", view_total().await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // ...and each impression is learned once, or abandoned with a reason.
+    let abandoned = |reason: &'static str| {
+        let (db, model) = (db.clone(), model.clone());
+        async move {
+            tsv(&format!(
+                "SELECT sum(impressions), sum(clicks), count() FROM {db}.ad_ctr_abandoned \
+                 WHERE model = '{model}' AND reason = '{reason}'"
+            ))
+            .await
+        }
+    };
+    let t0 = Instant::now();
+    loop {
+        let a = abandoned("revise_horizon").await;
+        if a.trim().starts_with(&format!("{wi}\t{wc}\t")) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the woken partition's events are abandoned: {a}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let m = model_row(&db, &model).await.unwrap();
+    let (oi, oc, _) = oracle_through(&want, m.1);
+    assert_eq!((m.4 + wi, m.5 + wc), (oi, oc), "learned + abandoned = the oracle, through {}", m.1);
+    for other in ["closed", "never_learned"] {
+        assert_eq!(abandoned(other).await.trim(), "0\t0\t0", "nothing else is abandoned ({other})");
+    }
+    let addr = learn_addr(&learn).unwrap();
+    wait_until("the abandoned gauge", Duration::from_secs(45), || {
+        let (_, text) = http_get(&addr, "/metrics");
+        text.lines().any(|l| l == format!("adstream_learn_abandoned_impressions {wi}"))
+    });
+    learn.assert_alive("after the partition woke up");
+    println!(
+        "learned {} + abandoned {wi} impressions (the woken partition's, reason revise_horizon) = the oracle's {oi}",
+        m.4
+    );
+    let (status, _) = learn.sigterm(Duration::from_secs(20));
+    assert!(status.success());
+    let (status, _) = run.sigterm(Duration::from_secs(30));
+    assert!(status.success());
+}
+
 fn metrics_value(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))

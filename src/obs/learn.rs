@@ -38,6 +38,9 @@ pub struct LearnStats {
     pub impressions: AtomicU64,
     pub clicks: AtomicU64,
     pub abandoned: AtomicU64,
+    /// Impressions and clicks the model never learned (`ad_ctr_abandoned`).
+    pub abandoned_impressions: AtomicI64,
+    pub abandoned_clicks: AtomicI64,
     pub shrunk: AtomicU64,
     /// Segment rows with a format, country or device this build does not know.
     pub unknown: AtomicU64,
@@ -72,6 +75,8 @@ impl Default for LearnStats {
             impressions: AtomicU64::new(0),
             clicks: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            abandoned_impressions: AtomicI64::new(0),
+            abandoned_clicks: AtomicI64::new(0),
             shrunk: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -160,6 +165,12 @@ fn describe() {
         "adstream_learn_windows_abandoned_total",
         "Learned windows let go while a partition had not closed them (older than --revise-horizon)."
     );
+    describe_gauge!(
+        "adstream_learn_abandoned_impressions",
+        "Impressions of the segment rollup the model never learned: written after their window was let go \
+         (ad_ctr_abandoned has them per window and reason); read every 30 s."
+    );
+    describe_gauge!("adstream_learn_abandoned_clicks", "Clicks the model never learned (see _abandoned_impressions).");
     describe_counter!(
         "adstream_learn_rows_skipped_total",
         "Segment rows not learned, by reason: shrunk (a learned count went down), unknown_value (a format, \
@@ -199,6 +210,8 @@ fn sync(s: &LearnStats) {
     for (reason, n) in [("shrunk", &s.shrunk), ("unknown_value", &s.unknown)] {
         counter!("adstream_learn_rows_skipped_total", "reason" => reason).absolute(g(n));
     }
+    gauge!("adstream_learn_abandoned_impressions").set(s.abandoned_impressions.load(Relaxed) as f64);
+    gauge!("adstream_learn_abandoned_clicks").set(s.abandoned_clicks.load(Relaxed) as f64);
     counter!("adstream_learn_snapshots_total").absolute(g(&s.snapshots));
     counter!("adstream_learn_redis_publishes_total").absolute(g(&s.publishes));
     counter!("adstream_learn_redis_publish_failures_total").absolute(g(&s.publish_failures));

@@ -27,14 +27,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
-use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow};
+use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow, SettledRow};
 use crate::io::clickhouse::retry;
 use crate::io::redis::{Publication, Publisher};
-use crate::learn::{Example, Learned, Learner, Segment, Window};
+use crate::learn::{Example, Learned, Learner, LetGo, Segment, Window};
 use crate::obs::learn::{served_key, LearnStats, Served};
 use crate::shutdown::Shutdown;
 
@@ -111,6 +111,8 @@ struct Step {
     unknown: u64,
     /// Windows let go while a partition had not closed them.
     abandoned: u64,
+    /// Every window let go (closed everywhere, or past the horizon).
+    let_go: Vec<LetGo>,
 }
 
 struct LearnLoop {
@@ -125,6 +127,14 @@ struct LearnLoop {
     publish_due: bool,
     /// The "no segment windows yet" line was logged.
     told_empty: bool,
+    /// Every source partition that ever wrote the segment rollup, with the
+    /// start of its newest closed window (ms): one silent for longer than
+    /// the revision horizon is no longer in [`LearnStore::progress`]'s
+    /// answer, but still holds the settled line back (its buffered events
+    /// may come). Bounded by the partitions of the source topics.
+    known: HashMap<(String, i32), Option<i64>>,
+    /// When the abandoned totals were last read.
+    abandoned_read: Option<Instant>,
 }
 
 impl LearnLoop {
@@ -133,9 +143,21 @@ impl LearnLoop {
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
         let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
         let parts = self.store.progress(since_ms, idle_ms).await?;
-        let p = progress(
-            &parts.iter().map(|p| ((p.any_final == 1).then_some(p.closed_ms), p.active == 1)).collect::<Vec<_>>(),
-        );
+        let mut listed = Vec::with_capacity(self.known.len().max(parts.len()));
+        for p in &parts {
+            let closed = (p.any_final == 1).then_some(p.closed_ms);
+            let k = self.known.entry((p.topic.clone(), p.partition)).or_insert(closed);
+            *k = (*k).max(closed);
+            listed.push(((p.topic.as_str(), p.partition), (*k, p.active == 1)));
+        }
+        // The silent ones: idle, with what they closed before.
+        let mut all: Vec<(Option<i64>, bool)> = listed.iter().map(|(_, v)| *v).collect();
+        for ((topic, partition), closed) in &self.known {
+            if !listed.iter().any(|((t, p), _)| t == topic && p == partition) {
+                all.push((*closed, false));
+            }
+        }
+        let p = progress(&all);
         if let Some(n) = p.newest_closed_ms {
             self.stats.newest_closed_ms.store(n, Relaxed);
         }
@@ -157,7 +179,12 @@ impl LearnLoop {
         // after it; a gap of any length (a quiet night) is skipped.
         let through_ms = self.learner.learned_through().map(|t| t / 1000);
         let next_new = self.store.next_window(through_ms, frontier).await?;
-        let oldest_open = self.learner.open_windows().next().map(|w| w / 1000);
+        // Windows open to revision: after the settled line, through the
+        // newest learned one (in the ledger, or passed while empty).
+        let oldest_open = match (self.learner.settled_through(), through_ms) {
+            (Some(s), Some(t)) => Some(s.div_euclid(1000) + 1).filter(|lo| *lo <= t),
+            _ => self.learner.open_windows().next().map(|w| w / 1000),
+        };
         let Some(lo) = [next_new, oldest_open].into_iter().flatten().min() else {
             // Nothing new and nothing open to revision: read through the
             // frontier.
@@ -210,7 +237,8 @@ impl LearnLoop {
             );
         }
         step.abandoned = settled.abandoned;
-        if !step.learned.is_empty() || step.revised > 0 || settled.closed + settled.abandoned > 0 {
+        step.let_go = settled.windows;
+        if !step.learned.is_empty() || step.revised > 0 || !step.let_go.is_empty() {
             self.save(&step).await?;
         }
         self.stats.read_through_ms.store(hi, Relaxed);
@@ -255,8 +283,27 @@ impl LearnLoop {
                 });
             }
         }
-        // Both at once; the snapshot, the commit point, only after both.
-        tokio::try_join!(self.store.write_quality(&quality), self.store.write_predictions(&predictions))?;
+        let version = self.learner.version();
+        let settled: Vec<SettledRow> = step
+            .let_go
+            .iter()
+            .map(|w| SettledRow {
+                model: model.clone(),
+                window_start: w.start_us / 1000,
+                window_end: w.end_us / 1000,
+                reason: if w.closed { "closed" } else { "revise_horizon" }.to_string(),
+                impressions: w.impressions,
+                clicks: w.clicks,
+                model_version: version,
+            })
+            .collect();
+        // All at once; the snapshot, the commit point, only after them (a
+        // learner killed in between rewrites the same rows).
+        tokio::try_join!(
+            self.store.write_quality(&quality),
+            self.store.write_predictions(&predictions),
+            self.store.write_settled(&settled)
+        )?;
         let c = self.learner.model().counters();
         let row = ModelRow {
             model,
@@ -397,9 +444,16 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         seen: HashMap::new(),
         publish_due: false,
         told_empty: false,
+        known: HashMap::new(),
+        abandoned_read: None,
     };
     lp.sync_stats();
     lp.reseed_seen().await?;
+    // Every partition that ever wrote, once (one scan of the rollup's
+    // progress): one silent since before this start still holds back.
+    for p in lp.store.progress(0, 0).await? {
+        lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
+    }
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;
     loop {
@@ -428,6 +482,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     tracing::debug!(windows = step.learned.len(), version = l.version, "learned");
                 }
                 let caught_up = step.learned.is_empty() && step.revised == 0;
+                lp.read_abandoned(caught_up).await;
                 if lp.publish_due {
                     lp.publish().await;
                 }
@@ -467,6 +522,31 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
 }
 
 impl LearnLoop {
+    /// The totals of `ad_ctr_abandoned` into the stats, at most every 30 s
+    /// (or when caught up with `--once`); a failure only leaves them stale.
+    async fn read_abandoned(&mut self, caught_up: bool) {
+        let due = self.abandoned_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+        if !(due || (self.cfg.once && caught_up)) {
+            return;
+        }
+        self.abandoned_read = Some(Instant::now());
+        match self.store.abandoned().await {
+            Ok((i, c)) => {
+                self.stats.abandoned_impressions.store(i, Relaxed);
+                self.stats.abandoned_clicks.store(c, Relaxed);
+                if i != 0 || c != 0 {
+                    tracing::warn!(
+                        impressions = i,
+                        clicks = c,
+                        "segment rows the model never learned (written after their window was let go): see \
+                         ad_ctr_abandoned"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "reading ad_ctr_abandoned failed"),
+        }
+    }
+
     /// After a restore: the segments of the last `--serve-segments-seen`
     /// before the newest learned window, so the first publish is whole.
     async fn reseed_seen(&mut self) -> anyhow::Result<()> {

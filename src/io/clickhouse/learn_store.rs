@@ -59,6 +59,19 @@ pub struct ModelRow {
     pub snapshot: Vec<u8>,
 }
 
+/// A window the learner let go of (`ad_ctr_settled`).
+#[derive(Row, Serialize, Debug, Clone)]
+pub struct SettledRow {
+    pub model: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// `closed` or `revise_horizon`.
+    pub reason: String,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub model_version: u64,
+}
+
 #[derive(Row, Serialize, Debug, Clone)]
 pub struct QualityRow {
     pub model: String,
@@ -220,6 +233,21 @@ impl LearnStore {
 
     pub async fn save_snapshot(&self, row: &ModelRow) -> anyhow::Result<()> {
         self.insert("ad_ctr_model", std::slice::from_ref(row)).await
+    }
+
+    pub async fn write_settled(&self, rows: &[SettledRow]) -> anyhow::Result<()> {
+        self.insert("ad_ctr_settled", rows).await
+    }
+
+    /// Impressions and clicks of the segment rollup the model never learned
+    /// (`ad_ctr_abandoned`), in all.
+    pub async fn abandoned(&self) -> anyhow::Result<(i64, i64)> {
+        let sql = format!(
+            "SELECT toInt64(sum(impressions)), toInt64(sum(clicks)) FROM {db}.ad_ctr_abandoned \
+             WHERE model = {{model:String}}",
+            db = self.db()
+        );
+        self.client.query(&sql).param("model", self.model.as_str()).fetch_one().await.map_err(|e| self.read_error(e))
     }
 
     pub async fn write_quality(&self, rows: &[QualityRow]) -> anyhow::Result<()> {
