@@ -204,7 +204,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
 async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
     let client = crate::io::redis::client(&cfg.redis_url)?;
     let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
-    let cached = crate::io::redis::lookup(client, &cfg.model, segment).await.map_err(|e| {
+    let cached = crate::io::redis::lookup(client, &cfg.redis_prefix, segment).await.map_err(|e| {
         anyhow::anyhow!(
             "Redis at {}: {} (set --redis-url / ADSTREAM_REDIS_URL)",
             crate::config::secret::redact_url(&cfg.redis_url),

@@ -222,15 +222,25 @@ fn model_name(m: &str) -> anyhow::Result<String> {
 }
 
 /// The checked Redis URL and model name.
-fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, String)> {
+/// The Redis URL, the model and the key prefix of `database`.
+fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(String, String, String)> {
     crate::io::redis::client(&a.redis_url)?;
-    Ok((a.redis_url.clone(), model_name(&a.model)?))
+    let model = model_name(&a.model)?;
+    let prefix = match &a.redis_prefix {
+        Some(p) => {
+            let ok = !p.is_empty() && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic());
+            ensure!(ok, "--redis-prefix {p:?}: 1 to 200 printable characters, no spaces (ADSTREAM_REDIS_PREFIX)");
+            p.clone()
+        }
+        None => crate::io::redis::default_prefix(database, &model),
+    };
+    Ok((a.redis_url.clone(), model, prefix))
 }
 
 impl TryFrom<&LearnArgs> for LearnConfig {
     type Error = anyhow::Error;
     fn try_from(a: &LearnArgs) -> anyhow::Result<Self> {
-        let (redis_url, model) = redis_target(&a.redis)?;
+        let (redis_url, model, redis_prefix) = redis_target(&a.redis, &a.clickhouse.database)?;
         let params = crate::learn::Params { alpha: a.ftrl_alpha, beta: a.ftrl_beta, l1: a.l1, l2: a.l2, bits: a.bits };
         params.validate().map_err(|e| anyhow::anyhow!("--ftrl-alpha/--ftrl-beta/--l1/--l2/--bits: {e}"))?;
         for (name, d) in [
@@ -239,6 +249,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             ("--redis-ttl", a.redis_ttl),
             ("--unhealthy-after", a.unhealthy_after),
             ("--max-lag", a.max_lag),
+            ("--lease-ttl", a.lease_ttl),
         ] {
             ensure!(!d.is_zero(), "{name} must be more than 0s");
         }
@@ -256,6 +267,8 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
             max_lag: a.max_lag,
+            redis_prefix,
+            lease_ttl: a.lease_ttl,
             once: a.once,
         })
     }
@@ -264,11 +277,12 @@ impl TryFrom<&LearnArgs> for LearnConfig {
 impl TryFrom<&PredictArgs> for PredictConfig {
     type Error = anyhow::Error;
     fn try_from(a: &PredictArgs) -> anyhow::Result<Self> {
-        let (redis_url, model) = redis_target(&a.redis)?;
+        let (redis_url, model, redis_prefix) = redis_target(&a.redis, &a.database)?;
         ensure!(!a.campaign.trim().is_empty(), "--campaign must not be empty");
         Ok(PredictConfig {
             redis_url,
             model,
+            redis_prefix,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),
             country: a.country.clone(),

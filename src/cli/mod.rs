@@ -450,9 +450,15 @@ pub struct RedisArgs {
     #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// The model's name: its rows in ClickHouse (`model` column) and its
-    /// Redis keys (`adstream:<model>:...`). Letters, digits, `_`, `-`.
+    /// Redis keys (`adstream:<database>:<model>:...`). Letters, digits,
+    /// `_`, `-`.
     #[arg(long, env = "ADSTREAM_MODEL", default_value = "ctr")]
     pub model: String,
+    /// Prefix of the model's Redis keys; by default
+    /// `adstream:<database>:<model>`, so models of two databases never
+    /// share a key.
+    #[arg(long, env = "ADSTREAM_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -508,6 +514,11 @@ pub struct LearnArgs {
     /// partition (adstream_learn_frontier_lag_seconds).
     #[arg(long, env = "ADSTREAM_MAX_LAG", value_parser = duration, default_value = "15m")]
     pub max_lag: Duration,
+    /// One learner per model writes: it holds a lease in Redis, renewed
+    /// every poll; another one waits as a hot standby and takes over at
+    /// most this long after the holder died.
+    #[arg(long, env = "ADSTREAM_LEASE_TTL", value_parser = duration, default_value = "10s")]
+    pub lease_ttl: Duration,
     /// Learn what is learnable now, publish, save the model, and exit.
     #[arg(long, env = "ADSTREAM_ONCE")]
     pub once: bool,
@@ -517,6 +528,9 @@ pub struct LearnArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// The database `learn` learns from (part of the Redis key prefix).
+    #[arg(long, env = "ADSTREAM_DATABASE", default_value = "adtech")]
+    pub database: String,
     /// Campaign, e.g. C001.
     #[arg(long, env = "ADSTREAM_CAMPAIGN")]
     pub campaign: String,

@@ -132,6 +132,10 @@ pub struct LearnConfig {
     pub unhealthy_after: Duration,
     /// `/healthz` is 503 past this lag behind the frontier.
     pub max_lag: Duration,
+    /// Prefix of the Redis keys (`--redis-prefix`, or database and model).
+    pub redis_prefix: String,
+    /// The writer's lease in Redis.
+    pub lease_ttl: Duration,
     pub once: bool,
 }
 
@@ -140,6 +144,7 @@ pub struct LearnConfig {
 pub struct PredictConfig {
     pub redis_url: String,
     pub model: String,
+    pub redis_prefix: String,
     pub campaign: String,
     pub ad_format: String,
     pub country: String,

@@ -45,6 +45,10 @@ pub struct LearnStats {
     /// Segment rows with a format, country or device this build does not know.
     pub unknown: AtomicU64,
     pub snapshots: AtomicU64,
+    /// 1 while this learner holds the model's lease (0: standby).
+    pub leader: AtomicU64,
+    /// Its fencing token (the last one it held).
+    pub lease_token: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_failures: AtomicU64,
     pub version: AtomicU64,
@@ -80,6 +84,8 @@ impl Default for LearnStats {
             shrunk: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            leader: AtomicU64::new(0),
+            lease_token: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
             version: AtomicU64::new(0),
@@ -138,8 +144,12 @@ impl LearnStats {
                 None => notes.push(format!("{name} ok")),
             }
         }
+        let role = match self.leader.load(Relaxed) {
+            1 => format!("writer (lease token {})", self.lease_token.load(Relaxed)),
+            _ => "standby".to_string(),
+        };
         let model = format!(
-            "model v{}, {} windows learned, lag {}",
+            "{role}, model v{}, {} windows learned, lag {}",
             self.version.load(Relaxed),
             self.windows.load(Relaxed),
             self.lag_seconds().map_or("n/a".into(), |l| format!("{l:.0} s"))
@@ -182,6 +192,8 @@ fn describe() {
         "adstream_learn_redis_publish_failures_total",
         "Failed Redis publishes (the next window republishes)."
     );
+    describe_gauge!("adstream_learn_leader", "1 while this learner holds the model's lease and writes; 0: standby.");
+    describe_gauge!("adstream_learn_lease_token", "Fencing token of the lease this learner holds (or last held).");
     describe_gauge!("adstream_learn_model_version", "Model version (steps that changed the model).");
     describe_gauge!(
         "adstream_learn_lag_seconds",
@@ -216,6 +228,8 @@ fn sync(s: &LearnStats) {
     counter!("adstream_learn_redis_publishes_total").absolute(g(&s.publishes));
     counter!("adstream_learn_redis_publish_failures_total").absolute(g(&s.publish_failures));
     gauge!("adstream_learn_model_version").set(g(&s.version) as f64);
+    gauge!("adstream_learn_leader").set(g(&s.leader) as f64);
+    gauge!("adstream_learn_lease_token").set(g(&s.lease_token) as f64);
     if let Some(l) = s.lag_seconds() {
         gauge!("adstream_learn_lag_seconds").set(l);
     }

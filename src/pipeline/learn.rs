@@ -18,6 +18,12 @@
 //! 4. publishes the predictions of every segment seen lately to Redis (one
 //!    MULTI/EXEC, see [`crate::io::redis`]) and to `GET /ctr`.
 //!
+//! One learner per model writes ([`crate::io::redis::lease`]): it holds a
+//! lease in Redis, renewed at every poll and right before every snapshot;
+//! without it, it waits as a hot standby, and when it gets it, it restores
+//! the newest snapshot first. A learner that finds the lease gone or
+//! someone else's stops writing at once and goes back to standby.
+//!
 //! ClickHouse errors: a refusal (schema, credentials) ends the process with
 //! the one-line explanation; an outage is retried at the next poll, the
 //! model unchanged (nothing is learned that is not then saved). Redis
@@ -33,6 +39,7 @@ use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
 use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow, SettledRow};
 use crate::io::clickhouse::retry;
+use crate::io::redis::lease::Lease;
 use crate::io::redis::{Publication, Publisher};
 use crate::learn::{Example, Learned, Learner, LetGo, Segment, Window};
 use crate::obs::learn::{served_key, LearnStats, Served};
@@ -115,10 +122,25 @@ struct Step {
     let_go: Vec<LetGo>,
 }
 
+/// The lease is not (or no longer) this learner's: stop writing.
+#[derive(Debug)]
+struct LostLease(String);
+
+impl std::fmt::Display for LostLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not the model's writer any more: {}", self.0)
+    }
+}
+
+impl std::error::Error for LostLease {}
+
 struct LearnLoop {
     cfg: LearnConfig,
     store: LearnStore,
     publisher: Publisher,
+    lease: Lease,
+    /// The fencing token of the lease while this learner holds it.
+    token: Option<u64>,
     learner: Learner,
     stats: Arc<LearnStats>,
     /// Segments seen, with the start of the newest window they were in (µs).
@@ -138,7 +160,26 @@ struct LearnLoop {
 }
 
 impl LearnLoop {
+    /// Renews the lease: `Err(LostLease)` unless it is still ours, with
+    /// the same token (a new token means it lapsed in between, and someone
+    /// else may have written).
+    async fn renew(&mut self) -> anyhow::Result<()> {
+        match self.lease.acquire().await {
+            Ok(Some(t)) if Some(t) == self.token => {
+                self.stats.redis.ok();
+                Ok(())
+            }
+            Ok(Some(t)) => Err(LostLease(format!("the lease lapsed and was taken again (token {t})")).into()),
+            Ok(None) => Err(LostLease("another learner holds the lease".into()).into()),
+            Err(e) => {
+                self.stats.redis.failed(&e.to_string().replace('\n', " "));
+                Err(LostLease(format!("cannot renew the lease: Redis: {e}")).into())
+            }
+        }
+    }
+
     async fn poll(&mut self) -> anyhow::Result<Step> {
+        self.renew().await?;
         let horizon_ms = i64::try_from(self.cfg.revise_horizon.as_millis()).unwrap_or(i64::MAX);
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
         let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
@@ -316,6 +357,9 @@ impl LearnLoop {
             clicks: c.clicks,
             snapshot: self.learner.to_bytes(),
         };
+        // Only while the lease is ours: renewed right before the commit
+        // point, for a whole --lease-ttl.
+        self.renew().await?;
         self.store.save_snapshot(&row).await?;
         self.stats.snapshots.fetch_add(1, Relaxed);
         self.publish_due = true;
@@ -370,13 +414,21 @@ impl LearnLoop {
         }
         self.stats.served.retain(|_, v| v.version == version);
         let started = Instant::now();
-        let r = self.publisher.publish(&Publication { version, window_ms, published_ms, predictions: &preds }).await;
+        let r = self
+            .publisher
+            .publish(self.lease.owner(), &Publication { version, window_ms, published_ms, predictions: &preds })
+            .await;
         match r {
             Ok(()) => {
                 metrics::histogram!(crate::obs::learn::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
                 self.stats.publishes.fetch_add(1, Relaxed);
                 self.stats.redis.ok();
                 self.publish_due = false;
+            }
+            Err(e) if e.to_string().contains(crate::io::redis::NOT_LEADER) => {
+                // The next renewal finds out and stands by.
+                self.stats.publish_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "publish refused: this learner is not the model's writer");
             }
             Err(e) => {
                 self.stats.publish_failures.fetch_add(1, Relaxed);
@@ -429,7 +481,8 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
     stats.clickhouse.ok();
     let learner = restore(&store, &cfg).await?;
-    let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl)?;
+    let publisher = Publisher::new(client, &cfg.redis_prefix, cfg.redis_ttl)?;
+    let lease = publisher.lease(crate::io::redis::lease::owner_id(), cfg.lease_ttl);
     if let Err(e) = publisher.ping().await {
         stats.redis.failed(&e.to_string().replace('\n', " "));
     } else {
@@ -439,6 +492,8 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         cfg,
         store,
         publisher,
+        lease,
+        token: None,
         learner,
         stats,
         seen: HashMap::new(),
@@ -456,7 +511,59 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     }
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;
+    let mut told_standby = false;
     loop {
+        if lp.token.is_none() {
+            match lp.lease.acquire().await {
+                Ok(Some(t)) => {
+                    lp.stats.redis.ok();
+                    lp.token = Some(t);
+                    lp.stats.lease_token.store(t, Relaxed);
+                    lp.stats.leader.store(1, Relaxed);
+                    tracing::info!(
+                        token = t,
+                        owner = lp.lease.owner(),
+                        "this learner holds the model's lease: learning"
+                    );
+                    // Someone else may have learned since: from the newest
+                    // snapshot.
+                    needs_restore = true;
+                    told_standby = false;
+                }
+                Ok(None) => {
+                    lp.stats.redis.ok();
+                    if lp.cfg.once {
+                        anyhow::bail!(
+                            "another learner holds the lease of model {:?} (Redis keys {}:*): --once learned nothing \
+                             (stop it, or run --once after it stopped)",
+                            lp.cfg.model,
+                            lp.cfg.redis_prefix
+                        );
+                    }
+                    if !told_standby {
+                        told_standby = true;
+                        tracing::info!("another learner holds the model's lease: standing by");
+                    }
+                }
+                Err(e) => {
+                    lp.stats.redis.failed(&e.to_string().replace('\n', " "));
+                    if lp.cfg.once {
+                        anyhow::bail!(
+                            "Redis at {}: {} (the writer's lease lives there; set --redis-url / ADSTREAM_REDIS_URL)",
+                            crate::config::secret::redact_url(&lp.cfg.redis_url),
+                            e.to_string().replace('\n', " ")
+                        );
+                    }
+                }
+            }
+            if lp.token.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
+                    _ = stop.triggered() => break,
+                }
+                continue;
+            }
+        }
         if needs_restore {
             // Nothing learned in the failed poll was saved: go on from the
             // last snapshot, so nothing is learned twice.
@@ -465,6 +572,12 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     lp.learner = l;
                     lp.sync_stats();
                     needs_restore = false;
+                    lp.publish_due = lp.learner.learned_through().is_some();
+                    lp.seen.clear();
+                    if let Err(e) = lp.reseed_seen().await {
+                        lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
+                        needs_restore = true;
+                    }
                 }
                 Err(e) if retry::is_permanent(&e) => return Err(e),
                 Err(e) => lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
@@ -493,6 +606,16 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     continue; // more may be waiting (a bounded step was taken)
                 }
             }
+            Some(Err(e)) if e.is::<LostLease>() => {
+                tracing::warn!(error = %e, "standing by");
+                lp.token = None;
+                lp.stats.leader.store(0, Relaxed);
+                lp.stats.frontier_ms.store(i64::MIN, Relaxed);
+                needs_restore = true;
+                if lp.cfg.once {
+                    return Err(e.context("learn --once"));
+                }
+            }
             Some(Err(e)) if retry::is_permanent(&e) => return Err(e),
             Some(Err(e)) => {
                 lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
@@ -505,6 +628,12 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
             _ = stop.triggered() => break,
+        }
+    }
+    if lp.token.is_some() {
+        // A clean exit hands over at once.
+        if let Err(e) = lp.lease.release().await {
+            tracing::warn!(error = %e, "could not release the lease (a standby takes over after --lease-ttl)");
         }
     }
     let unknown = lp.stats.unknown.load(Relaxed);
