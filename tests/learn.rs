@@ -597,7 +597,7 @@ async fn two_learners_one_writer_and_a_takeover_after_kill9() {
     produce(&topic, &sent).await;
     let pipeline = Pipeline::new(&topic, &topic, &db, &["--idle-timeout", "1s", "--flush-interval", "200ms"]);
     let run = pipeline.start("run", &[], &dir);
-    let lease = ["--lease-ttl", "3s"];
+    let lease = ["--lease-ttl", "3s", "--keep-snapshots", "4"];
     let a = start_learn_with(&db, &model, &dir, "learn_a", &lease);
     let (addr_a, leader) = (learn_addr(&a).unwrap(), |addr: &str| -> f64 {
         let (_, text) = http_get(addr, "/metrics");
@@ -694,6 +694,26 @@ async fn two_learners_one_writer_and_a_takeover_after_kill9() {
     .await;
     assert_eq!(backwards, 0, "a later version with less learned");
     assert!(m.0 > v_before, "B went on from A's snapshot: v{v_before} then v{}", m.0);
+    // Bounded (issue 19 item 4): Redis holds the current version and the
+    // one before it, ad_ctr_model the newest --keep-snapshots versions.
+    let mut con = redis::Client::open(redis_url()).unwrap().get_connection().expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("adstream:{db}:{model}:v*")).query(&mut con).unwrap();
+    let in_redis: std::collections::BTreeSet<&str> = keys
+        .iter()
+        .filter_map(|k| k.rsplit_once(":v").map(|(_, r)| r.split(':').next().unwrap_or("")))
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert!(in_redis.len() <= 2 && !in_redis.is_empty(), "versions in Redis: {in_redis:?}");
+    let snapshots = scalar(&format!("SELECT count() FROM {db}.ad_ctr_model WHERE model = '{model}'")).await;
+    assert!((1..=5).contains(&snapshots), "{snapshots} snapshots kept (--keep-snapshots 4)");
+    let (_, text) = http_get(&addr_b, "/metrics");
+    for g in [
+        "adstream_learn_redis_used_memory_bytes",
+        "adstream_learn_model_table_bytes",
+        "adstream_learn_resident_memory_bytes",
+    ] {
+        assert!(metrics_value(&text, g) > 0.0, "{g} in /metrics");
+    }
     b.assert_alive("after the takeover");
     println!(
         "takeover {:.1} s after kill -9 of the writer (--lease-ttl 3s); versions v{v_before} -> v{}, current seen at \

@@ -253,6 +253,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
         ] {
             ensure!(!d.is_zero(), "{name} must be more than 0s");
         }
+        ensure!(a.keep_snapshots >= 1, "--keep-snapshots must be at least 1 (ADSTREAM_KEEP_SNAPSHOTS)");
         ensure!(a.redis_ttl >= Duration::from_secs(1), "--redis-ttl must be at least 1s (Redis TTLs are in seconds)");
         Ok(LearnConfig {
             clickhouse: (&a.clickhouse).try_into()?,
@@ -269,6 +270,7 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             max_lag: a.max_lag,
             redis_prefix,
             lease_ttl: a.lease_ttl,
+            keep_snapshots: a.keep_snapshots,
             once: a.once,
         })
     }

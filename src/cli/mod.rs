@@ -519,6 +519,10 @@ pub struct LearnArgs {
     /// most this long after the holder died.
     #[arg(long, env = "ADSTREAM_LEASE_TTL", value_parser = duration, default_value = "10s")]
     pub lease_ttl: Duration,
+    /// Snapshot versions kept in ad_ctr_model (older ones are deleted;
+    /// restore reads the newest).
+    #[arg(long, env = "ADSTREAM_KEEP_SNAPSHOTS", default_value_t = 100)]
+    pub keep_snapshots: u64,
     /// Learn what is learnable now, publish, save the model, and exit.
     #[arg(long, env = "ADSTREAM_ONCE")]
     pub once: bool,

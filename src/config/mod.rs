@@ -136,6 +136,8 @@ pub struct LearnConfig {
     pub redis_prefix: String,
     /// The writer's lease in Redis.
     pub lease_ttl: Duration,
+    /// Snapshot versions kept in `ad_ctr_model`.
+    pub keep_snapshots: u64,
     pub once: bool,
 }
 

@@ -45,6 +45,10 @@ pub struct LearnStats {
     /// Segment rows with a format, country or device this build does not know.
     pub unknown: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Redis `used_memory` and `ad_ctr_model` bytes on disk, read every
+    /// 30 s (-1: not yet).
+    pub redis_used_memory: AtomicI64,
+    pub model_table_bytes: AtomicI64,
     /// 1 while this learner holds the model's lease (0: standby).
     pub leader: AtomicU64,
     /// Its fencing token (the last one it held).
@@ -84,6 +88,8 @@ impl Default for LearnStats {
             shrunk: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            redis_used_memory: AtomicI64::new(-1),
+            model_table_bytes: AtomicI64::new(-1),
             leader: AtomicU64::new(0),
             lease_token: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
@@ -192,6 +198,13 @@ fn describe() {
         "adstream_learn_redis_publish_failures_total",
         "Failed Redis publishes (the next window republishes)."
     );
+    describe_gauge!("adstream_learn_redis_used_memory_bytes", Unit::Bytes, "Redis INFO used_memory, every 30 s.");
+    describe_gauge!(
+        "adstream_learn_model_table_bytes",
+        Unit::Bytes,
+        "Bytes on disk of ad_ctr_model (active parts), every 30 s."
+    );
+    describe_gauge!("adstream_learn_resident_memory_bytes", Unit::Bytes, "This learner's resident set (VmRSS).");
     describe_gauge!("adstream_learn_leader", "1 while this learner holds the model's lease and writes; 0: standby.");
     describe_gauge!("adstream_learn_lease_token", "Fencing token of the lease this learner holds (or last held).");
     describe_gauge!("adstream_learn_model_version", "Model version (steps that changed the model).");
@@ -229,6 +242,15 @@ fn sync(s: &LearnStats) {
     counter!("adstream_learn_redis_publish_failures_total").absolute(g(&s.publish_failures));
     gauge!("adstream_learn_model_version").set(g(&s.version) as f64);
     gauge!("adstream_learn_leader").set(g(&s.leader) as f64);
+    for (name, v) in [
+        ("adstream_learn_redis_used_memory_bytes", s.redis_used_memory.load(Relaxed)),
+        ("adstream_learn_model_table_bytes", s.model_table_bytes.load(Relaxed)),
+        ("adstream_learn_resident_memory_bytes", rss_bytes().unwrap_or(-1)),
+    ] {
+        if v >= 0 {
+            gauge!(name).set(v as f64);
+        }
+    }
     gauge!("adstream_learn_lease_token").set(g(&s.lease_token) as f64);
     if let Some(l) = s.lag_seconds() {
         gauge!("adstream_learn_lag_seconds").set(l);
@@ -244,6 +266,14 @@ fn sync(s: &LearnStats) {
     for (name, d) in [("clickhouse", &s.clickhouse), ("redis", &s.redis)] {
         gauge!("adstream_dependency_up", "dependency" => name).set(if d.down().is_some() { 0.0 } else { 1.0 });
     }
+}
+
+/// This process's resident set, bytes (Linux: /proc/self/status VmRSS).
+fn rss_bytes() -> Option<i64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: i64 =
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The value of `key` in a query string (`a=1&b=2`), percent-decoded.

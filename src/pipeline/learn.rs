@@ -155,6 +155,8 @@ struct LearnLoop {
     /// answer, but still holds the settled line back (its buffered events
     /// may come). Bounded by the partitions of the source topics.
     known: HashMap<(String, i32), Option<i64>>,
+    /// Snapshots saved since old ones were last deleted.
+    saves_since_prune: u64,
     /// When the abandoned totals were last read.
     abandoned_read: Option<Instant>,
 }
@@ -362,6 +364,16 @@ impl LearnLoop {
         self.renew().await?;
         self.store.save_snapshot(&row).await?;
         self.stats.snapshots.fetch_add(1, Relaxed);
+        // Retention: the newest --keep-snapshots versions (restore reads
+        // the newest); pruned every half of that many saves.
+        self.saves_since_prune += 1;
+        let keep = self.cfg.keep_snapshots;
+        if self.saves_since_prune >= (keep / 2).max(1) {
+            self.saves_since_prune = 0;
+            if let Err(e) = self.store.prune_snapshots(row.version.saturating_sub(keep)).await {
+                tracing::warn!(error = %format!("{e:#}"), "pruning old snapshots failed (retried later)");
+            }
+        }
         self.publish_due = true;
         self.sync_stats();
         if let Some(l) = step.learned.last() {
@@ -501,6 +513,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         told_empty: false,
         known: HashMap::new(),
         abandoned_read: None,
+        saves_since_prune: 0,
     };
     lp.sync_stats();
     lp.reseed_seen().await?;
@@ -659,6 +672,12 @@ impl LearnLoop {
             return;
         }
         self.abandoned_read = Some(Instant::now());
+        if let Ok(Some(m)) = self.publisher.used_memory().await {
+            self.stats.redis_used_memory.store(i64::try_from(m).unwrap_or(i64::MAX), Relaxed);
+        }
+        if let Ok(b) = self.store.model_table_bytes().await {
+            self.stats.model_table_bytes.store(i64::try_from(b).unwrap_or(i64::MAX), Relaxed);
+        }
         match self.store.abandoned().await {
             Ok((i, c)) => {
                 self.stats.abandoned_impressions.store(i, Relaxed);

@@ -235,6 +235,30 @@ impl LearnStore {
         self.insert("ad_ctr_model", std::slice::from_ref(row)).await
     }
 
+    /// Deletes the model's snapshots older than version `below` (the
+    /// newest ones stay: restore reads only the newest).
+    pub async fn prune_snapshots(&self, below: u64) -> anyhow::Result<()> {
+        let sql = format!(
+            "ALTER TABLE {db}.ad_ctr_model DELETE WHERE model = {{model:String}} AND version < {{below:UInt64}}",
+            db = self.db()
+        );
+        self.client
+            .query(&sql)
+            .param("model", self.model.as_str())
+            .param("below", below)
+            .with_setting("mutations_sync", "1")
+            .execute()
+            .await
+            .map_err(|e| self.write_error(e.into(), "ad_ctr_model"))
+    }
+
+    /// Bytes on disk of the learner's tables (`ad_ctr_model`, all models).
+    pub async fn model_table_bytes(&self) -> anyhow::Result<u64> {
+        let sql = "SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts \
+                   WHERE database = {db:String} AND table = 'ad_ctr_model' AND active";
+        self.client.query(sql).param("db", self.db()).fetch_one().await.map_err(|e| self.read_error(e))
+    }
+
     pub async fn write_settled(&self, rows: &[SettledRow]) -> anyhow::Result<()> {
         self.insert("ad_ctr_settled", rows).await
     }

@@ -93,6 +93,13 @@ impl Publisher {
         Ok(Publisher { con, prefix: prefix.to_string(), ttl })
     }
 
+    /// Redis's `used_memory` (INFO memory), bytes.
+    pub async fn used_memory(&self) -> redis::RedisResult<Option<u64>> {
+        let mut con = self.con.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await?;
+        Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()))
+    }
+
     /// This publisher's lease on its prefix (see [`super::lease`]).
     pub fn lease(&self, owner: String, ttl: Duration) -> super::lease::Lease {
         super::lease::Lease::new(self.con.clone(), &self.prefix, owner, ttl)
