@@ -122,6 +122,19 @@ struct Step {
     let_go: Vec<LetGo>,
 }
 
+/// What `run` writes cannot be learned (a one-line error; the process
+/// ends).
+#[derive(Debug)]
+struct Misconfigured(String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
+
 /// The lease is not (or no longer) this learner's: stop writing.
 #[derive(Debug)]
 struct LostLease(String);
@@ -205,6 +218,22 @@ impl LearnLoop {
             self.stats.newest_closed_ms.store(n, Relaxed);
         }
         let Some(frontier) = p.frontier_ms else {
+            if self.learner.learned_through().is_none() {
+                // `run --window 5s` writes its segments at 5 s (and 1 h):
+                // the learner's 10 s windows never come. Say so.
+                let rollups = self.store.segment_rollups().await?;
+                let want = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP;
+                if !rollups.is_empty() && !rollups.iter().any(|r| r == want) {
+                    return Err(Misconfigured(format!(
+                        "database {} has the segment rollups {} but not {want}, the 10 s windows the learner learns \
+                         from: run `adstream run` with --rollup {want} (with --window 5s, 10s is a multiple of it) \
+                         beside its other rollups",
+                        self.cfg.clickhouse.database,
+                        rollups.join(" ")
+                    ))
+                    .into());
+                }
+            }
             if self.learner.learned_through().is_none() && !self.told_empty {
                 self.told_empty = true;
                 tracing::info!(
@@ -629,7 +658,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     return Err(e.context("learn --once"));
                 }
             }
-            Some(Err(e)) if retry::is_permanent(&e) => return Err(e),
+            Some(Err(e)) if retry::is_permanent(&e) || e.is::<Misconfigured>() => return Err(e),
             Some(Err(e)) => {
                 lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
                 needs_restore = true;

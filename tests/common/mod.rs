@@ -581,7 +581,19 @@ fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
 /// sets this when the user gives ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL):
 /// then tests must not stop and start them.
 pub fn external_services() -> bool {
-    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| v == "1")
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0"
+    })
+}
+
+/// Whether `service` (`kafka`, `clickhouse`, `redis`) is someone else's:
+/// `ADSTREAM_TEST_EXTERNAL_SERVICES` is `1` (all of them) or names it in
+/// a comma-separated list (scripts/test.sh lists those you pointed
+/// elsewhere). Only a step that stops or restarts that service is skipped.
+pub fn external_service(service: &str) -> bool {
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES")
+        .is_ok_and(|v| v.trim() == "1" || v.split(',').any(|s| s.trim().eq_ignore_ascii_case(service)))
 }
 
 /// The knobs of one `adstream generate` run.

@@ -155,6 +155,17 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
+    /// The segment rollups `run` wrote (`campaign_id,ad_format,country,
+    /// device:<window>`), by name.
+    pub async fn segment_rollups(&self) -> anyhow::Result<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT toString(rollup_name) FROM {db}.ad_window_parts \
+             WHERE startsWith(rollup_name, 'campaign_id,ad_format,country,device:') ORDER BY 1",
+            db = self.db()
+        );
+        self.client.query(&sql).fetch_all().await.map_err(|e| self.read_error(e))
+    }
+
     /// Start of the oldest window of the segment rollup after `after_ms`
     /// (any, if `None`) and at most `upto_ms`, Unix ms: where the next new
     /// window is, however long the gap before it (a quiet night, or old
