@@ -771,6 +771,40 @@ async fn a_run_with_other_windows_is_refused_in_one_line() {
     );
 }
 
+/// Issue 19 item 5: `learn` started before `migrate --cluster` created
+/// single-node tables, splitting its node from the cluster. It never
+/// creates tables: `--once` says which are missing and names `migrate
+/// --cluster`; a running learner waits for them.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs ClickHouse and Redis: run scripts/test.sh"]
+async fn learn_never_creates_tables() {
+    let db = unique("learnschema");
+    let out = adstream()
+        .args(["learn", "--once", "--database", &db, "--model", "m"])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("learn --once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(last.contains("lacks ad_window_parts") && last.contains("--cluster NAME"), "{err}");
+    let tables = scalar(&format!("SELECT count() FROM system.tables WHERE database = '{db}'")).await;
+    assert_eq!(tables, 0, "learn created nothing");
+    // Running: it waits, and learns once the schema is there.
+    let dir = scratch_dir();
+    let learn = start_learn(&db, "m", &dir, "learn");
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, health) = http_get(&learn_addr(&learn).unwrap(), "/healthz");
+    assert!(health.contains("lacks"), "{health}");
+    run_ok(adstream().args(["migrate", "--database", &db]), Duration::from_secs(60));
+    let addr = learn_addr(&learn).unwrap();
+    wait_until("the learner to see the schema", Duration::from_secs(30), || {
+        http_get(&addr, "/healthz").1.contains("ClickHouse ok")
+    });
+    let (status, _) = learn.sigterm(Duration::from_secs(20));
+    assert!(status.success());
+}
+
 fn metrics_value(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))

@@ -512,6 +512,46 @@ async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learne
     Ok(l)
 }
 
+/// Waits until the database has the learner's tables (it never creates
+/// them, see [`LearnStore::new`]); `false` if stopped first. With `--once`,
+/// a missing table is a one-line error.
+async fn wait_for_schema(
+    store: &LearnStore,
+    cfg: &LearnConfig,
+    stats: &LearnStats,
+    stop: &Shutdown,
+) -> anyhow::Result<bool> {
+    let mut told = false;
+    loop {
+        match store.missing_tables().await {
+            Ok(m) if m.is_empty() => return Ok(true),
+            Ok(m) => {
+                let line = format!(
+                    "database {} lacks {}: run `adstream migrate --database {}` (with --cluster NAME on a cluster) \
+                     or start `adstream run`, which applies the schema; learn never creates tables",
+                    cfg.clickhouse.database,
+                    m.join(", "),
+                    cfg.clickhouse.database
+                );
+                if cfg.once {
+                    anyhow::bail!(line);
+                }
+                stats.clickhouse.failed(&line);
+                if !told {
+                    told = true;
+                    tracing::warn!("{line}; waiting");
+                }
+            }
+            Err(e) if retry::is_permanent(&e) || cfg.once => return Err(e),
+            Err(e) => stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll_interval) => {}
+            _ = stop.triggered() => return Ok(false),
+        }
+    }
+}
+
 /// `adstream learn`.
 pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     let client = crate::io::redis::client(&cfg.redis_url)?;
@@ -519,7 +559,10 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_addr {
         crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after, cfg.max_lag).await?;
     }
-    let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
+    let store = LearnStore::new(&cfg.clickhouse, &cfg.model);
+    if !wait_for_schema(&store, &cfg, &stats, &stop).await? {
+        return Ok(());
+    }
     stats.clickhouse.ok();
     let learner = restore(&store, &cfg).await?;
     let publisher = Publisher::new(client, &cfg.redis_prefix, cfg.redis_ttl)?;

@@ -15,6 +15,17 @@ use crate::io::clickhouse::retry::{self, Table, Target};
 /// The rollup the learner learns from (`ad_metrics_segments_10s`).
 pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
 
+/// What the learner reads and writes (sql/003, sql/006).
+const NEEDED: &[&str] = &[
+    "ad_window_parts",
+    "ad_metrics_segments_10s",
+    "ad_ctr_model",
+    "ad_ctr_quality",
+    "ad_ctr_predictions",
+    "ad_ctr_settled",
+    "ad_ctr_abandoned",
+];
+
 /// 1900-01-01T00:00:00Z, the oldest DateTime64, Unix ms.
 const MIN_DATETIME64_MS: i64 = -2_208_988_800_000;
 
@@ -108,16 +119,34 @@ pub struct PredictionRow {
 /// The learner's ClickHouse.
 pub struct LearnStore {
     client: Client,
+    /// Without a default database (which may not exist yet).
+    base: Client,
     args: ClickHouseConfig,
     model: String,
 }
 
 impl LearnStore {
-    /// Applies the schema (idempotent) and binds the store to `model`.
-    pub async fn connect(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
+    /// Binds the store to `model`. It never creates tables: `adstream
+    /// migrate` (with `--cluster` on a cluster) or `run` does; a learner
+    /// that created single-node tables before `migrate --cluster` would
+    /// split its node from the cluster.
+    pub fn new(args: &ClickHouseConfig, model: &str) -> LearnStore {
         let base = super::client(args);
-        super::schema_cluster::migrate(&base, &args.database, None).await.map_err(|e| retry::schema_error(e, args))?;
-        Ok(LearnStore { client: base.with_database(&args.database), args: args.clone(), model: model.to_string() })
+        LearnStore {
+            client: base.clone().with_database(&args.database),
+            base,
+            args: args.clone(),
+            model: model.to_string(),
+        }
+    }
+
+    /// The tables and views the learner needs that the database lacks
+    /// (all of them if it does not exist).
+    pub async fn missing_tables(&self) -> anyhow::Result<Vec<&'static str>> {
+        let sql = "SELECT toString(name) FROM system.tables WHERE database = {db:String}";
+        let have: Vec<String> =
+            self.base.query(sql).param("db", self.db()).fetch_all().await.map_err(|e| self.read_error(e))?;
+        Ok(NEEDED.iter().copied().filter(|t| !have.iter().any(|h| h == t)).collect())
     }
 
     fn db(&self) -> &str {
