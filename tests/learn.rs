@@ -805,6 +805,46 @@ async fn learn_never_creates_tables() {
     assert!(status.success());
 }
 
+/// Issue 19 item 6: 2,000 connections that send nothing. The endpoints
+/// used to keep them forever (no header timer, no cap: a process with
+/// 1,024 file descriptors stops answering); now each is closed after the
+/// header timeout, the excess at once, and `/metrics`, `/ctr` and
+/// `/healthz` keep answering.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs ClickHouse and Redis: run scripts/test.sh"]
+async fn idle_connections_do_not_stop_the_endpoints() {
+    use std::io::Read;
+    let db = unique("learnhttp");
+    run_ok(adstream().args(["migrate", "--database", &db]), Duration::from_secs(60));
+    let dir = scratch_dir();
+    let mut learn = start_learn(&db, "m", &dir, "learn");
+    let addr = learn_addr(&learn).unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..2000).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    assert!(idle.len() >= 1000, "opened {} idle connections", idle.len());
+    let t0 = Instant::now();
+    for path in ["/metrics", "/healthz", "/ctr?campaign=C001&format=banner&country=US&device=iOS"] {
+        wait_until(&format!("{path} to answer beside 2,000 idle connections"), Duration::from_secs(20), || {
+            http_get(&addr, path).0 != 0
+        });
+    }
+    println!("endpoints answered {:.1} s after 2,000 idle connections", t0.elapsed().as_secs_f64());
+    // Every idle connection is closed by the server (EOF), none kept.
+    let t0 = Instant::now();
+    for mut s in idle {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("an idle connection was kept open {:?}: {other:?}", t0.elapsed()),
+        }
+    }
+    println!("all idle connections closed by the server within {:.1} s", t0.elapsed().as_secs_f64());
+    learn.assert_alive("after 2,000 idle connections");
+    let (status, _) = learn.sigterm(Duration::from_secs(20));
+    assert!(status.success());
+}
+
 fn metrics_value(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
