@@ -13,7 +13,7 @@
 //!   (the predicted clicks per impression, the start of the window the
 //!   model had learned through, and when it was published, both Unix ms);
 //! - `P:current`: the version readers use; it never moves backwards;
-//! - `P:versions` (the published versions, newest first) and `P:v{V}:keys`
+//! - `P:versions` (the published versions, newest first) and `P:keys:v{V}`
 //!   (a version's hashes): once `current` moves on, every version but the
 //!   newest two is deleted (the previous one stays for readers mid-read);
 //! - `P:lease` and `P:fence`: the writer's lease ([`lease`]).

@@ -45,7 +45,7 @@ if cur and cur > ver then
   return redis.error_reply('NOTLEADER current is at version ' .. cur .. ', newer than ' .. ver)
 end
 local ttl = tonumber(ARGV[3])
-local set = ARGV[4] .. ':v' .. ARGV[2] .. ':keys'
+local set = ARGV[4] .. ':keys:v' .. ARGV[2]
 local seen = {}
 for i = 5, #ARGV, 3 do
   redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
@@ -63,7 +63,7 @@ end
 redis.call('EXPIRE', KEYS[3], ttl)
 while redis.call('LLEN', KEYS[3]) > 2 do
   local old = redis.call('RPOP', KEYS[3])
-  local oldset = ARGV[4] .. ':v' .. old .. ':keys'
+  local oldset = ARGV[4] .. ':keys:v' .. old
   local keys = redis.call('SMEMBERS', oldset)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
