@@ -27,8 +27,10 @@
 //! ClickHouse errors: a refusal (schema, credentials) ends the process with
 //! the one-line explanation; an outage is retried at the next poll, the
 //! model unchanged (nothing is learned that is not then saved). Redis
-//! errors never stop learning: they are counted, `/healthz` says Redis is
-//! down, and the next window publishes everything again.
+//! errors never end the process: a failed publish is counted and the next
+//! one publishes everything again; but the lease lives in Redis, so while
+//! it is down learning pauses (`/healthz` says Redis is down and
+//! `standby`), and resumes from the newest snapshot when it is back.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
