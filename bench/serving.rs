@@ -475,6 +475,8 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         let name = format!("serving-learn-{p}");
         let (mut l, log) = adstream(&name);
         l.args(["learn", "--database", &db, "--model", model, "--poll-interval", p, "--metrics-addr", "127.0.0.1:0"]);
+        // The key layout read here: `adstream:<model>:…`.
+        l.args(["--redis-prefix", &prefix(model)]);
         procs.0.push((name.clone(), Spawned::start(&mut l, &log)?));
         let err = log.with_extension("err");
         addrs.push(wait_for("learn to listen", Duration::from_secs(60), || {

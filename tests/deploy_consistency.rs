@@ -111,10 +111,18 @@ fn ports_are_the_native_ones_and_the_binarys_defaults() {
     assert_eq!((kafka_port.as_str(), ch_port.as_str(), metrics_port.as_str()), ("9092", "8123", "9464"));
     assert_eq!(port_of(&help_default(&run_help, "--brokers")), kafka_port);
     assert_eq!(port_of(&help_default(&run_help, "--clickhouse-url")), ch_port);
-    for (svc, port) in [("kafka", &kafka_port), ("clickhouse", &ch_port), ("adstream", &metrics_port)] {
+    for (svc, port) in [("kafka", &kafka_port), ("clickhouse", &ch_port)] {
         assert!(
             ports(&doc["services"][svc]).contains(&format!("{port}:{port}")),
             "{svc} must publish {port}:{port}: {:?}",
+            ports(&doc["services"][svc])
+        );
+    }
+    // The metrics and /ctr endpoints: on the host's loopback only.
+    for (svc, port) in [("adstream", metrics_port.as_str()), ("learn", "9465")] {
+        assert!(
+            ports(&doc["services"][svc]) == [format!("127.0.0.1:{port}:{port}")],
+            "{svc} must publish 127.0.0.1:{port}:{port} only: {:?}",
             ports(&doc["services"][svc])
         );
     }
@@ -205,7 +213,7 @@ fn the_learn_and_redis_services_match_the_script_and_the_binary() {
     let port = port_of(&help_default(&help, "--metrics-addr")).to_string();
     assert_eq!(port_of(&metrics), port);
     assert!(metrics.starts_with("0.0.0.0:"), "{metrics}");
-    assert!(ports(learn).contains(&format!("{port}:{port}")), "{:?}", ports(learn));
+    assert!(ports(learn).contains(&format!("127.0.0.1:{port}:{port}")), "{:?}", ports(learn));
     assert!(read("Dockerfile").lines().any(|l| l.trim() == format!("EXPOSE {port}")));
     let check = strings(&learn["healthcheck"]["test"]);
     assert!(check.contains(&format!("http://127.0.0.1:{port}/healthz")), "{check:?}");
@@ -423,7 +431,9 @@ fn the_cluster_profile_matches_its_config_files_and_the_binary() {
     let mut published = BTreeSet::new();
     for (name, s) in &all {
         for p in ports(s) {
-            let host_port = p.split(':').next().unwrap().to_string();
+            // `[IP:]HOST_PORT:CONTAINER_PORT`
+            let parts: Vec<&str> = p.split(':').collect();
+            let host_port = parts[parts.len().saturating_sub(2)].to_string();
             assert!(published.insert(host_port.clone()), "{name}: host port {host_port} published twice");
         }
     }

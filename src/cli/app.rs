@@ -205,7 +205,7 @@ async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
     let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
     let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
     let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
-    let cached = crate::io::redis::lookup(client, &cfg.model, segment).await.map_err(|e| {
+    let cached = crate::io::redis::lookup(client, &cfg.redis_prefix, segment).await.map_err(|e| {
         anyhow::anyhow!(
             "Redis at {}: {}: {}",
             crate::config::secret::redact_url(&cfg.redis_url),

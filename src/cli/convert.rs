@@ -291,8 +291,9 @@ fn model_name(m: &str) -> anyhow::Result<String> {
     Ok(m.to_string())
 }
 
-/// The checked Redis URL, its authentication and the model name.
-fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, RedisAuth, String)> {
+/// The checked Redis URL, its authentication, the model name and the key
+/// prefix of `database`.
+fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(String, RedisAuth, String, String)> {
     let tls = tls_files(
         "--redis",
         "ADSTREAM_REDIS",
@@ -302,13 +303,22 @@ fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, RedisAuth, String)> {
     )?;
     let auth = RedisAuth { tls, user: a.redis_user.clone().filter(|u| !u.is_empty()), password: a.password()? };
     crate::io::redis::client_with(&a.redis_url, &auth)?;
-    Ok((a.redis_url.clone(), auth, model_name(&a.model)?))
+    let model = model_name(&a.model)?;
+    let prefix = match &a.redis_prefix {
+        Some(p) => {
+            let ok = !p.is_empty() && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic());
+            ensure!(ok, "--redis-prefix {p:?}: 1 to 200 printable characters, no spaces (ADSTREAM_REDIS_PREFIX)");
+            p.clone()
+        }
+        None => crate::io::redis::default_prefix(database, &model),
+    };
+    Ok((a.redis_url.clone(), auth, model, prefix))
 }
 
 impl TryFrom<&LearnArgs> for LearnConfig {
     type Error = anyhow::Error;
     fn try_from(a: &LearnArgs) -> anyhow::Result<Self> {
-        let (redis_url, redis_auth, model) = redis_target(&a.redis)?;
+        let (redis_url, redis_auth, model, redis_prefix) = redis_target(&a.redis, &a.clickhouse.database)?;
         let params = crate::learn::Params { alpha: a.ftrl_alpha, beta: a.ftrl_beta, l1: a.l1, l2: a.l2, bits: a.bits };
         params.validate().map_err(|e| anyhow::anyhow!("--ftrl-alpha/--ftrl-beta/--l1/--l2/--bits: {e}"))?;
         for (name, d) in [
@@ -316,9 +326,12 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             ("--idle-after", a.idle_after),
             ("--redis-ttl", a.redis_ttl),
             ("--unhealthy-after", a.unhealthy_after),
+            ("--max-lag", a.max_lag),
+            ("--lease-ttl", a.lease_ttl),
         ] {
             ensure!(!d.is_zero(), "{name} must be more than 0s");
         }
+        ensure!(a.keep_snapshots >= 1, "--keep-snapshots must be at least 1 (ADSTREAM_KEEP_SNAPSHOTS)");
         ensure!(a.redis_ttl >= Duration::from_secs(1), "--redis-ttl must be at least 1s (Redis TTLs are in seconds)");
         Ok(LearnConfig {
             clickhouse: (&a.clickhouse).try_into()?,
@@ -333,6 +346,10 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             redis_ttl: a.redis_ttl,
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
+            max_lag: a.max_lag,
+            redis_prefix,
+            lease_ttl: a.lease_ttl,
+            keep_snapshots: a.keep_snapshots,
             once: a.once,
         })
     }
@@ -341,12 +358,13 @@ impl TryFrom<&LearnArgs> for LearnConfig {
 impl TryFrom<&PredictArgs> for PredictConfig {
     type Error = anyhow::Error;
     fn try_from(a: &PredictArgs) -> anyhow::Result<Self> {
-        let (redis_url, redis_auth, model) = redis_target(&a.redis)?;
+        let (redis_url, redis_auth, model, redis_prefix) = redis_target(&a.redis, &a.database)?;
         ensure!(!a.campaign.trim().is_empty(), "--campaign must not be empty");
         Ok(PredictConfig {
             redis_url,
             redis_auth,
             model,
+            redis_prefix,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),
             country: a.country.clone(),

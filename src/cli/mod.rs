@@ -510,9 +510,15 @@ pub struct RedisArgs {
     #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// The model's name: its rows in ClickHouse (`model` column) and its
-    /// Redis keys (`adstream:<model>:...`). Letters, digits, `_`, `-`.
+    /// Redis keys (`adstream:<database>:<model>:...`). Letters, digits,
+    /// `_`, `-`.
     #[arg(long, env = "ADSTREAM_MODEL", default_value = "ctr")]
     pub model: String,
+    /// Prefix of the model's Redis keys; by default
+    /// `adstream:<database>:<model>`, so models of two databases never
+    /// share a key.
+    #[arg(long, env = "ADSTREAM_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// PEM file of the CA that signed Redis's certificate, for a rediss://
     /// URL; unset: the system's trust store.
     #[arg(long, env = "ADSTREAM_REDIS_CA_FILE", value_name = "PEM")]
@@ -542,6 +548,7 @@ impl std::fmt::Debug for RedisArgs {
         f.debug_struct("RedisArgs")
             .field("redis_url", &redact_url(&self.redis_url))
             .field("model", &self.model)
+            .field("redis_prefix", &self.redis_prefix)
             .field("redis_ca_file", &self.redis_ca_file)
             .field("redis_cert_file", &self.redis_cert_file)
             .field("redis_key_file", &self.redis_key_file)
@@ -611,6 +618,20 @@ pub struct LearnArgs {
     /// this long (200 before, naming what fails).
     #[arg(long, env = "ADSTREAM_UNHEALTHY_AFTER", value_parser = duration, default_value = "30s")]
     pub unhealthy_after: Duration,
+    /// /healthz answers 503 while the learner is more than this much event
+    /// time behind the frontier, the newest window closed on every active
+    /// partition (adstream_learn_frontier_lag_seconds).
+    #[arg(long, env = "ADSTREAM_MAX_LAG", value_parser = duration, default_value = "15m")]
+    pub max_lag: Duration,
+    /// One learner per model writes: it holds a lease in Redis, renewed
+    /// every poll; another one waits as a hot standby and takes over at
+    /// most this long after the holder died.
+    #[arg(long, env = "ADSTREAM_LEASE_TTL", value_parser = duration, default_value = "10s")]
+    pub lease_ttl: Duration,
+    /// Snapshot versions kept in ad_ctr_model (older ones are deleted;
+    /// restore reads the newest).
+    #[arg(long, env = "ADSTREAM_KEEP_SNAPSHOTS", default_value_t = 100)]
+    pub keep_snapshots: u64,
     /// Learn what is learnable now, publish, save the model, and exit.
     #[arg(long, env = "ADSTREAM_ONCE")]
     pub once: bool,
@@ -620,6 +641,9 @@ pub struct LearnArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// The database `learn` learns from (part of the Redis key prefix).
+    #[arg(long, env = "ADSTREAM_DATABASE", default_value = "adtech")]
+    pub database: String,
     /// Campaign, e.g. C001.
     #[arg(long, env = "ADSTREAM_CAMPAIGN")]
     pub campaign: String,

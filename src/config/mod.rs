@@ -171,6 +171,14 @@ pub struct LearnConfig {
     pub redis_ttl: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub unhealthy_after: Duration,
+    /// `/healthz` is 503 past this lag behind the frontier.
+    pub max_lag: Duration,
+    /// Prefix of the Redis keys (`--redis-prefix`, or database and model).
+    pub redis_prefix: String,
+    /// The writer's lease in Redis.
+    pub lease_ttl: Duration,
+    /// Snapshot versions kept in `ad_ctr_model`.
+    pub keep_snapshots: u64,
     pub once: bool,
 }
 
@@ -181,6 +189,7 @@ pub struct PredictConfig {
     /// TLS files, ACL user and password of Redis.
     pub redis_auth: RedisAuth,
     pub model: String,
+    pub redis_prefix: String,
     pub campaign: String,
     pub ad_format: String,
     pub country: String,

@@ -22,6 +22,20 @@ pub fn clickhouse_url() -> String {
     std::env::var("ADSTREAM_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
+/// The test's Redis (`ADSTREAM_REDIS_URL`, as scripts/redis.sh serves it
+/// on REDIS_PORT).
+pub fn redis_url() -> String {
+    std::env::var("ADSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// host:port of [`redis_url`].
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split("://").nth(1).unwrap_or(&url);
+    let host_port = rest.split('/').next().unwrap_or_default();
+    host_port.rsplit('@').next().unwrap_or_default().to_string()
+}
+
 /// A name unique to this test run: `prefix_<nanos>`.
 /// A name no other test (in this process or an earlier one) uses. The
 /// counter matters: two tests starting together on two threads can read
@@ -65,6 +79,7 @@ pub fn adstream() -> Command {
     // Tests run side by side: none may take the default metrics port.
     c.env("ADSTREAM_BROKERS", brokers())
         .env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url())
+        .env("ADSTREAM_REDIS_URL", redis_url())
         .env("ADSTREAM_METRICS_ADDR", "off");
     c
 }
@@ -704,7 +719,19 @@ fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
 /// sets this when the user gives ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL):
 /// then tests must not stop and start them.
 pub fn external_services() -> bool {
-    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| v == "1")
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0"
+    })
+}
+
+/// Whether `service` (`kafka`, `clickhouse`, `redis`) is someone else's:
+/// `ADSTREAM_TEST_EXTERNAL_SERVICES` is `1` (all of them) or names it in
+/// a comma-separated list (scripts/test.sh lists those you pointed
+/// elsewhere). Only a step that stops or restarts that service is skipped.
+pub fn external_service(service: &str) -> bool {
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES")
+        .is_ok_and(|v| v.trim() == "1" || v.split(',').any(|s| s.trim().eq_ignore_ascii_case(service)))
 }
 
 /// The knobs of one `adstream generate` run.

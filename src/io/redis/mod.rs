@@ -5,21 +5,29 @@
 //! restarted Redis is whole again after the next window.
 //!
 //! # Keys
-//! For model `M` (`--model`, default `ctr`) at version `V`:
-//! - `adstream:M:v{V}:{campaign}:{format}`: one hash per campaign × format,
+//! Under the prefix `P` (`--redis-prefix`; by default `adstream:{database}:
+//! {model}`, so two databases or two models never share a key) at version
+//! `V`:
+//! - `P:v{V}:{campaign}:{format}`: one hash per campaign × format,
 //!   fields `{country}|{device}`, values `{ctr} {window_ms} {published_ms}`
 //!   (the predicted clicks per impression, the start of the window the
 //!   model had learned through, and when it was published, both Unix ms);
-//! - `adstream:M:current`: the version readers use.
+//! - `P:current`: the version readers use; it never moves backwards;
+//! - `P:versions` (the published versions, newest first) and `P:keys:v{V}`
+//!   (a version's hashes): once `current` moves on, every version but the
+//!   newest two is deleted (the previous one stays for readers mid-read);
+//! - `P:lease` and `P:fence`: the writer's lease ([`lease`]).
 //!
-//! A version's hashes and the switch of `current` to it are written in one
-//! MULTI/EXEC transaction, every key with the TTL (`--redis-ttl`), so a
-//! reader sees either the previous version or the whole new one, and a
-//! learner that stops leaves nothing behind for longer than the TTL.
+//! A version's hashes and the switch of `current` to it are written by one
+//! script (atomic in Redis), after it checked that the writer holds the
+//! lease, every key with the TTL (`--redis-ttl`), so a reader sees either
+//! the previous version or the whole new one, and a learner that stops
+//! leaves nothing behind for longer than the TTL.
 
+pub mod lease;
 mod publish;
 
-pub use publish::{lookup, Publication, Publisher};
+pub use publish::{lookup, Publication, Publisher, NOT_LEADER};
 
 /// A client for a `redis://` or `rediss://` URL, checked: a one-line
 /// error naming the flag otherwise. With `--redis-user`/`--redis-password` (overriding the URL's)
@@ -103,19 +111,19 @@ pub fn hint(msg: &str, tls: bool) -> (&'static str, bool) {
     }
 }
 
-/// The prefix of model `model`'s keys.
-pub fn prefix(model: &str) -> String {
-    format!("adstream:{model}")
+/// The default prefix of a model's keys: its database and its name.
+pub fn default_prefix(database: &str, model: &str) -> String {
+    format!("adstream:{database}:{model}")
 }
 
 /// The hash of one campaign × format at a version.
-pub fn hash_key(model: &str, version: u64, campaign: &str, format: &str) -> String {
-    format!("{}:v{version}:{campaign}:{format}", prefix(model))
+pub fn hash_key(prefix: &str, version: u64, campaign: &str, format: &str) -> String {
+    format!("{prefix}:v{version}:{campaign}:{format}")
 }
 
 /// The pointer to the current version.
-pub fn current_key(model: &str) -> String {
-    format!("{}:current", prefix(model))
+pub fn current_key(prefix: &str) -> String {
+    format!("{prefix}:current")
 }
 
 /// The field of one country × device.
@@ -145,8 +153,9 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(hash_key("ctr", 7, "C001", "banner"), "adstream:ctr:v7:C001:banner");
-        assert_eq!(current_key("ctr"), "adstream:ctr:current");
+        let p = default_prefix("adtech", "ctr");
+        assert_eq!(hash_key(&p, 7, "C001", "banner"), "adstream:adtech:ctr:v7:C001:banner");
+        assert_eq!(current_key(&p), "adstream:adtech:ctr:current");
         assert_eq!(field("US", "iOS"), "US|iOS");
     }
 }
