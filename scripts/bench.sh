@@ -7,6 +7,7 @@
 #   scripts/bench.sh scaleout              # 1, 2, 3 run processes in one group (not in the default set)
 #   scripts/bench.sh range                 # 30 days of windows: 10 s rows vs the 1 h rollup (not in the default set)
 #   scripts/bench.sh learner               # CTR model vs the Bayes optimum, VW, river, a count baseline (not in the default set)
+#   scripts/bench.sh profile               # perf profile of one `adstream run --drain`, split by stage (not in the default set)
 #   scripts/bench.sh serving               # live pipeline: window closed -> readable in Redis; GET /ctr vs HGET (not in the default set)
 #
 # Like scripts/test.sh it installs and starts what it needs: the real Kafka
@@ -71,7 +72,7 @@ cleanup() {
   for s in "${started[@]}"; do scripts/"$s".sh down || true; done
 }
 trap cleanup EXIT
-if wants generator || wants consumer || wants scaleout || wants range || wants serving; then
+if wants generator || wants consumer || wants profile || wants scaleout || wants range || wants serving; then
   if [ -z "${ADSTREAM_BROKERS:-}" ]; then
     step "Kafka (scripts/kafka.sh)"
     if ! scripts/kafka.sh status >/dev/null 2>&1; then started+=(kafka); fi
@@ -149,6 +150,17 @@ fi
 if wants consumer; then
   step "consumer end-to-end bench${peer_args:+ with its peers}"
   "$BENCH" --out "$OUT" --reps "$REPS" consumer --events "${BENCH_CONSUMER_EVENTS:-2000000}" "${peer_args[@]}"
+fi
+if wants profile; then
+  step "profile: perf record of one adstream run --drain (BENCH_PROFILE_EVENTS=${BENCH_PROFILE_EVENTS:-2000000} events)"
+  command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
+  ptopic="bench_profile_$$"
+  target/release/adstream generate --topic "$ptopic" --rate 0 --seed 42 --jitter 1s --event-rate 10000 \
+    --count "${BENCH_PROFILE_EVENTS:-2000000}" >"$OUT/profile-preload.out" 2>&1
+  perf record -q -F 4999 -o "$OUT/profile.perf.data" -- target/release/adstream run --drain --topic "$ptopic" \
+    --group "${ptopic}_g" --database "${ptopic}_db" >"$OUT/profile-run.out" 2>"$OUT/profile-run.err"
+  perf report -i "$OUT/profile.perf.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null >"$OUT/profile.txt"
+  python3 bench/perf_split.py <"$OUT/profile.txt" | tee "$OUT/profile-split.md"
 fi
 if wants scaling; then
   step "scaling bench (keys × window size)"
