@@ -14,9 +14,10 @@ grace. Windows still open when the input ends are never emitted (Quix has
 no end-of-input flush), so the comparison covers the windows that closed.
 
 Quix keeps one stream time per partition of the repartition topic, which
-receives all input partitions interleaved: the partition that starts
-behind has its first seconds dropped as late (the `on_late` callback counts
-them and their windows, reported as `late_dropped` and `late_windows`).
+receives all input partitions interleaved: when one input partition runs
+ahead of another by more than the grace, the events of the one behind are
+dropped as late (the `on_late` callback counts them and their windows,
+reported as `late_dropped` and `late_windows`).
 
 Stops by itself once every input event has reached the window or been
 dropped as late (--events in all) and that message is processed.
