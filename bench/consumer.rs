@@ -358,6 +358,7 @@ fn peer_rows(runs: &[Run], peers: &[&PeerSpec]) -> Value {
             "startup_s": stat(p.startup_s), "cpu_s_per_million": stat(p.cpu_s_per_million),
             "peak_rss_mb": stat(p.peak_rss_mb), "ratio_events_per_cpu_s": stat(p.ratio_events_per_cpu_s),
             "windows_equal": stat(p.windows_equal),
+            "windows_equal_runs": runs.iter().filter(|r| r.get(p.windows_equal) == Some(&1.0)).count(),
         }));
     }
     json!(rows)
@@ -390,10 +391,10 @@ pub fn print_peer_table(doc: &Value) {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let equal = match r["windows_equal"]["min"].as_f64() {
+        let equal = match r["windows_equal_runs"].as_u64() {
             None => "(reference)".to_string(),
-            Some(x) if x >= 1.0 => format!("yes, {} of {} runs", r["windows_equal"]["runs"], reps),
-            Some(_) => "NO (see consumer.json checks)".to_string(),
+            Some(k) if k as usize == reps => format!("yes, {k} of {reps} runs"),
+            Some(k) => format!("{k} of {reps} runs (see consumer.json checks)"),
         };
         let ratio = if r["ratio_events_per_cpu_s"].is_null() {
             "1×".to_string()
