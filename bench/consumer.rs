@@ -42,7 +42,9 @@ use serde_json::{json, Value};
 
 use crate::procstat::run_measured;
 use crate::report::{finish, median, Figure, Run, Target};
-use crate::services::{brokers, clickhouse_url, delete_topic, number_after, preload, query_tsv, unique};
+use crate::services::{
+    brokers, clickhouse_url, delete_topic, delete_topics_containing, number_after, preload, query_tsv, unique,
+};
 
 pub struct ConsumerArgs {
     pub events: u64,
@@ -456,6 +458,12 @@ fn peer_run(
         log.with_extension("err").display()
     );
     let _ = std::fs::remove_dir_all(&state);
+    // Kafka Streams' and Quix's repartition and changelog topics carry the id.
+    match delete_topics_containing(&id) {
+        Ok(0) => {}
+        Ok(k) => println!("  ({k} internal topics of {} deleted)", p.name),
+        Err(e) => println!("  (could not delete {}'s internal topics: {e:#})", p.name),
+    }
     let summary = peer_summary(&std::fs::read_to_string(log.with_extension("out")).unwrap_or_default());
     let startup_s = summary["startup_s"].as_f64().unwrap_or(f64::NAN);
     let theirs = peer_windows(&result)?;
