@@ -42,15 +42,19 @@ pub fn delete_topic(topic: &str) -> anyhow::Result<()> {
 /// returns how many.
 pub fn delete_topics_containing(part: &str) -> anyhow::Result<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().context("Kafka client")?;
+    let consumer: BaseConsumer = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka client")?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(30)).context("listing topics")?;
     let names: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).filter(|n| n.contains(part)).collect();
     if names.is_empty() {
         return Ok(0);
     }
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().context("Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     for r in runtime()?.block_on(admin.delete_topics(&refs, &opts)).context("deleting topics")? {
