@@ -2,7 +2,8 @@
 # `cargo build --release --locked --bin adstream`, is pinned by
 # tests/deploy_consistency.rs (which also checks that Cargo.lock satisfies
 # --locked); librdkafka is built from the source rdkafka vendors, so no
-# system Kafka library is needed.
+# system Kafka library is needed. TLS is the system's OpenSSL (libssl-dev in
+# the build image, libssl3 here; docs/tls.md).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
@@ -13,8 +14,9 @@ COPY bench ./bench
 RUN cargo build --release --locked --bin adstream
 
 FROM debian:bookworm-slim
-# curl: for the container health check on /healthz.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+# curl: for the container health check on /healthz. libssl3: TLS to Kafka,
+# ClickHouse and Redis. openssl: scripts/tls.sh in the compose tls profile.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 openssl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/adstream /usr/local/bin/adstream
 USER nobody
 # /metrics and /healthz; inside a container, listen on every interface.

@@ -6,7 +6,8 @@
 //! - `engine`: parse + validate + window from an in-memory buffer.
 //! - `generator`: `adstream generate --rate 0` into the real broker.
 //! - `consumer`: preloaded topic → `adstream run --drain` → ClickHouse, with
-//!   the Spark Structured Streaming peer on the same topic when configured.
+//!   the peers (Spark Structured Streaming, Flink SQL, Kafka Streams, Quix
+//!   Streams) on the same topic, each when configured.
 //! - `scaleout`: a 12-partition topic consumed by 1, 2 and 3 `adstream run
 //!   --drain` processes in one group: cost per event per process, rows and
 //!   inserts per second, exact totals, and the rebalance pause of each join.
@@ -84,7 +85,7 @@ enum Bench {
         #[arg(long, default_value = "target/release/adstream")]
         adstream: String,
     },
-    /// Preloaded topic → `adstream run --drain` → ClickHouse (and Spark).
+    /// Preloaded topic → `adstream run --drain` → ClickHouse (and the peers).
     Consumer {
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
@@ -101,6 +102,28 @@ enum Bench {
         /// Directory of the Kafka connector jars for Spark.
         #[arg(long, default_value = "")]
         spark_jars: String,
+        /// Python with apache-flink, to run the Flink peer (omit to skip it).
+        #[arg(long)]
+        flink_python: Option<String>,
+        /// The Flink SQL job.
+        #[arg(long, default_value = "bench/flink/job.py")]
+        flink_job: PathBuf,
+        /// Directory of Flink's Kafka SQL connector jar.
+        #[arg(long, default_value = "")]
+        flink_jars: String,
+        /// Class path of the compiled Kafka Streams peer and its jars, to
+        /// run it (omit to skip it).
+        #[arg(long)]
+        kstreams_classpath: Option<String>,
+        /// The java that runs it.
+        #[arg(long, default_value = "java")]
+        kstreams_java: String,
+        /// Python with quixstreams, to run the Quix Streams peer (omit to skip it).
+        #[arg(long)]
+        quix_python: Option<String>,
+        /// The Quix Streams job.
+        #[arg(long, default_value = "bench/quix/job.py")]
+        quix_job: PathBuf,
         /// Keep the preloaded topic.
         #[arg(long)]
         keep_topic: bool,
@@ -256,9 +279,31 @@ fn main() -> ExitCode {
         Bench::Generator { events, adstream } => {
             generator::run(&generator::GeneratorArgs { events, reps, adstream }, &cli.out)
         }
-        Bench::Consumer { events, adstream, event_rate, spark_python, spark_job, spark_jars, keep_topic } => {
-            let spark = spark_python.map(|python| consumer::SparkArgs { python, job: spark_job, jars: spark_jars });
-            consumer::run(&consumer::ConsumerArgs { events, reps, adstream, event_rate, spark, keep_topic }, &cli.out)
+        Bench::Consumer {
+            events,
+            adstream,
+            event_rate,
+            spark_python,
+            spark_job,
+            spark_jars,
+            flink_python,
+            flink_job,
+            flink_jars,
+            kstreams_classpath,
+            kstreams_java,
+            quix_python,
+            quix_job,
+            keep_topic,
+        } => {
+            use consumer::Peer;
+            let peers = [
+                spark_python.map(|python| Peer::Spark { python, job: spark_job, jars: spark_jars }),
+                flink_python.map(|python| Peer::Flink { python, job: flink_job, jars: flink_jars }),
+                kstreams_classpath.map(|classpath| Peer::KStreams { java: kstreams_java, classpath }),
+                quix_python.map(|python| Peer::Quix { python, job: quix_job }),
+            ];
+            let peers = peers.into_iter().flatten().collect();
+            consumer::run(&consumer::ConsumerArgs { events, reps, adstream, event_rate, peers, keep_topic }, &cli.out)
         }
         Bench::Scaling { events, memory_events, campaigns, window_s, event_rate, flush_every } => scaling::run(
             &scaling::ScalingArgs {

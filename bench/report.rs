@@ -40,7 +40,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn fmt_num(x: f64) -> String {
+pub fn fmt_num(x: f64) -> String {
     if !x.is_finite() {
         return "n/a".into();
     }
@@ -175,6 +175,11 @@ pub fn summary(dir: &Path) -> anyhow::Result<()> {
     println!("\n| figure | median | target | | runs |\n|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
+    }
+    if let Some(doc) =
+        std::fs::read_to_string(dir.join("consumer.json")).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    {
+        crate::consumer::print_peer_table(&doc);
     }
     Ok(())
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 
 use crate::procstat::run_measured;
 
@@ -27,16 +26,48 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Deletes a bench topic (its data would otherwise stay on disk).
 pub fn delete_topic(topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().context("Kafka admin client")?;
+    // The brokers and security settings of the ADSTREAM_* environment,
+    // the same the adstream children read.
+    let admin: AdminClient<DefaultClientContext> = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     runtime()?.block_on(admin.delete_topics(&[topic], &opts)).context("deleting topic")?;
     Ok(())
 }
 
+/// Deletes every topic whose name contains `part` (the repartition and
+/// changelog topics a peer created under its application id / group);
+/// returns how many.
+pub fn delete_topics_containing(part: &str) -> anyhow::Result<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka client")?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(30)).context("listing topics")?;
+    let names: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).filter(|n| n.contains(part)).collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let admin: AdminClient<DefaultClientContext> = adstream::testing::kafka_client_config_from_env()?
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("Kafka admin client")?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for r in runtime()?.block_on(admin.delete_topics(&refs, &opts)).context("deleting topics")? {
+        if let Err((topic, code)) = r {
+            anyhow::bail!("deleting {topic}: {code}");
+        }
+    }
+    Ok(names.len())
+}
+
 /// A query's result as TabSeparated text.
 pub fn query_tsv(sql: &str) -> anyhow::Result<String> {
-    let client = clickhouse::Client::default().with_url(clickhouse_url());
+    let client = adstream::testing::clickhouse_client_from_env()?.with_url(clickhouse_url());
     runtime()?
         .block_on(async {
             let mut cur = client.query(sql).fetch_bytes("TabSeparated")?;

@@ -176,7 +176,7 @@ fn poll_once(
 }
 
 fn poller(url: String, model: String, stop: Arc<AtomicBool>) -> anyhow::Result<Seen> {
-    let client = redis::Client::open(url.as_str()).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(&url).context("Redis URL")?;
     let mut con = Some(client.get_connection().context("connecting to Redis")?);
     let mut seen = Seen { changes: Vec::new(), outages: Vec::new(), polls: 0 };
     let mut any_key = None;
@@ -293,7 +293,7 @@ struct Seg {
 }
 
 fn segments(url: &str, model: &str) -> anyhow::Result<Vec<Seg>> {
-    let client = redis::Client::open(url).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(url).context("Redis URL")?;
     let mut con = client.get_connection().context("connecting to Redis")?;
     let version: u64 = redis::cmd("GET")
         .arg(current_key(model))
@@ -475,6 +475,8 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         let name = format!("serving-learn-{p}");
         let (mut l, log) = adstream(&name);
         l.args(["learn", "--database", &db, "--model", model, "--poll-interval", p, "--metrics-addr", "127.0.0.1:0"]);
+        // The key layout read here: `adstream:<model>:…`.
+        l.args(["--redis-prefix", &prefix(model)]);
         procs.0.push((name.clone(), Spawned::start(&mut l, &log)?));
         let err = log.with_extension("err");
         addrs.push(wait_for("learn to listen", Duration::from_secs(60), || {
@@ -594,7 +596,7 @@ pub fn run(args: &ServingArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         })?;
         print(format!("GET /ctr, {c} connection{}", if c == 1 { "" } else { "s" }), &format!("ctr_{c}c"), lat, wall);
     }
-    let client = redis::Client::open(args.redis_url.as_str()).context("Redis URL")?;
+    let client = adstream::testing::redis_client_from_env(&args.redis_url).context("Redis URL")?;
     for &c in &args.connections {
         let c = c.max(1);
         let (lat, wall) = retried("Redis HGET", || {

@@ -11,7 +11,10 @@
 # Env: CLICKHOUSE_HOST (127.0.0.1), CLICKHOUSE_PORT (8123), PYTHON (python3),
 #      CHFRONT_MAX_CONCURRENT (4 queries at once; 1 serializes them),
 #      CHFRONT_ACCESS_LOG (1: a log line per request; 0: only errors and slow ones),
-#      CHFRONT_USER / CHFRONT_PASSWORD (set: every query must present them).
+#      CHFRONT_USER / CHFRONT_PASSWORD (set: every query must present them),
+#      CHFRONT_TLS_CERT / CHFRONT_TLS_KEY [/ CHFRONT_TLS_CLIENT_CA] (set: HTTPS
+#      only, see chfront.py; scripts/tls.sh starts such a second server),
+#      CLICKHOUSE_RUN_DIR (.run/clickhouse: a second server needs its own).
 # State: .run/clickhouse/{chfront.pid,chfront.log,data/}; data survives down/up.
 set -euo pipefail
 
@@ -19,7 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
 PORT="${CLICKHOUSE_PORT:-8123}"
 VENV="$ROOT/.venv/chfront"
-RUN="$ROOT/.run/clickhouse"
+RUN="${CLICKHOUSE_RUN_DIR:-$ROOT/.run/clickhouse}"
 PIDFILE="$RUN/chfront.pid"
 LOG="$RUN/chfront.log"
 DATA="$RUN/data"
@@ -33,13 +36,21 @@ source "$ROOT/scripts/lib/service.sh"
 # pid of our running front, or nothing
 running_pid() { pidfile_pid "$PIDFILE" "chfront.py"; }
 
-# GET /ping answers "Ok." (uses whatever python is at hand, no curl needed)
+# GET /ping answers "Ok." (uses whatever python is at hand, no curl needed).
+# Over HTTPS when CHFRONT_TLS_CERT is set: a readiness probe of our own
+# server, so it does not verify the certificate, and it presents the
+# server's own certificate where a client certificate is required.
 ping_ok() {
   local py="$VENV/bin/python"
   [[ -x "$py" ]] || py="${PYTHON:-python3}"
   "$py" - "$HOST" "$PORT" <<'EOF' >/dev/null 2>&1
-import sys, urllib.request
-with urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/ping", timeout=2) as r:
+import os, ssl, sys, urllib.request
+ctx, scheme = None, "http"
+if os.environ.get("CHFRONT_TLS_CERT"):
+    scheme, ctx = "https", ssl._create_unverified_context()
+    if os.environ.get("CHFRONT_TLS_CLIENT_CA"):
+        ctx.load_cert_chain(os.environ["CHFRONT_TLS_CERT"], os.environ.get("CHFRONT_TLS_KEY") or None)
+with urllib.request.urlopen(f"{scheme}://{sys.argv[1]}:{sys.argv[2]}/ping", timeout=2, context=ctx) as r:
     sys.exit(0 if r.read().strip() == b"Ok." else 1)
 EOF
 }

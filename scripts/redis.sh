@@ -8,6 +8,7 @@
 #   scripts/redis.sh status  exit 0 if up and answering PING, 1 otherwise
 #   scripts/redis.sh ping    exit 0 if any server on the port answers PING
 #                            (one this script did not start counts too)
+#   scripts/redis.sh install install Debian's redis-server if missing (root), nothing else
 #
 # Env: REDIS_PORT (6379).
 # State: .run/redis/<port>/{redis.pid,redis.conf,redis.log,data/}. Nothing is
@@ -118,8 +119,9 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   ping) ping_ok ;;
+  install) ensure_redis ;;
   *)
-    echo "usage: $0 up|down|status|ping" >&2
+    echo "usage: $0 up|down|status|ping|install" >&2
     exit 2
     ;;
 esac

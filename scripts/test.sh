@@ -9,10 +9,12 @@
 #
 # Point ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL / ADSTREAM_REDIS_URL at your own services to
 # test against them instead; the local ones are then not started, and the
-# tests that stop and restart services (tests/reliability.rs: broker restart,
-# ClickHouse outage, tests/learn.rs: redis-server killed) are skipped
-# (ADSTREAM_TEST_EXTERNAL_SERVICES=1), since those services are not ours to
-# take down.
+# steps that stop and restart one of those services (tests/reliability.rs:
+# broker restart, ClickHouse outage; tests/learn.rs: redis-server killed)
+# are skipped, each printing a SKIPPED line (ADSTREAM_TEST_EXTERNAL_SERVICES
+# lists them, e.g. `redis`), since those services are not ours to take down.
+# When this script started every service itself, a SKIPPED line fails the
+# run: nothing may pass without running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,13 @@ cargo clippy --all-targets -- -D warnings
 step "build"
 cargo build --all-targets
 
-if [ -n "${ADSTREAM_BROKERS:-}" ] || [ -n "${ADSTREAM_CLICKHOUSE_URL:-}" ] || [ -n "${ADSTREAM_REDIS_URL:-}" ]; then
-  export ADSTREAM_TEST_EXTERNAL_SERVICES=1
+external=()
+[ -n "${ADSTREAM_BROKERS:-}" ] && external+=(kafka)
+[ -n "${ADSTREAM_CLICKHOUSE_URL:-}" ] && external+=(clickhouse)
+[ -n "${ADSTREAM_REDIS_URL:-}" ] && external+=(redis)
+if [ "${#external[@]}" -gt 0 ]; then
+  ADSTREAM_TEST_EXTERNAL_SERVICES="$(IFS=,; echo "${external[*]}")"
+  export ADSTREAM_TEST_EXTERNAL_SERVICES
 fi
 
 started=()
@@ -55,6 +62,16 @@ if [ -z "${ADSTREAM_REDIS_URL:-}" ]; then
   scripts/redis.sh up
 fi
 
+if [ -z "${ADSTREAM_TEST_EXTERNAL_SERVICES:-}" ]; then
+  # tests/tls.rs: Kafka's SASL_SSL and mutual-TLS listeners (the broker is
+  # restarted with them), ClickHouse over HTTPS with a password, Redis over
+  # TLS with an ACL user; certificates made with openssl. Ports:
+  # KAFKA_SASL_SSL_PORT, KAFKA_SSL_PORT, CLICKHOUSE_TLS_PORT, REDIS_TLS_PORT.
+  step "TLS services (scripts/tls.sh)"
+  started+=(tls)
+  scripts/tls.sh up
+fi
+
 if [ -x .venv/chfront/bin/python ]; then
   step "ClickHouse HTTP front unit tests"
   .venv/chfront/bin/python -m unittest discover -s scripts/chfront -p 'test_*.py'
@@ -63,8 +80,15 @@ fi
 step "tests (unit, demo, end to end)"
 start=$(date +%s)
 status=0
-cargo test --all-targets -- --include-ignored --nocapture || status=$?
+log="$(mktemp)"
+cargo test --all-targets -- --include-ignored --nocapture 2>&1 | tee "$log" || status=$?
 echo "tests took $(( $(date +%s) - start )) s"
+if [ "${#external[@]}" -eq 0 ] && grep -q "SKIPPED" "$log"; then
+  echo "FAILED: tests were skipped although this script started every service itself:" >&2
+  grep "SKIPPED" "$log" >&2
+  status=1
+fi
+rm -f "$log"
 
 # Slower, and needs a browser: runs even when a cargo test failed, so one
 # run reports both. First run installs Superset and Chromium (~5 min).

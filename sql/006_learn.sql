@@ -102,3 +102,58 @@ FROM
     FROM {database}.ad_ctr_predictions FINAL
     GROUP BY model, window_start, window_end, ad_format
 );
+
+-- Every window the learner let go of (it left its ledger: closed on every
+-- partition, or past `learn --revise-horizon` while a partition had not
+-- closed it), with what the model learned of it in all. Together with the
+-- segment rollup this accounts for every impression: learned once, or in
+-- `ad_ctr_abandoned`. One row per window and model (8,640 a day), kept 90
+-- days.
+CREATE TABLE IF NOT EXISTS {database}.ad_ctr_settled
+(
+    model         LowCardinality(String),
+    window_start  DateTime64(3, 'UTC'),
+    window_end    DateTime64(3, 'UTC'),
+    reason        LowCardinality(String),
+    impressions   UInt64,
+    clicks        UInt64,
+    model_version UInt64,
+    settled_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(model_version)
+ORDER BY (model, window_start)
+TTL toDateTime(settled_at) + INTERVAL 90 DAY;
+
+-- What `ad_metrics_segments_10s` holds beyond what the model learned, per
+-- window the learner let go of (and every window between those that never
+-- reached its ledger): rows written after the window was let go (a
+-- partition idle for longer than the revision horizon, then waking up).
+-- `reason`: `revise_horizon` (let go while a partition had not closed it),
+-- `closed` (written after every partition had closed it: every partition
+-- the learner knew of, which is every one that had written a row of the
+-- rollup when it passed), `never_learned`
+-- (a window with no rows when the learner passed and settled it).
+CREATE OR REPLACE VIEW {database}.ad_ctr_abandoned AS
+SELECT
+    b.model AS model,
+    w.window_start AS window_start,
+    w.window_end AS window_end,
+    if(s.model = '', 'never_learned', s.reason) AS reason,
+    toInt64(w.impressions) - toInt64(s.impressions) AS impressions,
+    toInt64(w.clicks) - toInt64(s.clicks) AS clicks
+FROM
+(
+    SELECT model, min(window_start) AS lo, max(window_start) AS hi
+    FROM {database}.ad_ctr_settled FINAL
+    GROUP BY model
+) AS b
+CROSS JOIN
+(
+    SELECT window_start, any(window_end) AS window_end, sum(impressions) AS impressions, sum(clicks) AS clicks
+    FROM {database}.ad_metrics_segments_10s
+    GROUP BY window_start
+) AS w
+LEFT JOIN (SELECT * FROM {database}.ad_ctr_settled FINAL) AS s
+    ON s.model = b.model AND s.window_start = w.window_start
+WHERE w.window_start >= b.lo AND w.window_start <= b.hi
+  AND (toInt64(w.impressions) != toInt64(s.impressions) OR toInt64(w.clicks) != toInt64(s.clicks));

@@ -51,6 +51,27 @@ fn figure(doc: &serde_json::Value, metric: &str) -> f64 {
         .unwrap()
 }
 
+/// The consumer bench's Python peers (Spark, Flink, Quix Streams) at least
+/// parse; running them needs their packages, which only `scripts/bench.sh`
+/// installs (CI never downloads them). The Kafka Streams peer is Java and
+/// compiled by Maven there.
+#[test]
+fn peer_jobs_parse() {
+    let jobs = ["bench/spark/job.py", "bench/flink/job.py", "bench/quix/job.py"];
+    let src = jobs.iter().map(|j| format!("compile(open({j:?}).read(), {j:?}, 'exec')")).collect::<Vec<_>>().join("; ");
+    let out = Command::new("python3")
+        .args(["-c", &src])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let java = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/kstreams/src/main/java/adstream/bench/KStreamsPeer.java"),
+    )
+    .expect("the Kafka Streams peer");
+    assert!(java.contains("TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(5))"));
+}
+
 #[test]
 fn engine_bench_counts_every_event_and_writes_its_json() {
     let dir = scratch_dir();

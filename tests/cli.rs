@@ -8,8 +8,17 @@ use common::bare;
 
 use std::process::{Command, Output};
 
-const SECRETS: [&str; 5] =
-    ["ch-env-secret-1", "kafka-env-secret-2", "kafka-user-secret-3", "opt-secret-4", "url-secret-5"];
+const SECRETS: [&str; 9] = [
+    "ch-env-secret-1",
+    "kafka-env-secret-2",
+    "kafka-user-secret-3",
+    "opt-secret-4",
+    "url-secret-5",
+    "ssl-key-secret-6",
+    "redis-env-secret-7",
+    "redis-user-secret-8",
+    "redis-url-secret-9",
+];
 
 /// `adstream` with every secret-bearing variable set (and nothing else from
 /// the caller's `ADSTREAM_*` environment).
@@ -25,6 +34,10 @@ fn adstream_with_secrets() -> Command {
         .env("ADSTREAM_KAFKA_SASL_USERNAME", SECRETS[2])
         .env("ADSTREAM_KAFKA_OPTIONS", format!("sasl.oauthbearer.config={}", SECRETS[3]))
         .env("ADSTREAM_CLICKHOUSE_URL", format!("http://adstream:{}@127.0.0.1:1", SECRETS[4]))
+        .env("ADSTREAM_KAFKA_SSL_KEY_PASSWORD", SECRETS[5])
+        .env("ADSTREAM_REDIS_PASSWORD", SECRETS[6])
+        .env("ADSTREAM_REDIS_USER", SECRETS[7])
+        .env("ADSTREAM_REDIS_URL", format!("redis://adstream:{}@127.0.0.1:1", SECRETS[8]))
         .env("ADSTREAM_BROKERS", "127.0.0.1:1")
         .env("ADSTREAM_METRICS_ADDR", "off")
         .env("ADSTREAM_CONNECT_TIMEOUT", "1s");
@@ -43,17 +56,29 @@ fn assert_no_secret(what: &str, out: &str) {
 
 #[test]
 fn help_never_shows_secret_values_even_when_they_are_set() {
-    for sub in ["run", "generate", "migrate"] {
+    for sub in ["run", "generate", "migrate", "learn", "predict"] {
         let out = adstream_with_secrets().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help: {}", text(&out));
         let help = text(&out);
         assert_no_secret(&format!("{sub} --help"), &help);
-        if sub != "generate" {
+        if sub == "learn" || sub == "predict" {
+            for flag in ["--redis-password-file", "--redis-ca-file", "--redis-cert-file", "--redis-user"] {
+                assert!(help.contains(flag), "{sub}: {flag} missing");
+            }
+        }
+        if sub != "generate" && sub != "predict" {
             assert!(help.contains("--clickhouse-password-file"), "{help}");
+            assert!(help.contains("--clickhouse-ca-file"), "{help}");
             assert!(help.contains("[env: ADSTREAM_CLICKHOUSE_PASSWORD]"), "the variable is named, not its value");
         }
-        if sub != "migrate" {
-            for flag in ["--kafka-sasl-password-file", "--kafka-security-protocol", "--kafka-sasl-mechanism"] {
+        if sub == "run" || sub == "generate" {
+            for flag in [
+                "--kafka-sasl-password-file",
+                "--kafka-security-protocol",
+                "--kafka-sasl-mechanism",
+                "--kafka-ssl-ca-file",
+                "--kafka-ssl-key-password-file",
+            ] {
                 assert!(help.contains(flag), "{sub}: {flag} missing");
             }
         }
@@ -94,6 +119,14 @@ fn errors_never_show_secret_values() {
     let err = text(&out);
     assert!(err.contains("use one"), "{err}");
     assert_no_secret("password and password file", &err);
+
+    // Redis unreachable: neither the URL's password nor the ACL user's.
+    let predict = ["predict", "--campaign", "C001", "--format", "banner", "--country", "US", "--device", "iOS"];
+    let out = adstream_with_secrets().args(predict).output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains("redis://adstream:<redacted>@127.0.0.1:1"), "{err}");
+    assert_no_secret("predict against a closed port", &err);
 }
 
 #[test]

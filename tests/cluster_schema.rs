@@ -121,6 +121,7 @@ async fn a_resent_batch_is_dropped_by_its_deduplication_token() {
         password: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        tls: Default::default(),
     };
     let sink = adstream::testing::ClickHouseSink::connect(&ch, None, "ad-events").await.unwrap();
     let raw = || async { scalar(&format!("SELECT count() FROM {db}.ad_window_parts")).await };

@@ -111,10 +111,18 @@ fn ports_are_the_native_ones_and_the_binarys_defaults() {
     assert_eq!((kafka_port.as_str(), ch_port.as_str(), metrics_port.as_str()), ("9092", "8123", "9464"));
     assert_eq!(port_of(&help_default(&run_help, "--brokers")), kafka_port);
     assert_eq!(port_of(&help_default(&run_help, "--clickhouse-url")), ch_port);
-    for (svc, port) in [("kafka", &kafka_port), ("clickhouse", &ch_port), ("adstream", &metrics_port)] {
+    for (svc, port) in [("kafka", &kafka_port), ("clickhouse", &ch_port)] {
         assert!(
             ports(&doc["services"][svc]).contains(&format!("{port}:{port}")),
             "{svc} must publish {port}:{port}: {:?}",
+            ports(&doc["services"][svc])
+        );
+    }
+    // The metrics and /ctr endpoints: on the host's loopback only.
+    for (svc, port) in [("adstream", metrics_port.as_str()), ("learn", "9465")] {
+        assert!(
+            ports(&doc["services"][svc]) == [format!("127.0.0.1:{port}:{port}")],
+            "{svc} must publish 127.0.0.1:{port}:{port} only: {:?}",
             ports(&doc["services"][svc])
         );
     }
@@ -205,7 +213,7 @@ fn the_learn_and_redis_services_match_the_script_and_the_binary() {
     let port = port_of(&help_default(&help, "--metrics-addr")).to_string();
     assert_eq!(port_of(&metrics), port);
     assert!(metrics.starts_with("0.0.0.0:"), "{metrics}");
-    assert!(ports(learn).contains(&format!("{port}:{port}")), "{:?}", ports(learn));
+    assert!(ports(learn).contains(&format!("127.0.0.1:{port}:{port}")), "{:?}", ports(learn));
     assert!(read("Dockerfile").lines().any(|l| l.trim() == format!("EXPOSE {port}")));
     let check = strings(&learn["healthcheck"]["test"]);
     assert!(check.contains(&format!("http://127.0.0.1:{port}/healthz")), "{check:?}");
@@ -423,7 +431,9 @@ fn the_cluster_profile_matches_its_config_files_and_the_binary() {
     let mut published = BTreeSet::new();
     for (name, s) in &all {
         for p in ports(s) {
-            let host_port = p.split(':').next().unwrap().to_string();
+            // `[IP:]HOST_PORT:CONTAINER_PORT`
+            let parts: Vec<&str> = p.split(':').collect();
+            let host_port = parts[parts.len().saturating_sub(2)].to_string();
             assert!(published.insert(host_port.clone()), "{name}: host port {host_port} published twice");
         }
     }
@@ -437,4 +447,121 @@ fn the_cluster_profile_matches_its_config_files_and_the_binary() {
 
 fn get_default_group(doc: &Yaml) -> String {
     env_map(&doc["services"]["adstream"]).into_iter().find(|(k, _)| k == "ADSTREAM_GROUP").unwrap().1
+}
+
+/// `--flag value` of a command list.
+fn arg_after(cmd: &[String], flag: &str) -> String {
+    let at = cmd.iter().position(|c| c == flag).unwrap_or_else(|| panic!("{flag} not in {cmd:?}"));
+    cmd[at + 1].clone()
+}
+
+#[test]
+fn the_tls_profile_connects_every_service_over_tls_with_matching_settings() {
+    let doc = compose();
+    let all = services(&doc);
+    let in_profile: BTreeSet<String> = all
+        .iter()
+        .filter(|(_, s)| strings(&s["profiles"]).contains(&"tls".to_string()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let want: BTreeSet<String> =
+        ["tls-certs", "kafka-tls", "clickhouse-tls", "redis-tls", "adstream-tls", "learn-tls"].map(String::from).into();
+    assert_eq!(in_profile, want);
+    let svc = |n: &str| &doc["services"][n];
+    let env_of = |n: &str| env_map(svc(n));
+    let get = |n: &str, k: &str| {
+        env_of(n).into_iter().find(|(name, _)| name == k).map(|(_, v)| v).unwrap_or_else(|| panic!("{n}: {k} unset"))
+    };
+    // Every service that reads the certificates mounts the volume the
+    // certificate job writes, and waits for it (through its servers).
+    let certs = svc("tls-certs");
+    assert_eq!(strings(&certs["entrypoint"]), ["bash", "/adstream/scripts/tls.sh", "certs"]);
+    let tls_dir = get("tls-certs", "TLS_DIR");
+    let volume = strings(&certs["volumes"]).into_iter().find(|v| v.ends_with(&format!(":{tls_dir}"))).expect("volume");
+    let volume = volume.split(':').next().unwrap().to_string();
+    assert!(doc["volumes"].as_hash().unwrap().keys().any(|k| k.as_str() == Some(&volume)), "{volume} declared");
+    let script = read("scripts/tls.sh");
+    for var in ["TLS_DIR", "TLS_SERVER_NAMES", "TLS_SHARED"] {
+        assert!(script.contains(&format!("${{{var}")), "scripts/tls.sh reads {var}");
+    }
+    let names: BTreeSet<String> = get("tls-certs", "TLS_SERVER_NAMES").split(',').map(String::from).collect();
+    for n in ["kafka-tls", "clickhouse-tls", "redis-tls", "adstream-tls", "learn-tls"] {
+        let mounted = strings(&svc(n)["volumes"]).contains(&format!("{volume}:{tls_dir}:ro"));
+        assert!(mounted, "{n} mounts {volume} read-only at {tls_dir}");
+    }
+    for n in ["kafka-tls", "clickhouse-tls", "redis-tls"] {
+        assert!(names.contains(n), "the server certificate names {n} (hostname verification): {names:?}");
+        assert_eq!(svc(n)["depends_on"]["tls-certs"]["condition"].as_str(), Some("service_completed_successfully"));
+        assert_eq!(svc(n)["hostname"].as_str(), Some(n));
+    }
+    let ca = format!("{tls_dir}/ca.pem");
+
+    // adstream-tls: Kafka over SASL_SSL with the broker's mechanism and
+    // its PLAIN user, ClickHouse over HTTPS on the server's https_port.
+    let run_accepts = help_envs(&adstream(&["run", "--help"]));
+    for (k, _) in env_of("adstream-tls") {
+        assert!(run_accepts.contains(&k), "adstream-tls sets {k}, which `adstream run` does not read");
+    }
+    let kafka = env_of("kafka-tls");
+    let kget = |k: &str| kafka.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{k}"));
+    let brokers = get("adstream-tls", "ADSTREAM_BROKERS");
+    let advertised = kget("KAFKA_ADVERTISED_LISTENERS");
+    let listener = advertised
+        .split(',')
+        .find_map(|l| l.strip_suffix(&format!("://{brokers}")))
+        .unwrap_or_else(|| panic!("{brokers} is not advertised: {advertised}"));
+    let protocol = kget("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP")
+        .split(',')
+        .find_map(|m| m.strip_prefix(&format!("{listener}:")).map(String::from))
+        .expect("the listener's protocol");
+    assert_eq!(protocol, "SASL_SSL");
+    assert_eq!(get("adstream-tls", "ADSTREAM_KAFKA_SECURITY_PROTOCOL").to_uppercase(), protocol);
+    let mechanism = get("adstream-tls", "ADSTREAM_KAFKA_SASL_MECHANISM");
+    assert!(kget("KAFKA_SASL_ENABLED_MECHANISMS").split(',').any(|m| m == mechanism), "{mechanism}");
+    // KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_…: the image maps `__` to `_`.
+    let jaas = kget(&format!("KAFKA_LISTENER_NAME_{}_PLAIN_SASL_JAAS_CONFIG", listener.replace('_', "__")));
+    let user = get("adstream-tls", "ADSTREAM_KAFKA_SASL_USERNAME");
+    let password = get("adstream-tls", "ADSTREAM_KAFKA_SASL_PASSWORD");
+    assert!(jaas.contains(&format!("user_{user}=\"{password}\"")), "the PLAIN user of the broker: {jaas}");
+    assert_eq!(get("adstream-tls", "ADSTREAM_KAFKA_SSL_CA_FILE"), ca);
+    assert_eq!(kget("KAFKA_SSL_TRUSTSTORE_LOCATION"), ca);
+    assert!(kget("KAFKA_SSL_KEYSTORE_LOCATION").starts_with(&format!("{tls_dir}/")));
+    assert!(
+        kget("KAFKA_LISTENERS").split(',').filter(|l| !l.starts_with("SASL_SSL")).all(|l| l.contains("//127.0.0.1:")),
+        "plaintext listeners only on the container's loopback"
+    );
+    let ch = strip_comments(&read("deploy/tls/clickhouse.xml"));
+    let https_port = xml_one(&ch, "https_port");
+    assert!(ch.contains("<http_port remove=\"1\"/>"), "HTTPS only");
+    assert!(strings(&svc("clickhouse-tls")["volumes"]).iter().any(|v| v.starts_with("./deploy/tls/clickhouse.xml:")));
+    for n in ["adstream-tls", "learn-tls"] {
+        assert_eq!(get(n, "ADSTREAM_CLICKHOUSE_URL"), format!("https://clickhouse-tls:{https_port}"), "{n}");
+        assert_eq!(get(n, "ADSTREAM_CLICKHOUSE_CA_FILE"), ca, "{n}");
+        assert_eq!(get(n, "ADSTREAM_CLICKHOUSE_USER"), get("clickhouse-tls", "CLICKHOUSE_USER"), "{n}");
+        assert_eq!(get(n, "ADSTREAM_CLICKHOUSE_PASSWORD"), get("clickhouse-tls", "CLICKHOUSE_PASSWORD"), "{n}");
+    }
+    assert_eq!(xml_one(&ch, "certificateFile"), format!("{tls_dir}/server.pem"));
+    assert_eq!(xml_one(&ch, "caConfig"), ca);
+
+    // learn-tls: Redis over TLS, its port and ACL user from redis-server's command.
+    let learn_accepts = help_envs(&adstream(&["learn", "--help"]));
+    for (k, _) in env_of("learn-tls") {
+        assert!(learn_accepts.contains(&k), "learn-tls sets {k}, which `adstream learn` does not read");
+    }
+    let redis = strings(&svc("redis-tls")["command"]);
+    assert_eq!(arg_after(&redis, "--port"), "0", "no plaintext port");
+    let tls_port = arg_after(&redis, "--tls-port");
+    assert_eq!(get("learn-tls", "ADSTREAM_REDIS_URL"), format!("rediss://redis-tls:{tls_port}"));
+    assert_eq!(arg_after(&redis, "--tls-ca-cert-file"), ca);
+    assert_eq!(get("learn-tls", "ADSTREAM_REDIS_CA_FILE"), ca);
+    let redis_user = get("learn-tls", "ADSTREAM_REDIS_USER");
+    let acl = redis.iter().position(|c| c == &redis_user).expect("the ACL user");
+    assert_eq!(redis[acl + 1], "on");
+    assert_eq!(redis[acl + 2], format!(">{}", get("learn-tls", "ADSTREAM_REDIS_PASSWORD")));
+    assert!(redis.windows(3).any(|w| w == ["--user", "default", "off"]), "the default user is off");
+    assert_eq!(get("learn-tls", "ADSTREAM_DATABASE"), get("adstream-tls", "ADSTREAM_DATABASE"));
+    println!(
+        "tls profile: Kafka {listener} ({mechanism}) at {brokers}, ClickHouse https on {https_port}, \
+         Redis TLS on {tls_port} as {redis_user}; certificates for {names:?} in {volume}"
+    );
 }

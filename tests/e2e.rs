@@ -182,11 +182,13 @@ async fn migrate_is_idempotent() {
     assert_eq!(
         tables.lines().collect::<Vec<_>>(),
         vec![
+            "ad_ctr_abandoned",
             "ad_ctr_by_format_10s",
             "ad_ctr_model",
             "ad_ctr_predictions",
             "ad_ctr_quality",
             "ad_ctr_quality_10s",
+            "ad_ctr_settled",
             "ad_late_events",
             "ad_late_events_log",
             "ad_metrics",

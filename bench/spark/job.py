@@ -10,22 +10,26 @@ windows appended to --out as JSON lines with the batch id, so the last
 update of every window (including those still open at the end, which
 adstream's --drain also writes) can be compared with adstream's.
 
-Prints one line `SPARK_SUMMARY {json}` with the input row count and the
-time spent in the query (excluding JVM and session start-up).
+Prints one line `PEER_SUMMARY {json}` with the input row count, the
+start-up time (process start to the query starting: JVM and session) and
+the time spent in the query.
 """
 
-import argparse
-import glob
-import json
-import os
-import re
 import time
 
-import pyspark
+T_START = time.time()
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+
+import pyspark  # noqa: E402
+
+from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql import types as T  # noqa: E402
 
 
 def main():
@@ -136,7 +140,18 @@ def main():
     query_s = time.time() - t0
     input_rows = sum(p.get("numInputRows", 0) for p in query.recentProgress)
     out.close()
-    print("SPARK_SUMMARY " + json.dumps({"input_rows": input_rows, "query_s": query_s, "batches": len(query.recentProgress)}))
+    print(
+        "PEER_SUMMARY "
+        + json.dumps(
+            {
+                "input_rows": input_rows,
+                "startup_s": t0 - T_START,
+                "query_s": query_s,
+                "batches": len(query.recentProgress),
+            }
+        ),
+        flush=True,
+    )
     spark.stop()
 
 

@@ -88,7 +88,11 @@ returns).
 Usage: chfront.py --data DIR [--host 127.0.0.1] [--port 8123] [--max-concurrent N]
 Env: CLICKHOUSE_HOST, CLICKHOUSE_PORT, CHFRONT_MAX_CONCURRENT (4),
      CHFRONT_USER / CHFRONT_PASSWORD (unset: no authentication),
-     CHFRONT_ACCESS_LOG (1: one log line per request; 0: errors and slow only).
+     CHFRONT_ACCESS_LOG (1: one log line per request; 0: errors and slow only),
+     CHFRONT_TLS_CERT / CHFRONT_TLS_KEY (set: HTTPS only, with this PEM
+     certificate and key, as ClickHouse's https_port; no plaintext on the port),
+     CHFRONT_TLS_CLIENT_CA (set too: a client certificate signed by this CA
+     is required, as ClickHouse's <verificationMode>strict</verificationMode>).
 """
 
 import argparse
@@ -98,6 +102,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -508,6 +513,39 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    # ssl.SSLContext when serving HTTPS (CHFRONT_TLS_CERT), else None.
+    tls = None
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # The handshake happens on the handler thread's first read, so
+            # a slow or plaintext client never holds up the accept loop; a
+            # failed handshake ends that connection only.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if isinstance(err, (ssl.SSLError, ConnectionError)):
+            log.info("TLS: connection from %s refused: %s", client_address[0], err)
+            return
+        super().handle_error(request, client_address)
+
+
+def tls_context():
+    """The server's TLS context from CHFRONT_TLS_*, or None."""
+    cert, key = os.environ.get("CHFRONT_TLS_CERT"), os.environ.get("CHFRONT_TLS_KEY")
+    if not cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key or None)
+    client_ca = os.environ.get("CHFRONT_TLS_CLIENT_CA")
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+    return ctx
 
 
 def main():
@@ -522,14 +560,17 @@ def main():
                         format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
 
     httpd = Server((args.host, args.port), Handler)  # bind first: port errors fail fast
+    httpd.tls = tls_context()
     engine = Engine(args.data, max(1, args.max_concurrent))
     Handler.engine = engine
     if os.environ.get("CHFRONT_PASSWORD") is not None or os.environ.get("CHFRONT_USER"):
         Handler.credentials = (os.environ.get("CHFRONT_USER") or "default",
                                os.environ.get("CHFRONT_PASSWORD", ""))
         log.info("authentication on: user %s", Handler.credentials[0])
-    log.info("chfront %s: ClickHouse %s (chdb-core) data=%s listening on %s:%d",
-             "pid %d" % os.getpid(), engine.version, engine.path, args.host, args.port)
+    log.info("chfront %s: ClickHouse %s (chdb-core) data=%s listening on %s:%d%s",
+             "pid %d" % os.getpid(), engine.version, engine.path, args.host, args.port,
+             "" if httpd.tls is None else " (HTTPS%s)" % (
+                 ", client certificates required" if httpd.tls.verify_mode == ssl.CERT_REQUIRED else ""))
 
     def stop(signum, _frame):
         log.info("signal %d: shutting down", signum)

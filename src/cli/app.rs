@@ -140,7 +140,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes());
                 return Ok(ExitCode::SUCCESS);
             }
-            schema_cluster::migrate(&crate::io::clickhouse::client(ch), &ch.database, cluster)
+            schema_cluster::migrate(&crate::io::clickhouse::client(ch)?, &ch.database, cluster)
                 .await
                 .map_err(|e| crate::io::clickhouse::retry::schema_error(e, ch))?;
             let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
@@ -202,15 +202,18 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
 
 /// `adstream predict`: the cached prediction, as the dashboard shows CTR.
 async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
-    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
     let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
-    let cached = crate::io::redis::lookup(client, cfg.redis_timeout, &cfg.model, segment).await.map_err(|e| {
-        anyhow::anyhow!(
-            "Redis at {}: {} (set --redis-url / ADSTREAM_REDIS_URL)",
-            crate::config::secret::redact_url(&cfg.redis_url),
-            e.to_string().replace('\n', " ")
-        )
-    })?;
+    let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
+    let cached =
+        crate::io::redis::lookup(client, cfg.redis_timeout, &cfg.redis_prefix, segment).await.map_err(|e| {
+            anyhow::anyhow!(
+                "Redis at {}: {}: {}",
+                crate::config::secret::redact_url(&cfg.redis_url),
+                e.to_string().replace('\n', " "),
+                crate::io::redis::hint(&format!("{e:#}"), tls).0
+            )
+        })?;
     let name = format!("{} | {} | {} | {}", cfg.campaign, cfg.ad_format, cfg.country, cfg.device);
     let Some(c) = cached else {
         eprintln!(

@@ -10,8 +10,8 @@ use super::{
     ReportBy as ReportByArg, RunArgs, SinkKind as SinkArg, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
 };
 use crate::config::{
-    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, LearnConfig, MigrateConfig, PredictConfig, ReportBy,
-    ReportConfig, RunConfig, SelfFeed, SinkKind,
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, LearnConfig, MigrateConfig, PredictConfig, RedisAuth,
+    ReportBy, ReportConfig, RunConfig, SelfFeed, SinkKind, TlsFiles,
 };
 use crate::engine::processor::check_rollups;
 use crate::engine::{Dims, Rollup, WindowConfig};
@@ -38,6 +38,22 @@ impl TryFrom<&KafkaArgs> for KafkaConfig {
             );
         }
         ensure!(!a.connect_timeout.is_zero(), "--connect-timeout must be more than 0s");
+        let tls = tls_files(
+            "--kafka-ssl",
+            "ADSTREAM_KAFKA_SSL",
+            a.kafka_ssl_ca_file.as_deref(),
+            a.kafka_ssl_cert_file.as_deref(),
+            a.kafka_ssl_key_file.as_deref(),
+        )?;
+        let protocol = a.kafka_security_protocol.as_deref().map(|p| p.trim().to_ascii_lowercase());
+        if !tls.is_empty() {
+            ensure!(
+                matches!(protocol.as_deref(), Some("ssl" | "sasl_ssl")),
+                "--kafka-ssl-ca-file/--kafka-ssl-cert-file/--kafka-ssl-key-file need --kafka-security-protocol ssl or \
+                 sasl_ssl (ADSTREAM_KAFKA_SECURITY_PROTOCOL), not {}",
+                protocol.as_deref().unwrap_or("the default plaintext")
+            );
+        }
         Ok(KafkaConfig {
             brokers: a.brokers.clone(),
             topic: a.topic.clone(),
@@ -47,6 +63,9 @@ impl TryFrom<&KafkaArgs> for KafkaConfig {
             sasl_password: a.sasl_password()?,
             options,
             connect_timeout: a.connect_timeout,
+            tls,
+            ssl_key_password: a.ssl_key_password()?,
+            ssl_verify_hostname: a.kafka_ssl_verify_hostname,
         })
     }
 }
@@ -60,6 +79,20 @@ impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
             a.clickhouse_request_timeout >= Duration::from_millis(100),
             "--clickhouse-request-timeout must be at least 100ms (ADSTREAM_CLICKHOUSE_REQUEST_TIMEOUT)"
         );
+        let tls = tls_files(
+            "--clickhouse",
+            "ADSTREAM_CLICKHOUSE",
+            a.clickhouse_ca_file.as_deref(),
+            a.clickhouse_cert_file.as_deref(),
+            a.clickhouse_key_file.as_deref(),
+        )?;
+        ensure!(
+            tls.is_empty() || a.clickhouse_url.trim_start().to_ascii_lowercase().starts_with("https://"),
+            "--clickhouse-ca-file/--clickhouse-cert-file/--clickhouse-key-file need an https:// --clickhouse-url \
+             (ADSTREAM_CLICKHOUSE_URL), not {}",
+            a.display_url()
+        );
+        crate::io::clickhouse::tls_connector(&tls)?;
         Ok(ClickHouseConfig {
             url: a.clickhouse_url.clone(),
             database: a.database.clone(),
@@ -67,8 +100,39 @@ impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
             password: a.password()?,
             connect_timeout: a.clickhouse_connect_timeout,
             request_timeout: a.clickhouse_request_timeout,
+            tls,
         })
     }
+}
+
+/// The TLS files of one connection, each checked readable now (a typo in
+/// a path is one line naming the flag, not a handshake error later), and a
+/// client certificate only with its key.
+fn tls_files(
+    flag: &str,
+    env: &str,
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<TlsFiles> {
+    let check = |what: &str, p: Option<&std::path::Path>| -> anyhow::Result<Option<std::path::PathBuf>> {
+        let Some(p) = p.filter(|p| !p.as_os_str().is_empty()) else { return Ok(None) };
+        std::fs::File::open(p).map_err(|e| {
+            anyhow::anyhow!(
+                "{flag}-{what}-file {}: {e} (ADSTREAM_{}_{}_FILE)",
+                p.display(),
+                env.trim_start_matches("ADSTREAM_"),
+                what.to_ascii_uppercase()
+            )
+        })?;
+        Ok(Some(p.to_path_buf()))
+    };
+    let files = TlsFiles { ca: check("ca", ca)?, cert: check("cert", cert)?, key: check("key", key)? };
+    ensure!(
+        files.cert.is_some() == files.key.is_some(),
+        "{flag}-cert-file and {flag}-key-file go together (a client certificate and its key): set both or neither"
+    );
+    Ok(files)
 }
 
 impl TrafficArgs {
@@ -131,7 +195,13 @@ impl WindowArgs {
             "--max-future {} refuses events only just ahead of their Kafka timestamp (clock skew): use at least 1s (default 1h)",
             humantime::format_duration(self.max_future)
         );
-        Ok(WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future)))
+        ensure!(
+            self.max_ahead >= Duration::from_secs(1),
+            "--max-ahead {} would hold back ordinary progress of the watermark: use at least 1s (default 60s)",
+            humantime::format_duration(self.max_ahead)
+        );
+        Ok(WindowConfig::new(size, micros(self.allowed_lateness), micros(self.max_future))
+            .with_max_ahead(micros(self.max_ahead)))
     }
 }
 
@@ -228,20 +298,38 @@ fn model_name(m: &str) -> anyhow::Result<String> {
     Ok(m.to_string())
 }
 
-/// The checked Redis URL and model name.
-fn redis_target(a: &RedisArgs) -> anyhow::Result<(String, String)> {
-    crate::io::redis::client(&a.redis_url)?;
+/// The checked Redis URL, its authentication, the model name and the key
+/// prefix of `database`.
+fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(String, RedisAuth, String, String)> {
+    let tls = tls_files(
+        "--redis",
+        "ADSTREAM_REDIS",
+        a.redis_ca_file.as_deref(),
+        a.redis_cert_file.as_deref(),
+        a.redis_key_file.as_deref(),
+    )?;
+    let auth = RedisAuth { tls, user: a.redis_user.clone().filter(|u| !u.is_empty()), password: a.password()? };
+    crate::io::redis::client_with(&a.redis_url, &auth)?;
     ensure!(
         a.redis_timeout >= Duration::from_millis(10),
         "--redis-timeout must be at least 10ms (ADSTREAM_REDIS_TIMEOUT)"
     );
-    Ok((a.redis_url.clone(), model_name(&a.model)?))
+    let model = model_name(&a.model)?;
+    let prefix = match &a.redis_prefix {
+        Some(p) => {
+            let ok = !p.is_empty() && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic());
+            ensure!(ok, "--redis-prefix {p:?}: 1 to 200 printable characters, no spaces (ADSTREAM_REDIS_PREFIX)");
+            p.clone()
+        }
+        None => crate::io::redis::default_prefix(database, &model),
+    };
+    Ok((a.redis_url.clone(), auth, model, prefix))
 }
 
 impl TryFrom<&LearnArgs> for LearnConfig {
     type Error = anyhow::Error;
     fn try_from(a: &LearnArgs) -> anyhow::Result<Self> {
-        let (redis_url, model) = redis_target(&a.redis)?;
+        let (redis_url, redis_auth, model, redis_prefix) = redis_target(&a.redis, &a.clickhouse.database)?;
         let params = crate::learn::Params { alpha: a.ftrl_alpha, beta: a.ftrl_beta, l1: a.l1, l2: a.l2, bits: a.bits };
         params.validate().map_err(|e| anyhow::anyhow!("--ftrl-alpha/--ftrl-beta/--l1/--l2/--bits: {e}"))?;
         for (name, d) in [
@@ -249,13 +337,17 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             ("--idle-after", a.idle_after),
             ("--redis-ttl", a.redis_ttl),
             ("--unhealthy-after", a.unhealthy_after),
+            ("--max-lag", a.max_lag),
+            ("--lease-ttl", a.lease_ttl),
         ] {
             ensure!(!d.is_zero(), "{name} must be more than 0s");
         }
+        ensure!(a.keep_snapshots >= 1, "--keep-snapshots must be at least 1 (ADSTREAM_KEEP_SNAPSHOTS)");
         ensure!(a.redis_ttl >= Duration::from_secs(1), "--redis-ttl must be at least 1s (Redis TTLs are in seconds)");
         Ok(LearnConfig {
             clickhouse: (&a.clickhouse).try_into()?,
             redis_url,
+            redis_auth,
             model,
             params,
             poll_interval: a.poll_interval,
@@ -266,6 +358,10 @@ impl TryFrom<&LearnArgs> for LearnConfig {
             redis_timeout: a.redis.redis_timeout,
             metrics_addr: a.metrics_addr.0,
             unhealthy_after: a.unhealthy_after,
+            max_lag: a.max_lag,
+            redis_prefix,
+            lease_ttl: a.lease_ttl,
+            keep_snapshots: a.keep_snapshots,
             once: a.once,
         })
     }
@@ -274,12 +370,14 @@ impl TryFrom<&LearnArgs> for LearnConfig {
 impl TryFrom<&PredictArgs> for PredictConfig {
     type Error = anyhow::Error;
     fn try_from(a: &PredictArgs) -> anyhow::Result<Self> {
-        let (redis_url, model) = redis_target(&a.redis)?;
+        let (redis_url, redis_auth, model, redis_prefix) = redis_target(&a.redis, &a.database)?;
         ensure!(!a.campaign.trim().is_empty(), "--campaign must not be empty");
         Ok(PredictConfig {
             redis_url,
             redis_timeout: a.redis.redis_timeout,
+            redis_auth,
             model,
+            redis_prefix,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),
             country: a.country.clone(),
@@ -371,6 +469,7 @@ mod tests {
     fn nonsensical_values_are_refused_with_one_line() {
         for (flags, says) in [
             (&["--max-future", "0s"][..], "--max-future"),
+            (&["--max-ahead", "0s"][..], "--max-ahead"),
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--self-feed", "10", "--event-rate", "1e-300"], "--event-rate"),
             (&["--self-feed", "10", "--event-rate", "0"], "--event-rate"),
@@ -379,6 +478,20 @@ mod tests {
             (&["--clickhouse-url", "ftp://x"], "--clickhouse-url"),
             (&["--self-feed", "10", "--campaigns", "0"], "--campaigns 0 is out of range"),
             (&["--self-feed", "10", "--campaigns", "4294967296"], "--campaigns 4294967296 is out of range"),
+            (
+                &["--kafka-security-protocol", "ssl", "--kafka-ssl-ca-file", "/nonexistent/ca.pem"],
+                "--kafka-ssl-ca-file",
+            ),
+            (&["--kafka-ssl-ca-file", "Cargo.toml"], "need --kafka-security-protocol ssl or sasl_ssl"),
+            (
+                &["--kafka-security-protocol", "sasl_ssl", "--kafka-ssl-cert-file", "Cargo.toml"],
+                "--kafka-ssl-cert-file and --kafka-ssl-key-file go together",
+            ),
+            (&["--clickhouse-ca-file", "Cargo.toml"], "need an https:// --clickhouse-url"),
+            (
+                &["--clickhouse-url", "https://ch:8443", "--clickhouse-ca-file", "Cargo.toml"],
+                "--clickhouse-ca-file: not a PEM certificate",
+            ),
         ] {
             let e = format!("{:#}", run_config(flags).expect_err(says));
             assert!(e.contains(says) && !e.contains('\n'), "{flags:?}: {e}");

@@ -43,7 +43,8 @@ pub const CLICKHOUSE: &str = "Exit codes:
 pub const LEARN: &str = "Exit codes:
   0    success (stopped by SIGINT/SIGTERM, or --once finished)
   1    error (e.g. ClickHouse unreachable at start or refusing for good,
-       a bad --redis-url; Redis down is not an error: learning goes on)
+       a bad --redis-url, missing tables or another writer with --once;
+       Redis down is not an error: learning pauses until it is back)
   2    usage error (a bad flag, value or settings file)
   130  a second SIGINT/SIGTERM: exited at once (the first one stops cleanly)";
 

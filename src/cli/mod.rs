@@ -113,6 +113,31 @@ pub struct KafkaArgs {
     /// with an error.
     #[arg(long, env = "ADSTREAM_CONNECT_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub connect_timeout: Duration,
+    /// PEM file of the CA that signed the brokers' certificates
+    /// (ssl.ca.location); unset: the system's trust store. With
+    /// --kafka-security-protocol ssl or sasl_ssl.
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_CA_FILE", value_name = "PEM")]
+    pub kafka_ssl_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate, for mutual TLS
+    /// (ssl.certificate.location); needs --kafka-ssl-key-file.
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_CERT_FILE", value_name = "PEM")]
+    pub kafka_ssl_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (ssl.key.location).
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_KEY_FILE", value_name = "PEM", hide_env_values = true)]
+    pub kafka_ssl_key_file: Option<PathBuf>,
+    /// Password of an encrypted --kafka-ssl-key-file (ssl.key.password).
+    /// Set it through the environment or --kafka-ssl-key-password-file.
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub kafka_ssl_key_password: Option<Secret>,
+    /// File holding the password of an encrypted --kafka-ssl-key-file.
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_KEY_PASSWORD_FILE", hide_env_values = true)]
+    pub kafka_ssl_key_password_file: Option<PathBuf>,
+    /// Check that the broker's certificate names the host connected to
+    /// (ssl.endpoint.identification.algorithm=https). `false` turns the
+    /// check off (ssl.endpoint.identification.algorithm=none): only for a
+    /// broker whose certificate lacks its address, never across networks.
+    #[arg(long, env = "ADSTREAM_KAFKA_SSL_VERIFY_HOSTNAME", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub kafka_ssl_verify_hostname: bool,
 }
 
 /// Written by hand so that no secret reaches a log line: the password is a
@@ -129,6 +154,12 @@ impl std::fmt::Debug for KafkaArgs {
             .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
             .field("kafka_options", &self.options().map(redact_option).collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
+            .field("kafka_ssl_ca_file", &self.kafka_ssl_ca_file)
+            .field("kafka_ssl_cert_file", &self.kafka_ssl_cert_file)
+            .field("kafka_ssl_key_file", &self.kafka_ssl_key_file)
+            .field("kafka_ssl_key_password", &self.kafka_ssl_key_password)
+            .field("kafka_ssl_key_password_file", &self.kafka_ssl_key_password_file)
+            .field("kafka_ssl_verify_hostname", &self.kafka_ssl_verify_hostname)
             .finish()
     }
 }
@@ -156,6 +187,15 @@ impl KafkaArgs {
             self.kafka_sasl_password.as_ref(),
             self.kafka_sasl_password_file.as_deref(),
             "Kafka SASL password (ADSTREAM_KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)",
+        )
+    }
+
+    /// The client key's password from the environment/flag or its file.
+    pub fn ssl_key_password(&self) -> anyhow::Result<Option<Secret>> {
+        crate::config::secret::resolve(
+            self.kafka_ssl_key_password.as_ref(),
+            self.kafka_ssl_key_password_file.as_deref(),
+            "Kafka client key password (ADSTREAM_KAFKA_SSL_KEY_PASSWORD / --kafka-ssl-key-password-file)",
         )
     }
 }
@@ -188,6 +228,17 @@ pub struct ClickHouseArgs {
     /// TCP's ~12 minutes.
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_REQUEST_TIMEOUT", value_parser = duration, default_value = "30s")]
     pub clickhouse_request_timeout: Duration,
+    /// PEM file of the CA that signed ClickHouse's certificate, for an
+    /// https:// URL; unset: the system's trust store.
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_CA_FILE", value_name = "PEM")]
+    pub clickhouse_ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate for ClickHouse (mutual TLS); needs
+    /// --clickhouse-key-file.
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_CERT_FILE", value_name = "PEM")]
+    pub clickhouse_cert_file: Option<PathBuf>,
+    /// PEM file (PKCS#8) of the client certificate's key.
+    #[arg(long, env = "ADSTREAM_CLICKHOUSE_KEY_FILE", value_name = "PEM", hide_env_values = true)]
+    pub clickhouse_key_file: Option<PathBuf>,
 }
 
 /// Written by hand so that a password in the URL's userinfo is not printed.
@@ -201,6 +252,9 @@ impl std::fmt::Debug for ClickHouseArgs {
             .field("clickhouse_password_file", &self.clickhouse_password_file)
             .field("clickhouse_connect_timeout", &self.clickhouse_connect_timeout)
             .field("clickhouse_request_timeout", &self.clickhouse_request_timeout)
+            .field("clickhouse_ca_file", &self.clickhouse_ca_file)
+            .field("clickhouse_cert_file", &self.clickhouse_cert_file)
+            .field("clickhouse_key_file", &self.clickhouse_key_file)
             .finish()
     }
 }
@@ -350,7 +404,7 @@ pub struct WindowArgs {
     #[arg(long, env = "ADSTREAM_WINDOW", value_parser = duration, default_value = "10s")]
     pub window: Duration,
     /// How long a window stays open for late events after the watermark
-    /// (the newest event time of its partition) passed its end. Its rows are
+    /// (the newest corroborated event time of its partition) passed its end. Its rows are
     /// emitted when the watermark passes the end, re-emitted when late events
     /// update them, and final once the watermark passes end + this; events
     /// after that go to the late-events table.
@@ -360,6 +414,12 @@ pub struct WindowArgs {
     /// rejected (at least 1s).
     #[arg(long, env = "ADSTREAM_MAX_FUTURE", value_parser = duration, default_value = "1h")]
     pub max_future: Duration,
+    /// An event further than this ahead of its partition's watermark is
+    /// counted but moves the watermark only once three consecutive events
+    /// near it corroborate it, so one fast clock does not make on-time
+    /// traffic late (at least 1s).
+    #[arg(long, env = "ADSTREAM_MAX_AHEAD", value_parser = duration, default_value = "60s")]
+    pub max_ahead: Duration,
     /// A rollup to aggregate, repeatable: `DIMENSIONS[:WINDOW]`, the
     /// dimensions a comma list of campaign_id, ad_format, country, device
     /// (or `total`), the window a multiple of --window (default: --window).
@@ -455,20 +515,76 @@ impl std::str::FromStr for ListenAddr {
 }
 
 /// Where `learn` publishes and `predict` reads.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct RedisArgs {
     /// Redis holding the served predictions (redis://HOST:PORT[/DB];
     /// rediss:// for TLS). Only a cache: the model lives in ClickHouse.
     #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// The model's name: its rows in ClickHouse (`model` column) and its
-    /// Redis keys (`adstream:<model>:...`). Letters, digits, `_`, `-`.
+    /// Redis keys (`adstream:<database>:<model>:...`). Letters, digits,
+    /// `_`, `-`.
     #[arg(long, env = "ADSTREAM_MODEL", default_value = "ctr")]
     pub model: String,
     /// How long a Redis connect or command may take before it fails (a
     /// publish that fails is reported and redone by the next one).
     #[arg(long, env = "ADSTREAM_REDIS_TIMEOUT", value_parser = duration, default_value = "2s")]
     pub redis_timeout: Duration,
+    /// Prefix of the model's Redis keys; by default
+    /// `adstream:<database>:<model>`, so models of two databases never
+    /// share a key.
+    #[arg(long, env = "ADSTREAM_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// PEM file of the CA that signed Redis's certificate, for a rediss://
+    /// URL; unset: the system's trust store.
+    #[arg(long, env = "ADSTREAM_REDIS_CA_FILE", value_name = "PEM")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate for Redis (tls-auth-clients);
+    /// needs --redis-key-file.
+    #[arg(long, env = "ADSTREAM_REDIS_CERT_FILE", value_name = "PEM")]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM file (PKCS#8) of the client certificate's key.
+    #[arg(long, env = "ADSTREAM_REDIS_KEY_FILE", value_name = "PEM", hide_env_values = true)]
+    pub redis_key_file: Option<PathBuf>,
+    /// Redis ACL user (AUTH user password); overrides one in the URL.
+    #[arg(long, env = "ADSTREAM_REDIS_USER", hide_env_values = true)]
+    pub redis_user: Option<String>,
+    /// Redis password; overrides one in the URL. Set it through the
+    /// environment or --redis-password-file, not on the command line.
+    #[arg(long, env = "ADSTREAM_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+    /// File holding the Redis password (e.g. a mounted secret).
+    #[arg(long, env = "ADSTREAM_REDIS_PASSWORD_FILE", hide_env_values = true)]
+    pub redis_password_file: Option<PathBuf>,
+}
+
+/// Written by hand so that a password in the URL's userinfo is not printed.
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("model", &self.model)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_cert_file", &self.redis_cert_file)
+            .field("redis_key_file", &self.redis_key_file)
+            .field("redis_user", &self.redis_user)
+            .field("redis_password", &self.redis_password)
+            .field("redis_password_file", &self.redis_password_file)
+            .finish()
+    }
+}
+
+impl RedisArgs {
+    /// The password from the environment/flag or its file.
+    pub fn password(&self) -> anyhow::Result<Option<Secret>> {
+        crate::config::secret::resolve(
+            self.redis_password.as_ref(),
+            self.redis_password_file.as_deref(),
+            "Redis password (ADSTREAM_REDIS_PASSWORD / --redis-password-file)",
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -519,6 +635,20 @@ pub struct LearnArgs {
     /// this long (200 before, naming what fails).
     #[arg(long, env = "ADSTREAM_UNHEALTHY_AFTER", value_parser = duration, default_value = "30s")]
     pub unhealthy_after: Duration,
+    /// /healthz answers 503 while the learner is more than this much event
+    /// time behind the frontier, the newest window closed on every active
+    /// partition (adstream_learn_frontier_lag_seconds).
+    #[arg(long, env = "ADSTREAM_MAX_LAG", value_parser = duration, default_value = "15m")]
+    pub max_lag: Duration,
+    /// One learner per model writes: it holds a lease in Redis, renewed
+    /// every poll; another one waits as a hot standby and takes over at
+    /// most this long after the holder died.
+    #[arg(long, env = "ADSTREAM_LEASE_TTL", value_parser = duration, default_value = "10s")]
+    pub lease_ttl: Duration,
+    /// Snapshot versions kept in ad_ctr_model (older ones are deleted;
+    /// restore reads the newest).
+    #[arg(long, env = "ADSTREAM_KEEP_SNAPSHOTS", default_value_t = 100)]
+    pub keep_snapshots: u64,
     /// Learn what is learnable now, publish, save the model, and exit.
     #[arg(long, env = "ADSTREAM_ONCE")]
     pub once: bool,
@@ -528,6 +658,9 @@ pub struct LearnArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// The database `learn` learns from (part of the Redis key prefix).
+    #[arg(long, env = "ADSTREAM_DATABASE", default_value = "adtech")]
+    pub database: String,
     /// Campaign, e.g. C001.
     #[arg(long, env = "ADSTREAM_CAMPAIGN")]
     pub campaign: String,
@@ -628,10 +761,12 @@ mod tests {
             "ssl.key.password=key-pass-4",
             "--kafka-option",
             "sasl.oauthbearer.config=token-5",
+            "--kafka-ssl-key-password",
+            "ssl-key-pass-6",
         ])
         .unwrap();
         let text = format!("{cli:?}");
-        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5"] {
+        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert!(text.contains("ssl.key.password=<redacted>"), "{text}");
@@ -640,5 +775,36 @@ mod tests {
         assert_eq!(args.clickhouse.password().unwrap().unwrap().expose(), "ch-pass-2");
         assert_eq!(args.kafka.sasl_password().unwrap().unwrap().expose(), "kafka-pass-3");
         assert_eq!(args.dlq_topic, "ad-events-dlq");
+        assert_eq!(args.kafka.ssl_key_password().unwrap().unwrap().expose(), "ssl-key-pass-6");
+        let config = crate::config::RunConfig::try_from(&args).unwrap();
+        let text = format!("{config:?}");
+        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
+            assert!(!text.contains(secret), "{secret} leaked from the config: {text}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_the_redis_secrets() {
+        let cli = Cli::try_parse_from([
+            "adstream",
+            "learn",
+            "--redis-url",
+            "rediss://u:redis-url-pass-1@redis.example:6380",
+            "--redis-user",
+            "acl-user",
+            "--redis-password",
+            "redis-pass-2",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        for secret in ["redis-url-pass-1", "redis-pass-2"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let Command::Learn(args) = cli.command else { panic!("learn") };
+        let config = crate::config::LearnConfig::try_from(&args).unwrap();
+        let text = format!("{config:?}");
+        assert!(!text.contains("redis-pass-2"), "{text}");
+        assert_eq!(config.redis_auth.password.as_ref().unwrap().expose(), "redis-pass-2");
+        assert_eq!(config.redis_auth.user.as_deref(), Some("acl-user"));
     }
 }

@@ -25,6 +25,39 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings, `key=value` each.
     pub options: Vec<String>,
     pub connect_timeout: Duration,
+    /// `--kafka-ssl-*`: CA, client certificate and key (checked readable).
+    pub tls: TlsFiles,
+    /// `ssl.key.password`, for an encrypted client key.
+    pub ssl_key_password: Option<Secret>,
+    /// `ssl.endpoint.identification.algorithm`: `https` (true) or `none`.
+    pub ssl_verify_hostname: bool,
+}
+
+/// PEM files of one TLS connection: the CA that signed the server's
+/// certificate (unset: the system's trust store) and an optional client
+/// certificate with its key (mutual TLS). Paths only, checked readable at
+/// the edge; the clients read them when they connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// How `learn` and `predict` authenticate to Redis, beside the URL: TLS
+/// files (with `rediss://`), and an ACL user and password that override
+/// any in the URL.
+#[derive(Debug, Clone, Default)]
+pub struct RedisAuth {
+    pub tls: TlsFiles,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// Written by hand so that no secret reaches a log line: the password is a
@@ -40,6 +73,9 @@ impl std::fmt::Debug for KafkaConfig {
             .field("sasl_password", &self.sasl_password)
             .field("options", &self.options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("ssl_key_password", &self.ssl_key_password)
+            .field("ssl_verify_hostname", &self.ssl_verify_hostname)
             .finish()
     }
 }
@@ -57,6 +93,8 @@ pub struct ClickHouseConfig {
     /// How long a request may wait without progress, sending or receiving
     /// (`--clickhouse-request-timeout`).
     pub request_timeout: Duration,
+    /// `--clickhouse-ca-file` etc., for an `https://` URL.
+    pub tls: TlsFiles,
 }
 
 impl ClickHouseConfig {
@@ -76,6 +114,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("password", &self.password)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -128,6 +167,8 @@ pub struct LearnConfig {
     pub clickhouse: ClickHouseConfig,
     /// Validated `redis://` URL (may carry a password: never logged).
     pub redis_url: String,
+    /// TLS files, ACL user and password of Redis.
+    pub redis_auth: RedisAuth,
     pub model: String,
     pub params: crate::learn::Params,
     pub poll_interval: Duration,
@@ -139,6 +180,14 @@ pub struct LearnConfig {
     pub redis_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub unhealthy_after: Duration,
+    /// `/healthz` is 503 past this lag behind the frontier.
+    pub max_lag: Duration,
+    /// Prefix of the Redis keys (`--redis-prefix`, or database and model).
+    pub redis_prefix: String,
+    /// The writer's lease in Redis.
+    pub lease_ttl: Duration,
+    /// Snapshot versions kept in `ad_ctr_model`.
+    pub keep_snapshots: u64,
     pub once: bool,
 }
 
@@ -147,7 +196,10 @@ pub struct LearnConfig {
 pub struct PredictConfig {
     pub redis_url: String,
     pub redis_timeout: Duration,
+    /// TLS files, ACL user and password of Redis.
+    pub redis_auth: RedisAuth,
     pub model: String,
+    pub redis_prefix: String,
     pub campaign: String,
     pub ad_format: String,
     pub country: String,

@@ -86,7 +86,7 @@ impl Processor {
         self.partitions.get(&p).and_then(|w| w.next_offset())
     }
 
-    /// Partition `p`'s watermark (max event time seen), µs.
+    /// Partition `p`'s watermark (see [`crate::engine::window`]), µs.
     pub fn watermark(&self, p: i32) -> Option<i64> {
         self.partitions.get(&p).and_then(|w| w.watermark())
     }
@@ -166,7 +166,8 @@ impl Processor {
     /// Processes one message of partition `p` (which must be initialised).
     /// `message_time_us` is the message's own timestamp (Kafka's CreateTime
     /// or LogAppendTime; `None` when it has none): an event more than
-    /// `max_future` ahead of it is rejected (`future_timestamp`). Both values
+    /// `max_future` ahead of it (without one: of the partition's watermark)
+    /// is rejected (`future_timestamp`). Both values
     /// are stored with the message, so a replay decides the same, and no gap
     /// between events, however long, makes a valid event look "future".
     /// The key only travels with a rejection, to the dead-letter topic.
@@ -194,11 +195,19 @@ impl Processor {
             }
         };
         let max_future_us = self.cfg.max_future_us;
-        if let Some(t) = message_time_us.filter(|&t| ev.timestamp_us > t.saturating_add(max_future_us)) {
+        // A message without a timestamp is measured against its partition's
+        // watermark instead (a function of the messages before it, so a
+        // replay decides the same): otherwise one such event years ahead
+        // would keep its window, and the checkpoint, in memory for good.
+        let (reference, what) = match message_time_us {
+            Some(t) => (Some(t), "its message timestamp"),
+            None => (w.watermark(), "its partition's watermark (the message has no timestamp)"),
+        };
+        if let Some(t) = reference.filter(|&t| ev.timestamp_us > t.saturating_add(max_future_us)) {
             w.skip(offset);
             let record = || {
                 let detail = format!(
-                    "event time {} is more than {} s ahead of its message timestamp {}",
+                    "event time {} is more than {} s ahead of {what} {}",
                     crate::engine::time::format_event_timestamp(ev.timestamp_us),
                     max_future_us / 1_000_000,
                     crate::engine::time::format_event_timestamp(t)
@@ -226,6 +235,7 @@ impl Processor {
             event_type: ev.event_type,
             revenue_micros: ev.revenue_micros,
             id: event_key(&ev.event_id),
+            msg_ts: message_time_us,
         };
         let epoch = w.fire_epoch();
         let outcome = w.observe(offset, &o, &mut self.scratch);
@@ -495,6 +505,30 @@ mod tests {
         let console: Vec<_> = b.console_rows().map(|o| (o.row.window_start_us, o.row.key.ad_format)).collect();
         assert_eq!(console.len(), 2, "the console shows the campaign × format 10 s rows: {console:?}");
         assert!(console.contains(&(1_765_324_800_000_000, Some(AdFormat::Banner))));
+    }
+
+    /// A message without a Kafka timestamp is guarded against its
+    /// partition's watermark: one event a year ahead is rejected instead
+    /// of holding its window (and the checkpoint) in memory for good.
+    #[test]
+    fn a_message_without_a_timestamp_is_guarded_by_the_watermark() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let mut p = Processor::new(cfg, 4096);
+        p.init_partition(0, None);
+        let msgs = [
+            ev("a", "2025-12-10T00:00:01", "banner", "impression", "0.0"),
+            ev("b", "2026-12-10T00:00:01", "banner", "impression", "0.0"), // a year ahead
+            ev("c", "2025-12-10T00:40:00", "banner", "impression", "0.0"), // 40 min ahead: within 1 h, held
+            ev("d", "2025-12-10T00:00:02", "banner", "impression", "0.0"),
+        ];
+        for (i, m) in msgs.iter().enumerate() {
+            p.process(0, i as i64, None, None, m);
+        }
+        let b = p.take_batch();
+        let rejected: Vec<_> = b.rejected.iter().map(|r| (r.offset, r.reason)).collect();
+        assert_eq!(rejected, vec![(1, RejectReason::FutureTimestamp)]);
+        assert!(b.rejected[0].detail.contains("watermark"), "{}", b.rejected[0].detail);
+        assert_eq!((b.counts.counted, b.counts.late), (3, 0), "the 40-minute event is held, so d is on time");
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod console;
 pub mod kafka;
 pub mod redis;
 mod sink;
+pub mod tls;
 
 pub use sink::Sink;

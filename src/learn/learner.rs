@@ -133,16 +133,34 @@ pub struct Learner {
     windows: u64,
     revisions: u64,
     ledger: Ledger,
+    /// Windows starting at or before it are out of revision (closed
+    /// everywhere, or past the horizon); those after it, up to
+    /// `learned_through`, are open: in the ledger, or empty when they were
+    /// passed (learned as a whole if rows come).
+    settled_through: Option<i64>,
+}
+
+/// One window let go by [`Learner::settle`], with what was learned of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LetGo {
+    pub start_us: i64,
+    pub end_us: i64,
+    pub impressions: u64,
+    pub clicks: u64,
+    /// Closed everywhere (false: given up on past the revision horizon).
+    pub closed: bool,
 }
 
 /// What [`Learner::settle`] let go of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Settled {
     /// Windows now closed everywhere.
     pub closed: u64,
     /// Windows given up on while still open somewhere (older than the
     /// revision horizon): a later change to them will not be learned.
     pub abandoned: u64,
+    /// Each window let go, in order.
+    pub windows: Vec<LetGo>,
 }
 
 impl Learner {
@@ -154,6 +172,7 @@ impl Learner {
             windows: 0,
             revisions: 0,
             ledger: Ledger::new(),
+            settled_through: None,
         })
     }
 
@@ -177,6 +196,17 @@ impl Learner {
     /// Windows still open to revision (start times, ascending).
     pub fn open_windows(&self) -> impl Iterator<Item = i64> + '_ {
         self.ledger.keys().copied()
+    }
+    /// Windows starting at or before it are out of revision (see
+    /// [`Learner::settle`]).
+    pub fn settled_through(&self) -> Option<i64> {
+        self.settled_through
+    }
+
+    /// Whether a window starting at `start_us` is open to revision: learned
+    /// or passed, and not settled.
+    pub fn is_open(&self, start_us: i64) -> bool {
+        self.learned_through.is_some_and(|t| start_us <= t) && self.settled_through.is_none_or(|s| start_us > s)
     }
 
     /// Predicted clicks per impression of `segment` at `at_us`.
@@ -226,10 +256,14 @@ impl Learner {
     }
 
     /// Reads a learned window again and learns what grew since. A window
-    /// not in the ledger (settled, or never learned) is left alone:
-    /// `None`.
+    /// open to revision but not in the ledger had no rows when it was
+    /// passed: all of it is learned (and it joins the ledger). A settled
+    /// window, or one not reached yet, is left alone: `None`.
     pub fn revise(&mut self, w: &Window) -> Option<Revised> {
-        let (_, learned) = self.ledger.get_mut(&w.start_us)?;
+        if !self.is_open(w.start_us) {
+            return None;
+        }
+        let (_, learned) = self.ledger.entry(w.start_us).or_insert_with(|| (w.end_us, HashMap::new()));
         let mut r = Revised::default();
         for e in &w.examples {
             let had = learned.get(&e.segment).copied().unwrap_or((0, 0));
@@ -256,18 +290,29 @@ impl Learner {
 
     /// Lets go of the windows that can no longer change: those starting at
     /// or before `closed_through` (closed on every partition), and those
-    /// starting before `horizon_us` whatever their state.
+    /// starting before `horizon_us` whatever their state; the settled line
+    /// moves past both (never past `learned_through`, never back).
     pub fn settle(&mut self, closed_through: Option<i64>, horizon_us: i64) -> Settled {
         let mut s = Settled::default();
         while let Some((&start, _)) = self.ledger.first_key_value() {
-            if closed_through.is_some_and(|c| start <= c) {
+            let closed = closed_through.is_some_and(|c| start <= c);
+            if closed {
                 s.closed += 1;
             } else if start < horizon_us {
                 s.abandoned += 1;
             } else {
                 break;
             }
-            self.ledger.remove(&start);
+            if let Some((end_us, counts)) = self.ledger.remove(&start) {
+                let (impressions, clicks) = counts.values().fold((0, 0), |(i, c), (si, sc)| (i + si, c + sc));
+                s.windows.push(LetGo { start_us: start, end_us, impressions, clicks, closed });
+            }
+        }
+        if let Some(t) = self.learned_through {
+            let line = closed_through.unwrap_or(i64::MIN).max(horizon_us.saturating_sub(1)).min(t);
+            if self.settled_through.is_none_or(|old| line > old) {
+                self.settled_through = Some(line);
+            }
         }
         s
     }
@@ -281,6 +326,7 @@ impl Learner {
         for v in [self.version, self.windows, self.revisions] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&self.settled_through.unwrap_or(NONE).to_le_bytes());
         out.extend_from_slice(&(self.ledger.len() as u32).to_le_bytes());
         for (start, (end, counts)) in &self.ledger {
             out.extend_from_slice(&start.to_le_bytes());
@@ -305,8 +351,10 @@ impl Learner {
     /// A learner from snapshot bytes, everything checked:
     ///
     /// ```text
-    /// magic "ADLR", version 1 (u8), learned_through i64 (i64::MIN: none),
-    /// version, windows, revisions (u64 each),
+    /// magic "ADLR", version 2 (u8), learned_through i64 (i64::MIN: none),
+    /// version, windows, revisions (u64 each), settled_through i64
+    /// (i64::MIN: none; absent in version 1, read as learned_through: a
+    /// window missing from its ledger is not revised),
     /// ledger windows u32; per window: start i64, end i64, segments u32;
     ///   per segment: campaign length u16 + bytes, format, country,
     ///   device (u8 each, their index), impressions u64, clicks u64
@@ -318,11 +366,14 @@ impl Learner {
             return Err(SnapshotError::NotASnapshot);
         }
         let v = r.u8()?;
-        if v != VERSION {
+        if v != VERSION && v != 1 {
             return Err(SnapshotError::Version(v));
         }
         let through = r.i64()?;
         let (version, windows, revisions) = (r.u64()?, r.u64()?, r.u64()?);
+        // Version 1 had no settled line: everything learned and not in the
+        // ledger was settled.
+        let settled = if v == 1 { NONE } else { r.i64()? };
         let mut ledger = Ledger::new();
         for _ in 0..r.u32()? {
             let (start, end) = (r.i64()?, r.i64()?);
@@ -344,12 +395,16 @@ impl Learner {
         }
         let model = Ftrl::from_bytes(r.0)?;
         let learned_through = (through != NONE).then_some(through);
-        Ok(Learner { model, learned_through, version, windows, revisions, ledger })
+        let settled_through = match (settled != NONE).then_some(settled) {
+            None if v == 1 => ledger.keys().next().map_or(learned_through, |first| Some(first - 1)),
+            s => s,
+        };
+        Ok(Learner { model, learned_through, version, windows, revisions, ledger, settled_through })
     }
 }
 
 const MAGIC: &[u8; 4] = b"ADLR";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NONE: i64 = i64::MIN;
 
 struct Cursor<'a>(&'a [u8]);
@@ -424,7 +479,9 @@ mod tests {
         let c = l.model().counters();
         assert_eq!((c.impressions, c.clicks), (140, 8));
         // Once settled, a window is never revised again.
-        assert_eq!(l.settle(Some(0), i64::MIN), Settled { closed: 1, abandoned: 0 });
+        let s = l.settle(Some(0), i64::MIN);
+        assert_eq!((s.closed, s.abandoned, s.windows.len()), (1, 0, 1));
+        assert_eq!((s.windows[0].impressions, s.windows[0].clicks, s.windows[0].closed), (140, 8, true));
         assert_eq!(l.revise(&window(0, &[(a, 500, 50)])), None);
         assert_eq!(l.model().counters().impressions, 140);
     }
@@ -460,8 +517,39 @@ mod tests {
             l.learn_window(&window(s, &[(a.clone(), 1, 0)])).unwrap();
         }
         // Closed everywhere through 0; the horizon at 20 s gives up on 10.
-        assert_eq!(l.settle(Some(0), 20_000_000), Settled { closed: 1, abandoned: 1 });
+        let s = l.settle(Some(0), 20_000_000);
+        assert_eq!((s.closed, s.abandoned), (1, 1));
+        assert_eq!(
+            s.windows.iter().map(|w| (w.start_us, w.closed)).collect::<Vec<_>>(),
+            [(0, true), (10_000_000, false)]
+        );
+        assert_eq!(l.settled_through(), Some(19_999_999));
         assert_eq!(l.open_windows().collect::<Vec<_>>(), vec![20_000_000, 30_000_000]);
+    }
+
+    #[test]
+    fn a_window_passed_empty_is_learned_whole_when_rows_come_until_settled() {
+        let a = seg("C001", AdFormat::Banner);
+        let mut l = learner();
+        l.learn_window(&window(0, &[(a.clone(), 10, 1)])).unwrap();
+        // Window 10 had no rows when the frontier passed it.
+        l.learn_window(&window(20, &[(a.clone(), 10, 1)])).unwrap();
+        let r = l.revise(&window(10, &[(a.clone(), 7, 2)])).unwrap();
+        assert_eq!((r.examples, r.impressions, r.clicks), (1, 7, 2));
+        // Once in the ledger, only its difference.
+        let r = l.revise(&window(10, &[(a.clone(), 9, 2)])).unwrap();
+        assert_eq!((r.impressions, r.clicks), (2, 0));
+        // Not reached yet: not a revision.
+        assert_eq!(l.revise(&window(30, &[(a.clone(), 1, 0)])), None);
+        // Settled through 10: window 10 is out, and so would an empty one be.
+        l.settle(Some(10_000_000), i64::MIN);
+        assert_eq!(l.revise(&window(10, &[(a.clone(), 90, 2)])), None);
+        assert_eq!(l.model().counters().impressions, 29);
+        // The settled line survives a snapshot, and never moves back.
+        let r = Learner::from_bytes(&l.to_bytes()).unwrap();
+        assert_eq!(r.settled_through(), Some(10_000_000));
+        l.settle(Some(0), i64::MIN);
+        assert_eq!(l.settled_through(), Some(10_000_000));
     }
 
     #[test]

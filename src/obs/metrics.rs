@@ -80,10 +80,15 @@ fn describe() {
     );
     describe_counter!("adstream_offset_commits_total", "Offset commits to Kafka after a durable batch.");
     describe_gauge!("adstream_open_windows", "Windows held in memory.");
+    describe_gauge!("adstream_open_cells", "Cells (window × key) held in memory: what the windows' memory grows with.");
     describe_gauge!("adstream_dedup_ids", "Event ids held for deduplication.");
     describe_gauge!("adstream_dedup_bytes", Unit::Bytes, "Heap bytes of the deduplication sets.");
     describe_gauge!("adstream_consumer_lag", "Messages behind the partition's high watermark.");
-    describe_gauge!("adstream_watermark_seconds", Unit::Seconds, "Partition watermark (max event time), Unix seconds.");
+    describe_gauge!(
+        "adstream_watermark_seconds",
+        Unit::Seconds,
+        "Partition watermark (newest corroborated event time), Unix seconds."
+    );
     describe_gauge!("adstream_dependency_up", "1 while the service answers, 0 while it fails.");
     describe_histogram!(INSERT_SECONDS, Unit::Seconds, "Duration of successful sink writes (one per batch).");
 }
@@ -113,6 +118,7 @@ fn sync(stats: &Stats, topic: &str) {
     counter!("adstream_clickhouse_permanent_errors_total").absolute(g(&stats.permanent_write_failures));
     counter!("adstream_offset_commits_total").absolute(g(&stats.commits));
     gauge!("adstream_open_windows").set(g(&stats.open_windows) as f64);
+    gauge!("adstream_open_cells").set(g(&stats.open_cells) as f64);
     gauge!("adstream_dedup_ids").set(g(&stats.dedup_ids) as f64);
     gauge!("adstream_dedup_bytes").set(g(&stats.dedup_bytes) as f64);
     if let Ok(parts) = stats.partitions.lock() {

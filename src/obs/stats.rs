@@ -20,7 +20,7 @@ pub struct PartitionGauges {
     /// watermark (as of the last fetch response); `None` before either is
     /// known.
     pub lag: Option<i64>,
-    /// The partition's watermark (max event time seen), µs.
+    /// The partition's watermark (see `engine::window`), µs.
     pub watermark_us: Option<i64>,
 }
 
@@ -56,6 +56,8 @@ pub struct Stats {
     /// Rejected messages acknowledged by the dead-letter topic.
     pub dlq_written: AtomicU64,
     pub open_windows: AtomicU64,
+    /// Cells (window × key) held in memory.
+    pub open_cells: AtomicU64,
     /// Lowest partition watermark, µs (i64::MIN = none yet).
     pub min_watermark_us: AtomicI64,
     /// Events counted into windows, by [`AdFormat::index`] × [`EventType::index`].
@@ -172,6 +174,7 @@ impl Stats {
     /// What the engine's state is made of, as of its last batch.
     pub fn set_footprint(&self, f: &Footprint) {
         self.open_windows.store(f.open_windows as u64, Relaxed);
+        self.open_cells.store(f.open_cells as u64, Relaxed);
         self.dedup_ids.store(f.dedup_ids as u64, Relaxed);
         self.dedup_bytes.store(f.dedup_bytes as u64, Relaxed);
         if let Some(wm) = f.min_watermark_us {

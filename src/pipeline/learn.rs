@@ -18,24 +18,33 @@
 //! 4. publishes the predictions of every segment seen lately to Redis (one
 //!    MULTI/EXEC, see [`crate::io::redis`]) and to `GET /ctr`.
 //!
+//! One learner per model writes ([`crate::io::redis::lease`]): it holds a
+//! lease in Redis, renewed at every poll and right before every snapshot;
+//! without it, it waits as a hot standby, and when it gets it, it restores
+//! the newest snapshot first. A learner that finds the lease gone or
+//! someone else's stops writing at once and goes back to standby.
+//!
 //! ClickHouse errors: a refusal (schema, credentials) ends the process with
 //! the one-line explanation; an outage is retried at the next poll, the
 //! model unchanged (nothing is learned that is not then saved). Redis
-//! errors never stop learning: they are counted, `/healthz` says Redis is
-//! down, and the next window publishes everything again.
+//! errors never end the process: a failed publish is counted and the next
+//! one publishes everything again; but the lease lives in Redis, so while
+//! it is down learning pauses (`/healthz` says Redis is down and
+//! `standby`), and resumes from the newest snapshot when it is back.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
 use crate::io::backoff::{Backoff, SHUTDOWN_WRITE_GRACE};
-use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow};
+use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow, SettledRow};
 use crate::io::clickhouse::retry;
+use crate::io::redis::lease::Lease;
 use crate::io::redis::{Publication, Publisher};
-use crate::learn::{Example, Learned, Learner, Segment, Window};
+use crate::learn::{Example, Learned, Learner, LetGo, Segment, Window};
 use crate::obs::learn::{served_key, LearnStats, Served};
 use crate::shutdown::Shutdown;
 
@@ -112,12 +121,42 @@ struct Step {
     unknown: u64,
     /// Windows let go while a partition had not closed them.
     abandoned: u64,
+    /// Every window let go (closed everywhere, or past the horizon).
+    let_go: Vec<LetGo>,
 }
+
+/// What `run` writes cannot be learned (a one-line error; the process
+/// ends).
+#[derive(Debug)]
+struct Misconfigured(String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
+
+/// The lease is not (or no longer) this learner's: stop writing.
+#[derive(Debug)]
+struct LostLease(String);
+
+impl std::fmt::Display for LostLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not the model's writer any more: {}", self.0)
+    }
+}
+
+impl std::error::Error for LostLease {}
 
 struct LearnLoop {
     cfg: LearnConfig,
     store: LearnStore,
     publisher: Publisher,
+    lease: Lease,
+    /// The fencing token of the lease while this learner holds it.
+    token: Option<u64>,
     learner: Learner,
     stats: Arc<LearnStats>,
     /// Segments seen, with the start of the newest window they were in (µs).
@@ -126,45 +165,110 @@ struct LearnLoop {
     publish_due: bool,
     /// The "no segment windows yet" line was logged.
     told_empty: bool,
+    /// Every source partition that ever wrote the segment rollup, with the
+    /// start of its newest closed window (ms): one silent for longer than
+    /// the revision horizon is no longer in [`LearnStore::progress`]'s
+    /// answer, but still holds the settled line back (its buffered events
+    /// may come). Bounded by the partitions of the source topics.
+    known: HashMap<(String, i32), Option<i64>>,
+    /// Snapshots saved since old ones were last deleted.
+    saves_since_prune: u64,
+    /// When the abandoned totals were last read.
+    abandoned_read: Option<Instant>,
 }
 
 impl LearnLoop {
+    /// Renews the lease: `Err(LostLease)` unless it is still ours, with
+    /// the same token (a new token means it lapsed in between, and someone
+    /// else may have written).
+    async fn renew(&mut self) -> anyhow::Result<()> {
+        match self.lease.acquire().await {
+            Ok(Some(t)) if Some(t) == self.token => {
+                self.stats.redis.ok();
+                Ok(())
+            }
+            Ok(Some(t)) => Err(LostLease(format!("the lease lapsed and was taken again (token {t})")).into()),
+            Ok(None) => Err(LostLease("another learner holds the lease".into()).into()),
+            Err(e) => {
+                self.stats.redis.failed(&e.to_string().replace('\n', " "));
+                Err(LostLease(format!("cannot renew the lease: Redis: {e}")).into())
+            }
+        }
+    }
+
     async fn poll(&mut self) -> anyhow::Result<Step> {
+        self.renew().await?;
         let horizon_ms = i64::try_from(self.cfg.revise_horizon.as_millis()).unwrap_or(i64::MAX);
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
         let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
         let parts = self.store.progress(since_ms, idle_ms).await?;
-        let p = progress(
-            &parts.iter().map(|p| ((p.any_final == 1).then_some(p.closed_ms), p.active == 1)).collect::<Vec<_>>(),
-        );
+        let mut listed = Vec::with_capacity(self.known.len().max(parts.len()));
+        for p in &parts {
+            let closed = (p.any_final == 1).then_some(p.closed_ms);
+            let k = self.known.entry((p.topic.clone(), p.partition)).or_insert(closed);
+            *k = (*k).max(closed);
+            listed.push(((p.topic.as_str(), p.partition), (*k, p.active == 1)));
+        }
+        // The silent ones: idle, with what they closed before.
+        let mut all: Vec<(Option<i64>, bool)> = listed.iter().map(|(_, v)| *v).collect();
+        for ((topic, partition), closed) in &self.known {
+            if !listed.iter().any(|((t, p), _)| t == topic && p == partition) {
+                all.push((*closed, false));
+            }
+        }
+        let p = progress(&all);
         if let Some(n) = p.newest_closed_ms {
             self.stats.newest_closed_ms.store(n, Relaxed);
         }
-        let Some(frontier) = p.frontier_ms else { return Ok(Step::default()) };
-        // The first window not learned yet: after the newest learned one,
-        // or on a new model the oldest window there is.
-        let next_new = match self.learner.learned_through() {
-            Some(t) => t / 1000 + 1,
-            None => match self.store.first_window().await? {
-                Some(first) => first,
-                None => {
-                    if !self.told_empty {
-                        self.told_empty = true;
-                        tracing::info!(
-                            rollup = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP,
-                            database = %self.cfg.clickhouse.database,
-                            "no segment windows yet: waiting for `adstream run` to write this rollup (one of its \
-                             defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
-                        );
-                    }
-                    return Ok(Step::default());
+        let Some(frontier) = p.frontier_ms else {
+            if self.learner.learned_through().is_none() {
+                // `run --window 5s` writes its segments at 5 s (and 1 h):
+                // the learner's 10 s windows never come. Say so.
+                let rollups = self.store.segment_rollups().await?;
+                let want = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP;
+                if !rollups.is_empty() && !rollups.iter().any(|r| r == want) {
+                    return Err(Misconfigured(format!(
+                        "database {} has the segment rollups {} but not {want}, the 10 s windows the learner learns \
+                         from: run `adstream run` with --rollup {want} (with --window 5s, 10s is a multiple of it) \
+                         beside its other rollups",
+                        self.cfg.clickhouse.database,
+                        rollups.join(" ")
+                    ))
+                    .into());
                 }
-            },
+            }
+            if self.learner.learned_through().is_none() && !self.told_empty {
+                self.told_empty = true;
+                tracing::info!(
+                    rollup = crate::io::clickhouse::learn_store::SEGMENT_ROLLUP,
+                    database = %self.cfg.clickhouse.database,
+                    "no closed segment windows yet: waiting for `adstream run` to write this rollup (one of its \
+                     defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
+                );
+            }
+            return Ok(Step::default());
         };
-        let lo = self.learner.open_windows().next().map_or(next_new, |w| (w / 1000).min(next_new));
+        self.stats.frontier_ms.store(frontier, Relaxed);
+        // The first window not learned yet: the oldest one after the newest
+        // learned one (on a new model, the oldest there is), however far
+        // after it; a gap of any length (a quiet night) is skipped.
+        let through_ms = self.learner.learned_through().map(|t| t / 1000);
+        let next_new = self.store.next_window(through_ms, frontier).await?;
+        // Windows open to revision: after the settled line, through the
+        // newest learned one (in the ledger, or passed while empty).
+        let oldest_open = match (self.learner.settled_through(), through_ms) {
+            (Some(s), Some(t)) => Some(s.div_euclid(1000) + 1).filter(|lo| *lo <= t),
+            _ => self.learner.open_windows().next().map(|w| w / 1000),
+        };
+        let Some(lo) = [next_new, oldest_open].into_iter().flatten().min() else {
+            // Nothing new and nothing open to revision: read through the
+            // frontier.
+            self.stats.read_through_ms.store(frontier, Relaxed);
+            return Ok(Step::default());
+        };
         // A bounded step of new windows per poll (a new model on a long
         // history catches up step by step, saving and publishing as it goes).
-        let hi = frontier.min(next_new.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS));
+        let hi = next_new.map_or(frontier, |n| frontier.min(n.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS)));
         if hi < lo {
             return Ok(Step::default());
         }
@@ -208,9 +312,11 @@ impl LearnLoop {
             );
         }
         step.abandoned = settled.abandoned;
-        if !step.learned.is_empty() || step.revised > 0 || settled.closed + settled.abandoned > 0 {
+        step.let_go = settled.windows;
+        if !step.learned.is_empty() || step.revised > 0 || !step.let_go.is_empty() {
             self.save(&step).await?;
         }
+        self.stats.read_through_ms.store(hi, Relaxed);
         Ok(step)
     }
 
@@ -252,8 +358,27 @@ impl LearnLoop {
                 });
             }
         }
-        // Both at once; the snapshot, the commit point, only after both.
-        tokio::try_join!(self.store.write_quality(&quality), self.store.write_predictions(&predictions))?;
+        let version = self.learner.version();
+        let settled: Vec<SettledRow> = step
+            .let_go
+            .iter()
+            .map(|w| SettledRow {
+                model: model.clone(),
+                window_start: w.start_us / 1000,
+                window_end: w.end_us / 1000,
+                reason: if w.closed { "closed" } else { "revise_horizon" }.to_string(),
+                impressions: w.impressions,
+                clicks: w.clicks,
+                model_version: version,
+            })
+            .collect();
+        // All at once; the snapshot, the commit point, only after them (a
+        // learner killed in between rewrites the same rows).
+        tokio::try_join!(
+            self.store.write_quality(&quality),
+            self.store.write_predictions(&predictions),
+            self.store.write_settled(&settled)
+        )?;
         let c = self.learner.model().counters();
         let row = ModelRow {
             model,
@@ -266,8 +391,21 @@ impl LearnLoop {
             clicks: c.clicks,
             snapshot: self.learner.to_bytes(),
         };
+        // Only while the lease is ours: renewed right before the commit
+        // point, for a whole --lease-ttl.
+        self.renew().await?;
         self.store.save_snapshot(&row).await?;
         self.stats.snapshots.fetch_add(1, Relaxed);
+        // Retention: the newest --keep-snapshots versions (restore reads
+        // the newest); pruned every half of that many saves.
+        self.saves_since_prune += 1;
+        let keep = self.cfg.keep_snapshots;
+        if self.saves_since_prune >= (keep / 2).max(1) {
+            self.saves_since_prune = 0;
+            if let Err(e) = self.store.prune_snapshots(row.version.saturating_sub(keep)).await {
+                tracing::warn!(error = %format!("{e:#}"), "pruning old snapshots failed (retried later)");
+            }
+        }
         self.publish_due = true;
         self.sync_stats();
         if let Some(l) = step.learned.last() {
@@ -320,13 +458,21 @@ impl LearnLoop {
         }
         self.stats.served.retain(|_, v| v.version == version);
         let started = Instant::now();
-        let r = self.publisher.publish(&Publication { version, window_ms, published_ms, predictions: &preds }).await;
+        let r = self
+            .publisher
+            .publish(self.lease.owner(), &Publication { version, window_ms, published_ms, predictions: &preds })
+            .await;
         match r {
             Ok(()) => {
                 metrics::histogram!(crate::obs::learn::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
                 self.stats.publishes.fetch_add(1, Relaxed);
                 self.stats.redis.ok();
                 self.publish_due = false;
+            }
+            Err(e) if e.to_string().contains(crate::io::redis::NOT_LEADER) => {
+                // The next renewal finds out and stands by.
+                self.stats.publish_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "publish refused: this learner is not the model's writer");
             }
             Err(e) => {
                 self.stats.publish_failures.fetch_add(1, Relaxed);
@@ -369,18 +515,72 @@ async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learne
     Ok(l)
 }
 
+/// Waits until the database has the learner's tables (it never creates
+/// them, see [`LearnStore::new`]); `false` if stopped first. With `--once`,
+/// a missing table is a one-line error.
+async fn wait_for_schema(
+    store: &LearnStore,
+    cfg: &LearnConfig,
+    stats: &LearnStats,
+    stop: &Shutdown,
+) -> anyhow::Result<bool> {
+    let mut told = false;
+    loop {
+        match store.missing_tables().await {
+            Ok(m) if m.is_empty() => return Ok(true),
+            Ok(m) => {
+                let line = format!(
+                    "database {} lacks {}: run `adstream migrate --database {}` (with --cluster NAME on a cluster) \
+                     or start `adstream run`, which applies the schema; learn never creates tables",
+                    cfg.clickhouse.database,
+                    m.join(", "),
+                    cfg.clickhouse.database
+                );
+                if cfg.once {
+                    anyhow::bail!(line);
+                }
+                stats.clickhouse.failed(&line);
+                if !told {
+                    told = true;
+                    tracing::warn!("{line}; waiting");
+                }
+            }
+            Err(e) if retry::is_permanent(&e) || cfg.once => return Err(e),
+            Err(e) => stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll_interval) => {}
+            _ = stop.triggered() => return Ok(false),
+        }
+    }
+}
+
 /// `adstream learn`.
 pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let client = crate::io::redis::client(&cfg.redis_url)?;
+    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
     let stats = Arc::new(LearnStats::default());
     if let Some(addr) = cfg.metrics_addr {
-        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after).await?;
+        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after, cfg.max_lag).await?;
     }
-    let store = LearnStore::connect(&cfg.clickhouse, &cfg.model).await?;
+    let store = LearnStore::new(&cfg.clickhouse, &cfg.model)?;
+    if !wait_for_schema(&store, &cfg, &stats, &stop).await? {
+        return Ok(());
+    }
     stats.clickhouse.ok();
     let learner = restore(&store, &cfg).await?;
-    let publisher = Publisher::new(client, &cfg.model, cfg.redis_ttl, cfg.redis_timeout)?;
+    let publisher = Publisher::new(client, &cfg.redis_prefix, cfg.redis_ttl, cfg.redis_timeout)?;
+    let lease = publisher.lease(crate::io::redis::lease::owner_id(), cfg.lease_ttl);
     if let Err(e) = publisher.ping().await {
+        // A misconfiguration (password, CA, TLS on a plaintext port) is
+        // not an outage: fail now, naming the setting, rather than retry.
+        let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
+        if let (fix, true) = crate::io::redis::hint(&e.to_string(), tls) {
+            anyhow::bail!(
+                "Redis at {}: {}: {fix}",
+                crate::config::secret::redact_url(&cfg.redis_url),
+                e.to_string().replace('\n', " ")
+            );
+        }
         stats.redis.failed(&e.to_string().replace('\n', " "));
     } else {
         stats.redis.ok();
@@ -389,21 +589,83 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         cfg,
         store,
         publisher,
+        lease,
+        token: None,
         learner,
         stats,
         seen: HashMap::new(),
         publish_due: false,
         told_empty: false,
+        known: HashMap::new(),
+        abandoned_read: None,
+        saves_since_prune: 0,
     };
     lp.sync_stats();
     lp.reseed_seen().await?;
+    // Every partition that ever wrote, once (one scan of the rollup's
+    // progress): one silent since before this start still holds back.
+    for p in lp.store.progress(0, 0).await? {
+        lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
+    }
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;
     // A ClickHouse call in flight at SIGTERM gets the writers' grace, then
     // is abandoned: what it learned was not saved, so the next start
     // relearns it from the newest snapshot (nothing learned twice).
     let mut grace = Backoff::default();
+    let mut told_standby = false;
     loop {
+        if lp.token.is_none() {
+            match lp.lease.acquire().await {
+                Ok(Some(t)) => {
+                    lp.stats.redis.ok();
+                    lp.token = Some(t);
+                    lp.stats.lease_token.store(t, Relaxed);
+                    lp.stats.leader.store(1, Relaxed);
+                    tracing::info!(
+                        token = t,
+                        owner = lp.lease.owner(),
+                        "this learner holds the model's lease: learning"
+                    );
+                    // Someone else may have learned since: from the newest
+                    // snapshot.
+                    needs_restore = true;
+                    told_standby = false;
+                }
+                Ok(None) => {
+                    lp.stats.redis.ok();
+                    if lp.cfg.once {
+                        anyhow::bail!(
+                            "another learner holds the lease of model {:?} (Redis keys {}:*): --once learned nothing \
+                             (stop it, or run --once after it stopped)",
+                            lp.cfg.model,
+                            lp.cfg.redis_prefix
+                        );
+                    }
+                    if !told_standby {
+                        told_standby = true;
+                        tracing::info!("another learner holds the model's lease: standing by");
+                    }
+                }
+                Err(e) => {
+                    lp.stats.redis.failed(&e.to_string().replace('\n', " "));
+                    if lp.cfg.once {
+                        anyhow::bail!(
+                            "Redis at {}: {} (the writer's lease lives there; set --redis-url / ADSTREAM_REDIS_URL)",
+                            crate::config::secret::redact_url(&lp.cfg.redis_url),
+                            e.to_string().replace('\n', " ")
+                        );
+                    }
+                }
+            }
+            if lp.token.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
+                    _ = stop.triggered() => break,
+                }
+                continue;
+            }
+        }
         if needs_restore {
             // Nothing learned in the failed poll was saved: go on from the
             // last snapshot, so nothing is learned twice.
@@ -416,6 +678,12 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     lp.learner = l;
                     lp.sync_stats();
                     needs_restore = false;
+                    lp.publish_due = lp.learner.learned_through().is_some();
+                    lp.seen.clear();
+                    if let Err(e) = lp.reseed_seen().await {
+                        lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
+                        needs_restore = true;
+                    }
                 }
                 Err(e) if retry::is_permanent(&e) => return Err(e),
                 Err(e) => lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
@@ -443,6 +711,7 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     tracing::debug!(windows = step.learned.len(), version = l.version, "learned");
                 }
                 let caught_up = step.learned.is_empty() && step.revised == 0;
+                lp.read_abandoned(caught_up).await;
                 if lp.publish_due {
                     lp.publish().await;
                 }
@@ -453,7 +722,17 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     continue; // more may be waiting (a bounded step was taken)
                 }
             }
-            Some(Err(e)) if retry::is_permanent(&e) => return Err(e),
+            Some(Err(e)) if e.is::<LostLease>() => {
+                tracing::warn!(error = %e, "standing by");
+                lp.token = None;
+                lp.stats.leader.store(0, Relaxed);
+                lp.stats.frontier_ms.store(i64::MIN, Relaxed);
+                needs_restore = true;
+                if lp.cfg.once {
+                    return Err(e.context("learn --once"));
+                }
+            }
+            Some(Err(e)) if retry::is_permanent(&e) || e.is::<Misconfigured>() => return Err(e),
             Some(Err(e)) => {
                 lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
                 needs_restore = true;
@@ -465,6 +744,12 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
             _ = stop.triggered() => break,
+        }
+    }
+    if lp.token.is_some() {
+        // A clean exit hands over at once.
+        if let Err(e) = lp.lease.release().await {
+            tracing::warn!(error = %e, "could not release the lease (a standby takes over after --lease-ttl)");
         }
     }
     let unknown = lp.stats.unknown.load(Relaxed);
@@ -482,6 +767,37 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
 }
 
 impl LearnLoop {
+    /// The totals of `ad_ctr_abandoned` into the stats, at most every 30 s
+    /// (or when caught up with `--once`); a failure only leaves them stale.
+    async fn read_abandoned(&mut self, caught_up: bool) {
+        let due = self.abandoned_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+        if !(due || (self.cfg.once && caught_up)) {
+            return;
+        }
+        self.abandoned_read = Some(Instant::now());
+        if let Ok(Some(m)) = self.publisher.used_memory().await {
+            self.stats.redis_used_memory.store(i64::try_from(m).unwrap_or(i64::MAX), Relaxed);
+        }
+        if let Ok(b) = self.store.model_table_bytes().await {
+            self.stats.model_table_bytes.store(i64::try_from(b).unwrap_or(i64::MAX), Relaxed);
+        }
+        match self.store.abandoned().await {
+            Ok((i, c)) => {
+                self.stats.abandoned_impressions.store(i, Relaxed);
+                self.stats.abandoned_clicks.store(c, Relaxed);
+                if i != 0 || c != 0 {
+                    tracing::warn!(
+                        impressions = i,
+                        clicks = c,
+                        "segment rows the model never learned (written after their window was let go): see \
+                         ad_ctr_abandoned"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "reading ad_ctr_abandoned failed"),
+        }
+    }
+
     /// After a restore: the segments of the last `--serve-segments-seen`
     /// before the newest learned window, so the first publish is whole.
     async fn reseed_seen(&mut self) -> anyhow::Result<()> {

@@ -106,7 +106,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         Processor::with_rollups(cfg.window, cfg.rollups.clone(), cfg.max_event_bytes).map_err(anyhow::Error::msg)?;
     let probe = match cfg.sink {
         SinkKind::ClickHouse => Some(ReplayProbe {
-            client: crate::io::clickhouse::client(&cfg.clickhouse).with_database(&cfg.clickhouse.database),
+            client: crate::io::clickhouse::client(&cfg.clickhouse)?.with_database(&cfg.clickhouse.database),
             database: cfg.clickhouse.database.clone(),
             handle: tokio::runtime::Handle::current(),
             shutdown: shutdown.clone(),

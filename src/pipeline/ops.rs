@@ -26,7 +26,7 @@ impl Ops {
             metrics::serve(addr, stats.clone(), &args.kafka.topic, args.unhealthy_after).await?;
         }
         let clickhouse = match args.sink {
-            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&args.clickhouse)),
+            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&args.clickhouse)?),
             SinkKind::Console => None,
         };
         // A few probes per threshold, so /healthz turns within ~1/3 of it.

@@ -22,6 +22,20 @@ pub fn clickhouse_url() -> String {
     std::env::var("ADSTREAM_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
+/// The test's Redis (`ADSTREAM_REDIS_URL`, as scripts/redis.sh serves it
+/// on REDIS_PORT).
+pub fn redis_url() -> String {
+    std::env::var("ADSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// host:port of [`redis_url`].
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split("://").nth(1).unwrap_or(&url);
+    let host_port = rest.split('/').next().unwrap_or_default();
+    host_port.rsplit('@').next().unwrap_or_default().to_string()
+}
+
 /// A name unique to this test run: `prefix_<nanos>`.
 /// A name no other test (in this process or an earlier one) uses. The
 /// counter matters: two tests starting together on two threads can read
@@ -65,6 +79,7 @@ pub fn adstream() -> Command {
     // Tests run side by side: none may take the default metrics port.
     c.env("ADSTREAM_BROKERS", brokers())
         .env("ADSTREAM_CLICKHOUSE_URL", clickhouse_url())
+        .env("ADSTREAM_REDIS_URL", redis_url())
         .env("ADSTREAM_METRICS_ADDR", "off");
     c
 }
@@ -384,20 +399,83 @@ const WINDOW_US: i64 = 10_000_000;
 /// ClickHouse's own JSON parser reads the fields, never adstream's.
 ///
 /// What it decides, per partition in offset order, by the documented rules
-/// (`src/window.rs`), in SQL with window functions:
-/// - the watermark before a message is the highest event time of the valid
-///   events before it in its partition (invalid messages do not move it);
-/// - an event is **late** when that watermark has reached its window's
-///   end + allowed lateness (`end + lateness <= watermark`);
+/// (`src/engine/window/mod.rs`, module docs), here in its own code
+/// ([`oracle_verdicts`]) over event times parsed by ClickHouse:
+/// - an event is **late** when the partition's watermark before it has
+///   reached its window's end + allowed lateness (`end + lateness <=
+///   watermark`);
 /// - otherwise it is counted, unless the same `event_id` was already
-///   counted in that window of that partition (a redelivery).
+///   counted in that window of that partition at the same second of event
+///   time (counted from the window's start; a redelivery);
+/// - only counted events move the watermark: to their event time, unless
+///   more than `--max-ahead` past it (then held until three consecutive
+///   counted events support it; see the module docs, "The watermark").
 ///
 /// Every JSONL event is valid to the oracle (it has no `--max-future`
 /// guard): a test that wants a message rejected produces it outside the
 /// JSONL and names the count of rejects.
 pub struct Oracle {
     pub db: String,
-    lateness_us: i64,
+}
+
+/// `run`'s default `--max-ahead`, µs.
+pub const DEFAULT_MAX_AHEAD_US: i64 = 60_000_000;
+
+/// One valid message as the oracle sees it: event time and Kafka timestamp
+/// in µs, window start, event id.
+pub struct OracleEvent {
+    pub ts: i64,
+    pub kafka_ts: Option<i64>,
+    pub event_id: String,
+}
+
+/// The oracle's verdict on one partition's valid events, in offset order:
+/// `(late, counted)` each, by the documented rules, written here apart
+/// from the engine: a plain loop over the sequence with the watermark, the
+/// held event and the ids counted per (window, second).
+pub fn oracle_verdicts(events: &[OracleEvent], size_us: i64, lateness_us: i64, max_ahead_us: i64) -> Vec<(bool, bool)> {
+    let mut watermark: Option<i64> = None;
+    // (lowest event time of the held run, supporters so far)
+    let mut held: Option<(i64, u32)> = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let ws = e.ts.div_euclid(size_us) * size_us;
+        if let Some(w) = watermark {
+            if ws + size_us + lateness_us <= w {
+                out.push((true, false));
+                continue;
+            }
+        }
+        let second = (e.ts - ws).div_euclid(1_000_000);
+        if !seen.insert((ws, second, e.event_id.clone())) {
+            out.push((false, false));
+            continue;
+        }
+        out.push((false, true));
+        if let Some((h, n)) = held {
+            let floor = h - max_ahead_us;
+            held = None;
+            if e.ts >= floor || e.kafka_ts.is_some_and(|k| k >= floor) {
+                if n + 1 == 3 {
+                    watermark = Some(watermark.map_or(h, |w| w.max(h)));
+                } else {
+                    held = Some((h, n + 1));
+                }
+            }
+        }
+        let ahead = match (watermark, e.kafka_ts) {
+            (Some(w), _) => e.ts > w + max_ahead_us,
+            (None, Some(k)) => e.ts > k + max_ahead_us,
+            (None, None) => false,
+        };
+        match (ahead, held) {
+            (false, _) => watermark = Some(watermark.map_or(e.ts, |w| w.max(e.ts))),
+            (true, Some((h, n))) => held = Some((h.min(e.ts), n)),
+            (true, None) => held = Some((e.ts, 0)),
+        }
+    }
+    out
 }
 
 impl Oracle {
@@ -406,6 +484,11 @@ impl Oracle {
     /// with `--allowed-lateness lateness`; panics unless every JSONL event
     /// is in the topic.
     pub async fn load(db: &str, topic: &str, jsonls: &[&Path], lateness: &str) -> Oracle {
+        Self::load_with(db, topic, jsonls, lateness, DEFAULT_MAX_AHEAD_US).await
+    }
+
+    /// [`Oracle::load`] for a run with `--max-ahead` of `max_ahead_us`.
+    pub async fn load_with(db: &str, topic: &str, jsonls: &[&Path], lateness: &str, max_ahead_us: i64) -> Oracle {
         let lateness_us = humantime::parse_duration(lateness).expect("lateness").as_micros() as i64;
         let mut valid = std::collections::HashSet::new();
         for j in jsonls {
@@ -424,14 +507,16 @@ impl Oracle {
                 continue;
             }
             found.insert(h);
-            // The event's own fields plus where it sits.
-            write!(rows, "{{\"partition\":{},\"offset\":{},", m.partition(), m.offset()).unwrap();
+            // The event's own fields plus where it sits and its Kafka
+            // timestamp (ms; null without one).
+            let kts = m.timestamp().to_millis().map_or_else(|| "null".to_string(), |t| t.to_string());
+            write!(rows, "{{\"partition\":{},\"offset\":{},\"kafka_ms\":{kts},", m.partition(), m.offset()).unwrap();
             rows.extend_from_slice(&payload[1..]);
             rows.push(b'\n');
         }
         assert_eq!(found.len(), valid.len(), "every event of the JSONL files is in {topic}");
         exec(&format!(
-            "CREATE TABLE {db}.raw_events (partition Int32, offset Int64, event_id String, timestamp String, \
+            "CREATE TABLE {db}.raw_events (partition Int32, offset Int64, kafka_ms Nullable(Int64), event_id String, timestamp String, \
              user_id String, campaign_id String, ad_format String, country String, device String, \
              event_type String, revenue Decimal(18, 6)) ENGINE = MergeTree ORDER BY (partition, offset)"
         ))
@@ -441,23 +526,59 @@ impl Oracle {
             ins.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
         }
         ins.end().await.unwrap();
-        Oracle { db: db.to_string(), lateness_us }
+        // The verdicts, per partition in offset order, over the event times
+        // as ClickHouse parses them.
+        let text = tsv(&format!(
+            "SELECT partition, offset, toUnixTimestamp64Micro(parseDateTime64BestEffort(timestamp, 6, 'UTC')), \
+                    ifNull(toString(kafka_ms * 1000), '-'), event_id \
+             FROM {db}.raw_events ORDER BY partition, offset"
+        ))
+        .await;
+        let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, OracleEvent)>> = Default::default();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 5, "{l}");
+            let e = OracleEvent {
+                ts: f[2].parse().expect("ts"),
+                kafka_ts: (f[3] != "-").then(|| f[3].parse().expect("kafka ts")),
+                event_id: f[4].to_string(),
+            };
+            by_partition.entry(f[0].parse().expect("partition")).or_default().push((f[1].parse().expect("offset"), e));
+        }
+        let mut verdicts = String::new();
+        for (p, evs) in &by_partition {
+            let only: Vec<OracleEvent> = evs
+                .iter()
+                .map(|(_, e)| OracleEvent { ts: e.ts, kafka_ts: e.kafka_ts, event_id: e.event_id.clone() })
+                .collect();
+            for ((offset, _), (late, counted)) in
+                evs.iter().zip(oracle_verdicts(&only, WINDOW_US, lateness_us, max_ahead_us))
+            {
+                verdicts.push_str(&format!("{p}\t{offset}\t{}\t{}\n", u8::from(late), u8::from(counted)));
+            }
+        }
+        exec(&format!(
+            "CREATE TABLE {db}.oracle_verdicts (partition Int32, offset Int64, late UInt8, counted UInt8) \
+             ENGINE = MergeTree ORDER BY (partition, offset)"
+        ))
+        .await;
+        let mut ins = ch().insert_formatted_with(format!("INSERT INTO {db}.oracle_verdicts FORMAT TabSeparated"));
+        ins.send(bytes::Bytes::from(verdicts.into_bytes())).await.unwrap();
+        ins.end().await.unwrap();
+        Oracle { db: db.to_string() }
     }
 
     /// Every valid message with the oracle's verdict: `late`, `counted`.
     fn classified(&self) -> String {
-        let (db, size, lat) = (&self.db, WINDOW_US, self.lateness_us);
+        let (db, size) = (&self.db, WINDOW_US);
         format!(
-            "SELECT *, NOT late AND row_number() OVER (PARTITION BY partition, ws_us, event_id ORDER BY offset) = 1 \
-                    AS counted \
+            "SELECT r.*, v.late = 1 AS late, v.counted = 1 AS counted \
              FROM ( \
-               SELECT *, ifNull(ws_us + {size} + {lat} <= max(toNullable(ts)) OVER (PARTITION BY partition \
-                        ORDER BY offset ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS late \
-               FROM ( \
-                 SELECT partition, offset, event_id, campaign_id, ad_format, country, device, event_type, revenue, \
-                        toUnixTimestamp64Micro(parseDateTime64BestEffort(timestamp, 6, 'UTC')) AS ts, \
-                        intDiv(ts, {size}) * {size} AS ws_us \
-                 FROM {db}.raw_events))"
+               SELECT partition, offset, event_id, campaign_id, ad_format, country, device, event_type, revenue, \
+                      toUnixTimestamp64Micro(parseDateTime64BestEffort(timestamp, 6, 'UTC')) AS ts, \
+                      intDiv(ts, {size}) * {size} AS ws_us \
+               FROM {db}.raw_events) AS r \
+             INNER JOIN {db}.oracle_verdicts AS v ON r.partition = v.partition AND r.offset = v.offset"
         )
     }
 
@@ -542,6 +663,38 @@ impl Oracle {
     }
 }
 
+impl Oracle {
+    /// [`Oracle::assert_matches`] for a topic where the producer sent some
+    /// events twice (redeliveries): every message is counted once, late or
+    /// a duplicate, each as the oracle decides. The late table is read
+    /// FINAL: a replay after an offset reset writes late events again, as
+    /// rows replacing those of the same offsets. Returns (rows compared,
+    /// late events, duplicates).
+    pub async fn assert_matches_redelivered(&self, messages: u64) -> (usize, u64, u64) {
+        let db = &self.db;
+        let actual = actual_windows(db).await;
+        let mut rows = assert_windows_equal(&actual, &self.windows().await);
+        for (view, dims, size_us) in ROLLUP_VIEWS {
+            let got = actual_rollup(db, view, dims).await;
+            rows += assert_rows_equal(view, &got, &self.rollup(dims, size_us).await);
+        }
+        let got_late: Vec<String> = tsv(&format!(
+            "SELECT partition, offset, event_id FROM {db}.ad_late_events FINAL ORDER BY partition, offset"
+        ))
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+        assert_lists_equal("late events (partition, offset, event_id)", &got_late, &self.late().await);
+        let duplicates =
+            scalar(&format!("SELECT count() FROM ({}) WHERE NOT late AND NOT counted", self.classified())).await as u64;
+        let late = got_late.len() as u64;
+        let counted: u64 = actual.values().map(|m| m.impressions + m.clicks).sum();
+        assert_eq!(counted + late + duplicates, messages, "every message counted once, late or a duplicate");
+        (rows, late, duplicates)
+    }
+}
+
 /// Asserts two sorted lists are equal, naming the first differences.
 fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
     if actual == expected {
@@ -566,7 +719,19 @@ fn assert_lists_equal(what: &str, actual: &[String], expected: &[String]) {
 /// sets this when the user gives ADSTREAM_BROKERS / ADSTREAM_CLICKHOUSE_URL):
 /// then tests must not stop and start them.
 pub fn external_services() -> bool {
-    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| v == "1")
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0"
+    })
+}
+
+/// Whether `service` (`kafka`, `clickhouse`, `redis`) is someone else's:
+/// `ADSTREAM_TEST_EXTERNAL_SERVICES` is `1` (all of them) or names it in
+/// a comma-separated list (scripts/test.sh lists those you pointed
+/// elsewhere). Only a step that stops or restarts that service is skipped.
+pub fn external_service(service: &str) -> bool {
+    std::env::var("ADSTREAM_TEST_EXTERNAL_SERVICES")
+        .is_ok_and(|v| v.trim() == "1" || v.split(',').any(|s| s.trim().eq_ignore_ascii_case(service)))
 }
 
 /// The knobs of one `adstream generate` run.

@@ -15,6 +15,20 @@ use crate::io::clickhouse::retry::{self, Table, Target};
 /// The rollup the learner learns from (`ad_metrics_segments_10s`).
 pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
 
+/// What the learner reads and writes (sql/003, sql/006).
+const NEEDED: &[&str] = &[
+    "ad_window_parts",
+    "ad_metrics_segments_10s",
+    "ad_ctr_model",
+    "ad_ctr_quality",
+    "ad_ctr_predictions",
+    "ad_ctr_settled",
+    "ad_ctr_abandoned",
+];
+
+/// 1900-01-01T00:00:00Z, the oldest DateTime64, Unix ms.
+const MIN_DATETIME64_MS: i64 = -2_208_988_800_000;
+
 /// One source partition's progress on the segment rollup.
 #[derive(Row, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -56,6 +70,19 @@ pub struct ModelRow {
     pub snapshot: Vec<u8>,
 }
 
+/// A window the learner let go of (`ad_ctr_settled`).
+#[derive(Row, Serialize, Debug, Clone)]
+pub struct SettledRow {
+    pub model: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// `closed` or `revise_horizon`.
+    pub reason: String,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub model_version: u64,
+}
+
 #[derive(Row, Serialize, Debug, Clone)]
 pub struct QualityRow {
     pub model: String,
@@ -92,16 +119,34 @@ pub struct PredictionRow {
 /// The learner's ClickHouse.
 pub struct LearnStore {
     client: Client,
+    /// Without a default database (which may not exist yet).
+    base: Client,
     args: ClickHouseConfig,
     model: String,
 }
 
 impl LearnStore {
-    /// Applies the schema (idempotent) and binds the store to `model`.
-    pub async fn connect(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
-        let base = super::client(args);
-        super::schema_cluster::migrate(&base, &args.database, None).await.map_err(|e| retry::schema_error(e, args))?;
-        Ok(LearnStore { client: base.with_database(&args.database), args: args.clone(), model: model.to_string() })
+    /// Binds the store to `model`. It never creates tables: `adstream
+    /// migrate` (with `--cluster` on a cluster) or `run` does; a learner
+    /// that created single-node tables before `migrate --cluster` would
+    /// split its node from the cluster.
+    pub fn new(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
+        let base = super::client(args)?;
+        Ok(LearnStore {
+            client: base.clone().with_database(&args.database),
+            base,
+            args: args.clone(),
+            model: model.to_string(),
+        })
+    }
+
+    /// The tables and views the learner needs that the database lacks
+    /// (all of them if it does not exist).
+    pub async fn missing_tables(&self) -> anyhow::Result<Vec<&'static str>> {
+        let sql = "SELECT toString(name) FROM system.tables WHERE database = {db:String}";
+        let have: Vec<String> =
+            self.base.query(sql).param("db", self.db()).fetch_all().await.map_err(|e| self.read_error(e))?;
+        Ok(NEEDED.iter().copied().filter(|t| !have.iter().any(|h| h == t)).collect())
     }
 
     fn db(&self) -> &str {
@@ -139,17 +184,38 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
-    /// Start of the oldest window of the segment rollup, Unix ms.
-    pub async fn first_window(&self) -> anyhow::Result<Option<i64>> {
+    /// The segment rollups `run` wrote (`campaign_id,ad_format,country,
+    /// device:<window>`), by name.
+    pub async fn segment_rollups(&self) -> anyhow::Result<Vec<String>> {
         let sql = format!(
-            "SELECT toUnixTimestamp64Milli(min(window_start)) AS first_ms, count() AS n \
-             FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}}",
+            "SELECT DISTINCT toString(rollup_name) FROM {db}.ad_window_parts \
+             WHERE startsWith(rollup_name, 'campaign_id,ad_format,country,device:') ORDER BY 1",
             db = self.db()
         );
+        self.client.query(&sql).fetch_all().await.map_err(|e| self.read_error(e))
+    }
+
+    /// Start of the oldest window of the segment rollup after `after_ms`
+    /// (any, if `None`) and at most `upto_ms`, Unix ms: where the next new
+    /// window is, however long the gap before it (a quiet night, or old
+    /// rows before the live ones), so a poll never reads an empty range
+    /// again and again.
+    pub async fn next_window(&self, after_ms: Option<i64>, upto_ms: i64) -> anyhow::Result<Option<i64>> {
+        let sql = format!(
+            "SELECT toUnixTimestamp64Milli(min(window_start)) AS first_ms, count() AS n \
+             FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}} \
+               AND window_start > fromUnixTimestamp64Milli({{after:Int64}}, 'UTC') \
+               AND window_start <= fromUnixTimestamp64Milli({{upto:Int64}}, 'UTC')",
+            db = self.db()
+        );
+        // DateTime64 starts in 1900: below it, every window is after.
+        let after = after_ms.unwrap_or(i64::MIN).max(MIN_DATETIME64_MS);
         let (first, n): (i64, u64) = self
             .client
             .query(&sql)
             .param("rollup", SEGMENT_ROLLUP)
+            .param("after", after)
+            .param("upto", upto_ms)
             .fetch_one()
             .await
             .map_err(|e| self.read_error(e))?;
@@ -207,6 +273,45 @@ impl LearnStore {
 
     pub async fn save_snapshot(&self, row: &ModelRow) -> anyhow::Result<()> {
         self.insert("ad_ctr_model", std::slice::from_ref(row)).await
+    }
+
+    /// Deletes the model's snapshots older than version `below` (the
+    /// newest ones stay: restore reads only the newest).
+    pub async fn prune_snapshots(&self, below: u64) -> anyhow::Result<()> {
+        let sql = format!(
+            "ALTER TABLE {db}.ad_ctr_model DELETE WHERE model = {{model:String}} AND version < {{below:UInt64}}",
+            db = self.db()
+        );
+        self.client
+            .query(&sql)
+            .param("model", self.model.as_str())
+            .param("below", below)
+            .with_setting("mutations_sync", "1")
+            .execute()
+            .await
+            .map_err(|e| self.write_error(e.into(), "ad_ctr_model"))
+    }
+
+    /// Bytes on disk of the learner's tables (`ad_ctr_model`, all models).
+    pub async fn model_table_bytes(&self) -> anyhow::Result<u64> {
+        let sql = "SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts \
+                   WHERE database = {db:String} AND table = 'ad_ctr_model' AND active";
+        self.client.query(sql).param("db", self.db()).fetch_one().await.map_err(|e| self.read_error(e))
+    }
+
+    pub async fn write_settled(&self, rows: &[SettledRow]) -> anyhow::Result<()> {
+        self.insert("ad_ctr_settled", rows).await
+    }
+
+    /// Impressions and clicks of the segment rollup the model never learned
+    /// (`ad_ctr_abandoned`), in all.
+    pub async fn abandoned(&self) -> anyhow::Result<(i64, i64)> {
+        let sql = format!(
+            "SELECT toInt64(sum(impressions)), toInt64(sum(clicks)) FROM {db}.ad_ctr_abandoned \
+             WHERE model = {{model:String}}",
+            db = self.db()
+        );
+        self.client.query(&sql).param("model", self.model.as_str()).fetch_one().await.map_err(|e| self.read_error(e))
     }
 
     pub async fn write_quality(&self, rows: &[QualityRow]) -> anyhow::Result<()> {

@@ -11,4 +11,4 @@ mod sink;
 mod timeout;
 mod upgrade;
 
-pub use sink::{client, ClickHouseSink};
+pub use sink::{client, tls_connector, ClickHouseSink};

@@ -125,7 +125,7 @@ fn query(db: &str, by: ReportBy, last: u32) -> String {
 /// The report's lines, oldest window first, then by the group's labels.
 pub async fn lines(args: &ReportConfig) -> anyhow::Result<Vec<String>> {
     let ch = &args.clickhouse;
-    let client = crate::io::clickhouse::client(ch);
+    let client = crate::io::clickhouse::client(ch)?;
     let db = &ch.database;
     let context = |what: &str| {
         format!(

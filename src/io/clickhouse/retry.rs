@@ -264,7 +264,27 @@ pub fn schema_error(e: anyhow::Error, args: &crate::config::ClickHouseConfig) ->
     if is_permanent(&e) {
         return e; // names the endpoint and the fix itself
     }
-    e.context(format!("ClickHouse at {} (set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL)", args.display_url()))
+    let fix = tls_hint(&format!("{e:#}"), args.url.trim_start().to_ascii_lowercase().starts_with("https:"));
+    e.context(format!("ClickHouse at {} ({fix})", args.display_url()))
+}
+
+/// The setting to fix for a connection error, by what TLS said: the CA,
+/// the client certificate, or the URL's scheme against the port's.
+pub fn tls_hint(msg: &str, https: bool) -> &'static str {
+    let m = msg.to_ascii_lowercase();
+    let has = |s: &str| m.contains(s);
+    if has("certificate verify failed") || has("unable to get local issuer") || has("self-signed certificate") {
+        "set --clickhouse-ca-file / ADSTREAM_CLICKHOUSE_CA_FILE: the CA that signed ClickHouse's certificate"
+    } else if has("wrong version number") || has("packet length too long") {
+        "the port does not speak TLS: use http:// or ClickHouse's https_port in --clickhouse-url / ADSTREAM_CLICKHOUSE_URL"
+    } else if https && (has("certificate required") || has("alert bad certificate") || has("alert handshake failure")) {
+        "ClickHouse refused the TLS handshake: set --clickhouse-cert-file and --clickhouse-key-file \
+         (ADSTREAM_CLICKHOUSE_CERT_FILE, ADSTREAM_CLICKHOUSE_KEY_FILE) if it requires a client certificate"
+    } else if !https && (has("connection closed before message completed") || has("connection reset")) {
+        "the server closed the connection: is it an HTTPS port? use https:// in --clickhouse-url / ADSTREAM_CLICKHOUSE_URL"
+    } else {
+        "set --clickhouse-url / ADSTREAM_CLICKHOUSE_URL"
+    }
 }
 
 /// Whether `e` is (or wraps) a [`PermanentError`].

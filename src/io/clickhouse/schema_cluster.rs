@@ -44,6 +44,7 @@ pub const SHARDING: &[(&str, &str)] = &[
     ("ad_ctr_model", "cityHash64(model)"),
     ("ad_ctr_quality", "cityHash64(model)"),
     ("ad_ctr_predictions", "cityHash64(model)"),
+    ("ad_ctr_settled", "cityHash64(model)"),
 ];
 
 /// Suffix of the shard-local replicated tables.

@@ -76,21 +76,37 @@ struct RejectedRow<'a> {
 /// ACK (Nagle), about 40 ms on Linux, which the serving bench saw on the
 /// learner's small inserts. Plus the connect and request timeouts of
 /// [`super::timeout`].
-pub fn client(args: &ClickHouseConfig) -> Client {
+///
+/// `https://` URLs go through TLS ([`tls_connector`]: the system's OpenSSL,
+/// as librdkafka's); `http://` stays plaintext. Fails only on unreadable or
+/// invalid `--clickhouse-ca-file`/`-cert-file`/`-key-file`, with one line
+/// naming the flag.
+pub fn client(args: &ClickHouseConfig) -> anyhow::Result<Client> {
     use hyper_util::client::legacy::{connect::HttpConnector, Client as HttpClient};
     let mut connector = HttpConnector::new();
     connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(args.connect_timeout));
+    connector.enforce_http(false);
     let connector = super::timeout::TimeoutConnector::new(connector, args.request_timeout);
+    let tls = tls_connector(&args.tls)?;
+    let https = hyper_tls::HttpsConnector::from((connector, tokio_native_tls::TlsConnector::from(tls)));
     let http = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(2))
-        .build(connector);
+        .build(https);
     let mut c = Client::with_http_client(http).with_url(&args.url).with_user(&args.user);
     if let Some(p) = &args.password {
         c = c.with_password(p.expose());
     }
-    c
+    Ok(c)
+}
+
+/// The TLS settings of ClickHouse's `https://` connections: the CA of
+/// `--clickhouse-ca-file` added to the system's roots, and the client
+/// certificate of `--clickhouse-cert-file`/`--clickhouse-key-file` (PEM,
+/// the key PKCS#8) for mutual TLS. Hostname verification is always on.
+pub fn tls_connector(tls: &crate::config::TlsFiles) -> anyhow::Result<native_tls::TlsConnector> {
+    crate::io::tls::connector(tls, "--clickhouse", "ADSTREAM_CLICKHOUSE")
 }
 
 pub struct ClickHouseSink {
@@ -108,7 +124,7 @@ impl ClickHouseSink {
     /// Applies the schema (the cluster rendering with `cluster`) and returns
     /// a sink bound to `args.database`.
     pub async fn connect(args: &ClickHouseConfig, cluster: Option<&str>, topic: &str) -> anyhow::Result<Self> {
-        let base = client(args);
+        let base = client(args)?;
         schema_cluster::migrate(&base, &args.database, cluster).await.map_err(|e| retry::schema_error(e, args))?;
         Ok(ClickHouseSink {
             client: base.with_database(&args.database),

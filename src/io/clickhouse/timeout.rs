@@ -189,6 +189,7 @@ mod tests {
             password: None,
             connect_timeout: std::time::Duration::from_secs(1),
             request_timeout,
+            tls: Default::default(),
         }
     }
 
@@ -196,7 +197,7 @@ mod tests {
     async fn a_server_that_accepts_and_never_answers_times_out_as_a_transient_error() {
         let (url, task) = silent_listener().await;
         let timeout = std::time::Duration::from_millis(400);
-        let client = super::super::client(&config(&url, timeout));
+        let client = super::super::client(&config(&url, timeout)).unwrap();
         let t0 = Instant::now();
         let r = tokio::time::timeout(std::time::Duration::from_secs(20), client.query("SELECT 1").fetch_one::<u8>())
             .await

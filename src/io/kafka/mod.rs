@@ -49,6 +49,23 @@ pub fn client_config(args: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     if let Some(p) = &args.sasl_password {
         cfg.set("sasl.password", p.expose());
     }
+    let files = [
+        ("ssl.ca.location", &args.tls.ca),
+        ("ssl.certificate.location", &args.tls.cert),
+        ("ssl.key.location", &args.tls.key),
+    ];
+    for (k, path) in files {
+        if let Some(path) = path {
+            let path = path.to_str().with_context(|| format!("{k}: the path {} is not UTF-8", path.display()))?;
+            cfg.set(k, path);
+        }
+    }
+    if let Some(p) = &args.ssl_key_password {
+        cfg.set("ssl.key.password", p.expose());
+    }
+    // librdkafka's default since 2.0 is `https`; set either way so the flag
+    // means what it says whatever the library's default.
+    cfg.set("ssl.endpoint.identification.algorithm", if args.ssl_verify_hostname { "https" } else { "none" });
     apply_options(&mut cfg, args)?;
     Ok(cfg)
 }
@@ -72,25 +89,88 @@ pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaConfig) -> anyhow::Resu
 }
 
 /// Records librdkafka's complaints instead of logging them: used by
-/// [`check_reachable`], whose one error line quotes the last of them.
+/// [`check_reachable`], whose one error line quotes the one that says what
+/// is wrong (or the last), with the setting to fix.
 #[derive(Default)]
 struct ProbeContext {
-    last_error: Mutex<Option<String>>,
+    /// The latest complaints, at most [`PROBE_COMPLAINTS`].
+    complaints: Mutex<Vec<String>>,
+}
+
+const PROBE_COMPLAINTS: usize = 32;
+
+impl ProbeContext {
+    fn record(&self, msg: String) {
+        if let Ok(mut c) = self.complaints.lock() {
+            if c.len() == PROBE_COMPLAINTS {
+                c.remove(0);
+            }
+            c.push(msg);
+        }
+    }
 }
 
 impl ClientContext for ProbeContext {
-    fn log(&self, level: RDKafkaLogLevel, _fac: &str, msg: &str) {
-        if (level as i32) <= RDKafkaLogLevel::Warning as i32 {
-            if let Ok(mut e) = self.last_error.lock() {
-                *e = Some(msg.to_string());
-            }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        // CONFWARN: advice on the configuration, not why the probe failed.
+        let complaint = (level as i32) <= RDKafkaLogLevel::Warning as i32 && fac != "CONFWARN";
+        // A plaintext client at a TLS listener: the broker closes the
+        // connection at the first request, which librdkafka reports at
+        // debug level only (as it would for a pre-0.10 broker).
+        let closed_at_first_request = msg.contains("closed by peer") && msg.contains("APIVERSION_QUERY");
+        if complaint || closed_at_first_request {
+            self.record(msg.to_string());
         }
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = Some(format!("{error}: {reason}"));
-        }
+        self.record(format!("{error}: {reason}"));
     }
+}
+
+const TLS_EXPECTED: &str = "check --kafka-security-protocol (ADSTREAM_KAFKA_SECURITY_PROTOCOL): the listener \
+     closed the connection at the first request, as a TLS listener does with plaintext (ssl or sasl_ssl?)";
+const CLIENT_CERT_REQUIRED: &str = "check --kafka-ssl-cert-file and --kafka-ssl-key-file \
+     (ADSTREAM_KAFKA_SSL_CERT_FILE, ADSTREAM_KAFKA_SSL_KEY_FILE): the listener requires a client certificate";
+const HANDSHAKE_REFUSED: &str = "check --kafka-ssl-ca-file, --kafka-ssl-cert-file and --kafka-ssl-key-file: \
+     the broker refused the TLS handshake";
+
+/// What librdkafka's complaint `msg` says to fix, as the setting's flag
+/// and variable: TLS and SASL failures each name their own setting, so a
+/// wrong password, CA or protocol is one line saying which.
+pub fn security_hint(msg: &str) -> Option<&'static str> {
+    let m = msg.to_ascii_lowercase();
+    let has = |s: &str| m.contains(s);
+    Some(if has("authentication failed") || has("invalid credentials") || has("invalid username or password") {
+        "check --kafka-sasl-username and the SASL password (ADSTREAM_KAFKA_SASL_USERNAME, \
+         ADSTREAM_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file)"
+    } else if has("unsupported sasl mechanism") || has("no worthy mechs") || has("sasl.mechanism") {
+        "check --kafka-sasl-mechanism (ADSTREAM_KAFKA_SASL_MECHANISM): the listener does not offer it"
+    } else if has("hostname mismatch") || has("ip address mismatch") {
+        "check --brokers (ADSTREAM_BROKERS): the broker's certificate does not name that address \
+         (--kafka-ssl-verify-hostname false turns the check off)"
+    } else if has("certificate required") || has("peer did not return a certificate") {
+        CLIENT_CERT_REQUIRED
+    } else if has("certificate verify failed")
+        || has("unable to get local issuer")
+        || has("self-signed certificate")
+        || has("self signed certificate")
+        || has("broker certificate could not be verified")
+    {
+        "check --kafka-ssl-ca-file (ADSTREAM_KAFKA_SSL_CA_FILE): the CA that signed the brokers' certificates"
+    } else if has("wrong version number")
+        || has("plaintext broker listener")
+        || has("packet length too long")
+        || has("record layer failure")
+        || has("unexpected eof while reading")
+    {
+        "check --kafka-security-protocol (ADSTREAM_KAFKA_SECURITY_PROTOCOL): the listener does not speak TLS"
+    } else if has("ssl listener") || has("incorrect security.protocol") {
+        "check --kafka-security-protocol (ADSTREAM_KAFKA_SECURITY_PROTOCOL): the listener speaks TLS or SASL"
+    } else if has("alert handshake failure") || has("tlsv1 alert") || has("ssl alert") || has("sslv3 alert") {
+        HANDSHAKE_REFUSED
+    } else {
+        return None;
+    })
 }
 
 impl ConsumerContext for ProbeContext {}
@@ -99,25 +179,55 @@ impl ConsumerContext for ProbeContext {}
 /// answers a metadata request within `--connect-timeout`: a wrong address
 /// at start is a configuration error, not something to retry forever.
 pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
-    let consumer: BaseConsumer<ProbeContext> = client_config(args)?
-        .set("log_level", "4")
+    let mut cfg = client_config(args)?;
+    // Debug level, broker context (beside any --kafka-option debug=…, which
+    // librdkafka still checks): see ProbeContext::log.
+    let debug = match cfg.get("debug") {
+        Some(d) if !d.trim().is_empty() => format!("{d},broker"),
+        _ => "broker".to_string(),
+    };
+    let consumer: BaseConsumer<ProbeContext> = cfg
+        .set("log_level", "7")
+        .set("debug", debug)
         .create_with_context(ProbeContext::default())
         .context("creating Kafka client")?;
     let timeout = args.connect_timeout.max(Duration::from_millis(100));
     let result = consumer.fetch_metadata(None, timeout);
-    let detail = consumer.context().last_error.lock().ok().and_then(|e| e.clone());
-    match result {
-        Ok(md) if !md.brokers().is_empty() => Ok(()),
-        other => {
-            let why = detail.or_else(|| other.err().map(|e| e.to_string())).unwrap_or_else(|| "no broker".into());
-            bail!(
-                "Kafka at {} did not answer within {} ({}): check --brokers / ADSTREAM_BROKERS (and the security settings)",
-                args.brokers,
-                humantime::format_duration(timeout),
-                why.replace('\n', " ")
-            )
-        }
+    if matches!(&result, Ok(md) if !md.brokers().is_empty()) {
+        return Ok(());
     }
+    // Logs and errors arrive on the client's queue (rdkafka sets
+    // log.queue): serve it so the context sees them.
+    for _ in 0..5 {
+        let _ = consumer.poll(Duration::from_millis(20));
+    }
+    let complaints = consumer.context().complaints.lock().map(|c| c.clone()).unwrap_or_default();
+    let tls = args.security_protocol.as_deref().is_some_and(|p| p.trim().to_ascii_lowercase().ends_with("ssl"));
+    let hinted = complaints.iter().rev().find_map(|c| match security_hint(c) {
+        Some(h) => Some((c.clone(), h)),
+        None if !tls && c.contains("APIVERSION_QUERY") => Some((c.clone(), TLS_EXPECTED)),
+        None => None,
+    });
+    let (why, hint) = match hinted {
+        // A refused handshake without a client certificate: the listener
+        // wants one (Kafka's ssl.client.auth=required answers "bad certificate").
+        Some((why, hint)) if hint == HANDSHAKE_REFUSED && args.tls.cert.is_none() => (why, CLIENT_CERT_REQUIRED),
+        Some((why, hint)) => (why, hint),
+        None => (
+            complaints
+                .last()
+                .cloned()
+                .or_else(|| result.err().map(|e| e.to_string()))
+                .unwrap_or_else(|| "no broker".into()),
+            "check --brokers / ADSTREAM_BROKERS (and the security settings)",
+        ),
+    };
+    bail!(
+        "Kafka at {} did not answer within {} ({}): {hint}",
+        args.brokers,
+        humantime::format_duration(timeout),
+        why.replace('\n', " ")
+    )
 }
 
 /// Creates `args.topic` with `partitions` partitions unless it exists.
@@ -456,6 +566,36 @@ mod tests {
     }
 
     #[test]
+    fn each_tls_or_sasl_failure_names_its_setting() {
+        // librdkafka 2.12's own words, as seen against scripts/tls.sh's broker.
+        for (msg, names) in [
+            (
+                "SASL authentication error: Authentication failed during authentication due to invalid credentials \
+                 with SASL mechanism SCRAM-SHA-512",
+                "--kafka-sasl-username",
+            ),
+            (
+                "sasl_ssl://127.0.0.1:49094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate \
+                 verify failed: broker certificate could not be verified",
+                "--kafka-ssl-ca-file",
+            ),
+            (
+                "SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker \
+                 listener?",
+                "--kafka-security-protocol",
+            ),
+            (
+                "Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42",
+                "--kafka-ssl-cert-file",
+            ),
+        ] {
+            let hint = security_hint(msg).unwrap_or_else(|| panic!("no hint for {msg}"));
+            assert!(hint.contains(names), "{msg}: {hint}");
+        }
+        assert_eq!(security_hint("Connect to ipv4#127.0.0.1:1 failed: Connection refused"), None);
+    }
+
+    #[test]
     fn kafka_options_override_the_consumer_defaults() {
         let kafka = KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
@@ -466,6 +606,9 @@ mod tests {
             sasl_password: None,
             options: vec!["fetch.queue.backoff.ms=50".into(), "max.partition.fetch.bytes=4194304".into()],
             connect_timeout: Duration::from_secs(1),
+            tls: Default::default(),
+            ssl_key_password: None,
+            ssl_verify_hostname: true,
         };
         let cfg = consumer_config(&kafka, "g").unwrap();
         assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"), "the option wins over adstream's 10");

@@ -23,9 +23,55 @@ pub struct Publication<'a> {
 #[derive(Clone)]
 pub struct Publisher {
     con: ConnectionManager,
-    model: String,
+    prefix: String,
     ttl: Duration,
 }
+
+/// Why a publish was refused by the script (not a Redis failure).
+pub const NOT_LEADER: &str = "NOTLEADER";
+
+/// Checks the lease, writes the version's hashes, moves `current` (never
+/// backwards) and deletes every version but the newest two.
+/// KEYS: lease, current, versions. ARGV: owner, version, ttl (s), prefix,
+/// then (key, field, value) triples.
+const PUBLISH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if (not v) or string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
+  return redis.error_reply('NOTLEADER this learner does not hold the lease')
+end
+local ver = tonumber(ARGV[2])
+local cur = tonumber(redis.call('GET', KEYS[2]) or '')
+if cur and cur > ver then
+  return redis.error_reply('NOTLEADER current is at version ' .. cur .. ', newer than ' .. ver)
+end
+local ttl = tonumber(ARGV[3])
+local set = ARGV[4] .. ':keys:v' .. ARGV[2]
+local seen = {}
+for i = 5, #ARGV, 3 do
+  redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  if not seen[ARGV[i]] then
+    seen[ARGV[i]] = true
+    redis.call('EXPIRE', ARGV[i], ttl)
+    redis.call('SADD', set, ARGV[i])
+  end
+end
+redis.call('EXPIRE', set, ttl)
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
+if cur ~= ver then
+  redis.call('LPUSH', KEYS[3], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[3], ttl)
+while redis.call('LLEN', KEYS[3]) > 2 do
+  local old = redis.call('RPOP', KEYS[3])
+  local oldset = ARGV[4] .. ':keys:v' .. old
+  local keys = redis.call('SMEMBERS', oldset)
+  for i = 1, #keys, 1000 do
+    redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+  end
+  redis.call('DEL', oldset)
+end
+return 1
+"#;
 
 /// `timeout` (`--redis-timeout`, 2 s by default) bounds a command and a
 /// connection attempt alike: a dead Redis, or one that accepts and never
@@ -42,9 +88,21 @@ fn config(timeout: Duration) -> ConnectionManagerConfig {
 impl Publisher {
     /// A publisher that connects on first use (so a learner starts while
     /// Redis is down, and publishes once it is back).
-    pub fn new(client: redis::Client, model: &str, ttl: Duration, timeout: Duration) -> anyhow::Result<Publisher> {
+    pub fn new(client: redis::Client, prefix: &str, ttl: Duration, timeout: Duration) -> anyhow::Result<Publisher> {
         let con = ConnectionManager::new_lazy_with_config(client, config(timeout))?;
-        Ok(Publisher { con, model: model.to_string(), ttl })
+        Ok(Publisher { con, prefix: prefix.to_string(), ttl })
+    }
+
+    /// Redis's `used_memory` (INFO memory), bytes.
+    pub async fn used_memory(&self) -> redis::RedisResult<Option<u64>> {
+        let mut con = self.con.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await?;
+        Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// This publisher's lease on its prefix (see [`super::lease`]).
+    pub fn lease(&self, owner: String, ttl: Duration) -> super::lease::Lease {
+        super::lease::Lease::new(self.con.clone(), &self.prefix, owner, ttl)
     }
 
     /// `PING`.
@@ -54,25 +112,27 @@ impl Publisher {
     }
 
     /// Writes the version's hashes and switches `current` to it, in one
-    /// MULTI/EXEC.
-    pub async fn publish(&self, p: &Publication<'_>) -> redis::RedisResult<()> {
+    /// script, if `owner` holds the lease and `current` is not newer (an
+    /// error starting with [`NOT_LEADER`] otherwise); then deletes the
+    /// versions older than the previous one.
+    pub async fn publish(&self, owner: &str, p: &Publication<'_>) -> redis::RedisResult<()> {
         let ttl = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let mut by_key: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+        let script = redis::Script::new(PUBLISH);
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{}:lease", self.prefix))
+            .key(current_key(&self.prefix))
+            .key(format!("{}:versions", self.prefix))
+            .arg(owner)
+            .arg(p.version)
+            .arg(ttl)
+            .arg(&self.prefix);
         for (campaign, format, country, device, ctr) in p.predictions {
-            by_key
-                .entry(hash_key(&self.model, p.version, campaign, format))
-                .or_default()
-                .push((field(country, device), format!("{ctr} {} {}", p.window_ms, p.published_ms)));
+            inv.arg(hash_key(&self.prefix, p.version, campaign, format))
+                .arg(field(country, device))
+                .arg(format!("{ctr} {} {}", p.window_ms, p.published_ms));
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, fields) in &by_key {
-            pipe.hset_multiple(key, fields).ignore();
-            pipe.expire(key, ttl).ignore();
-        }
-        pipe.set_ex(current_key(&self.model), p.version, ttl as u64).ignore();
         let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con).await
+        inv.invoke_async::<i64>(&mut con).await.map(|_| ())
     }
 }
 
@@ -90,13 +150,13 @@ pub struct Cached {
 pub async fn lookup(
     client: redis::Client,
     timeout: Duration,
-    model: &str,
+    prefix: &str,
     segment: (&str, &str, &str, &str),
 ) -> anyhow::Result<Option<Cached>> {
     let mut con = ConnectionManager::new_with_config(client, config(timeout)).await?;
-    let Some(version): Option<u64> = con.get(current_key(model)).await? else { return Ok(None) };
+    let Some(version): Option<u64> = con.get(current_key(prefix)).await? else { return Ok(None) };
     let (campaign, format, country, device) = segment;
-    let value: Option<String> = con.hget(hash_key(model, version, campaign, format), field(country, device)).await?;
+    let value: Option<String> = con.hget(hash_key(prefix, version, campaign, format), field(country, device)).await?;
     let Some(value) = value else { return Ok(None) };
     parse_value(version, &value).map(Some)
 }
@@ -135,19 +195,29 @@ mod tests {
         let (url, task) = silent_listener().await;
         let timeout = Duration::from_millis(300);
         let guard = Duration::from_secs(20);
-        let p =
-            Publisher::new(crate::io::redis::client(&url).unwrap(), "ctr", Duration::from_secs(60), timeout).unwrap();
+        let p = Publisher::new(
+            crate::io::redis::client_with(&url, &Default::default()).unwrap(),
+            "ctr",
+            Duration::from_secs(60),
+            timeout,
+        )
+        .unwrap();
         let preds = [("C001", "banner", "US", "iOS", 0.01)];
         let t0 = std::time::Instant::now();
         let pub_ = Publication { version: 1, window_ms: 0, published_ms: 0, predictions: &preds };
-        let r = tokio::time::timeout(guard, p.publish(&pub_)).await.expect("the timeout must end the publish");
+        let r = tokio::time::timeout(guard, p.publish("owner", &pub_)).await.expect("the timeout must end the publish");
         assert!(r.is_err(), "nothing answered, yet the publish succeeded");
         let took = t0.elapsed();
         assert!(took < Duration::from_secs(5), "publish took {took:?} with a 300 ms timeout");
         let t0 = std::time::Instant::now();
         let r = tokio::time::timeout(
             guard,
-            lookup(crate::io::redis::client(&url).unwrap(), timeout, "ctr", ("C001", "banner", "US", "iOS")),
+            lookup(
+                crate::io::redis::client_with(&url, &Default::default()).unwrap(),
+                timeout,
+                "ctr",
+                ("C001", "banner", "US", "iOS"),
+            ),
         )
         .await
         .expect("the timeout must end the lookup");
