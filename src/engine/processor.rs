@@ -21,10 +21,10 @@ pub struct Processor {
     /// Most distinct campaigns per base window and partition (see
     /// [`crate::engine::campaigns`]).
     campaign_limit: usize,
-    /// The longest window of a rollup that keeps campaigns (at least the
-    /// base window): a campaign is held until its window of this size
-    /// closes.
-    campaign_span_us: i64,
+    /// The window sizes of the rollups that keep campaigns, and the base
+    /// window's: a campaign is held until its windows of all these sizes
+    /// have closed.
+    campaign_spans_us: Vec<i64>,
     partitions: BTreeMap<i32, PartitionWindows>,
     campaigns: BTreeMap<i32, PartitionCampaigns>,
     /// Checkpoints handed out with the last batch, to tell whether there is
@@ -56,8 +56,11 @@ impl Processor {
     /// misaligned window could close while an event for it is on time).
     pub fn with_rollups(cfg: WindowConfig, rollups: Vec<Rollup>, max_event_bytes: usize) -> Result<Self, String> {
         check_rollups(&rollups, cfg.size_us)?;
-        let campaign_span_us =
-            rollups.iter().filter(|r| r.dims.contains(Dims::CAMPAIGN)).map(|r| r.size_us).fold(cfg.size_us, i64::max);
+        let mut campaign_spans_us: Vec<i64> =
+            rollups.iter().filter(|r| r.dims.contains(Dims::CAMPAIGN)).map(|r| r.size_us).collect();
+        campaign_spans_us.push(cfg.size_us);
+        campaign_spans_us.sort_unstable();
+        campaign_spans_us.dedup();
         Ok(Processor {
             cfg,
             rollup_names: rollups.iter().map(Rollup::name).collect(),
@@ -65,7 +68,7 @@ impl Processor {
             max_event_bytes,
             interner: Interner::with_capacity_limit(MAX_LIVE_CAMPAIGNS),
             campaign_limit: MAX_CAMPAIGNS_PER_WINDOW,
-            campaign_span_us,
+            campaign_spans_us,
             partitions: BTreeMap::new(),
             campaigns: BTreeMap::new(),
             sent: BTreeMap::new(),
@@ -225,8 +228,11 @@ impl Processor {
                 Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
                 return;
             }
-            let span = self.campaign_span_us;
-            let until = ev.timestamp_us.div_euclid(span) * span + span + lateness;
+            // The latest end of its windows (a longer window need not
+            // end later: 40 s and 60 s windows are both epoch-aligned).
+            let ts = ev.timestamp_us;
+            let end = self.campaign_spans_us.iter().map(|&s| ts.div_euclid(s) * s + s).max().unwrap_or(ts);
+            let until = end + lateness;
             campaigns.hold(cid, until, &mut self.interner);
         }
         let o = Observation {
@@ -759,5 +765,37 @@ mod tests {
             assert_eq!(r, rejected, "crash after {crash}: the same messages rejected");
             assert_eq!(t, table, "crash after {crash}: the same rows");
         }
+    }
+
+    /// A campaign is held until all its windows have closed, not only its
+    /// longest one: with 40 s and 60 s rollups, an event at 00:50 is in
+    /// [00:00, 01:00) and [00:40, 01:20). Released at 01:05, its id would
+    /// be reused by the next new campaign while [00:40, 01:20) still
+    /// counted the first one under it.
+    #[test]
+    fn a_campaign_is_held_until_its_last_window_closes_whatever_the_sizes() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let rollups = vec![
+            Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 40_000_000),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 60_000_000),
+        ];
+        let mut p = Processor::with_rollups(cfg, rollups, 4096).unwrap();
+        p.init_partition(0, None);
+        let mut table = Table::new();
+        let msgs = [churn_event('a', 0, 1, 50, false), churn_event('b', 1, 2, 70, false)];
+        for (o, m) in msgs.iter().enumerate() {
+            p.process(0, o as i64, None, None, m);
+        }
+        upsert(&mut table, &p.take_batch());
+        p.process(0, 2, None, None, &churn_event('c', 2, 3, 71, false));
+        p.fire_all();
+        upsert(&mut table, &p.take_batch());
+        let forty: Vec<_> = table
+            .iter()
+            .filter(|(k, _)| k.0 == 1 && k.1 == 1_765_324_840_000_000)
+            .map(|(k, v)| (k.2.as_str(), v.1.impressions))
+            .collect();
+        assert_eq!(forty, vec![("a0000001", 1), ("b0000002", 1), ("c0000003", 1)]);
     }
 }
