@@ -78,6 +78,12 @@ pub struct PartitionCampaigns {
     /// By campaign id: the watermark at which its last open window closes,
     /// or `None` while the partition does not hold it.
     until: Vec<Option<i64>>,
+    /// By campaign id: the start of the last base window it was admitted
+    /// to (it is in that window's set), so the usual event, in the same
+    /// window as its campaign's last one, skips the map below. A base
+    /// window never reopens once closed, and an id is released only after
+    /// its windows closed, so a stale entry never matches an open window.
+    last_base: Vec<i64>,
     /// Campaigns by the watermark that releases them. An entry whose
     /// campaign has a later `until` since is stale and skipped.
     expiry: BTreeMap<i64, Vec<u32>>,
@@ -94,15 +100,22 @@ impl PartitionCampaigns {
     /// `base_start`: it is already there, or the window has fewer than
     /// `limit` campaigns (then it is added).
     pub fn admit(&mut self, id: u32, base_start: i64, limit: usize) -> bool {
-        let spare = &mut self.spare;
-        let set = self.base.entry(base_start).or_insert_with(|| spare.pop().unwrap_or_default());
-        if set.contains(id) {
+        let i = id as usize;
+        if self.last_base.get(i) == Some(&base_start) {
             return true;
         }
-        if set.ids.len() >= limit {
-            return false;
+        let spare = &mut self.spare;
+        let set = self.base.entry(base_start).or_insert_with(|| spare.pop().unwrap_or_default());
+        if !set.contains(id) {
+            if set.ids.len() >= limit {
+                return false;
+            }
+            set.insert(id);
         }
-        set.insert(id);
+        if i >= self.last_base.len() {
+            self.last_base.resize(i + 1, i64::MIN);
+        }
+        self.last_base[i] = base_start;
         true
     }
 
@@ -171,6 +184,7 @@ impl PartitionCampaigns {
         self.held = 0;
         self.expiry.clear();
         self.base.clear();
+        self.last_base.clear();
     }
 }
 
