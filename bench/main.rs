@@ -13,6 +13,8 @@
 //!   inserts per second, exact totals, and the rebalance pause of each join.
 //! - `scaling`: the engine loop over key counts × window sizes; cost per
 //!   event and heap in use per point.
+//! - `churn`: heap and RSS with 100,000 campaigns open at once, and the
+//!   campaigns interned while campaigns start and end (issue 18 item 3).
 //! - `learner`: the CTR model learned from exact segment windows against
 //!   the generator's true model (Bayes-optimal log loss), with `--export`
 //!   of the windows for the Python peers (`bench/learner_peers.py`).
@@ -24,6 +26,7 @@
 //! a few thousand events.
 
 mod alloc;
+mod churn;
 mod consumer;
 mod engine;
 mod generator;
@@ -148,6 +151,19 @@ enum Bench {
         event_rate: f64,
         #[arg(long, default_value_t = 100_000)]
         flush_every: u64,
+    },
+    /// Campaign churn: heap and RSS with `--open` campaigns open at once,
+    /// and the campaigns interned while they start and end.
+    Churn {
+        #[arg(long, default_value_t = 100_000)]
+        open: u64,
+        /// 10 s windows each of the open campaigns has an event in.
+        #[arg(long, default_value_t = 6)]
+        windows: u64,
+        #[arg(long, default_value_t = 300)]
+        churn_windows: u64,
+        #[arg(long, default_value_t = 1_000)]
+        per_window: u64,
     },
     /// 1, 2, 3 `adstream run --drain` processes in one group on one
     /// preloaded topic: CPU per event, rows/s, exactness, rebalance pause.
@@ -318,6 +334,9 @@ fn main() -> ExitCode {
             },
             &cli.out,
         ),
+        Bench::Churn { open, windows, churn_windows, per_window } => {
+            churn::run(&churn::ChurnArgs { open, windows, churn_windows, per_window }, &cli.out)
+        }
         Bench::Scaleout { events, adstream, event_rate, partitions, processes, keep_topic } => scaleout::run(
             &scaleout::ScaleoutArgs { events, reps, adstream, event_rate, partitions, processes, keep_topic },
             &cli.out,

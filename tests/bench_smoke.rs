@@ -72,6 +72,41 @@ fn peer_jobs_parse() {
     assert!(java.contains("TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ofSeconds(5))"));
 }
 
+/// The churn bench (issue 18 item 3), small: every event counted, and
+/// under churn the campaigns interned stay at what is present (3 windows
+/// 10 min apart, so at most the hour's 3 × 200), the highest id below the
+/// 800 campaigns seen.
+#[test]
+fn churn_bench_counts_every_campaign_and_reuses_ids() {
+    let dir = scratch_dir();
+    run_ok(
+        bench().arg("--out").arg(&dir).args([
+            "--reps",
+            "1",
+            "churn",
+            "--open",
+            "2000",
+            "--windows",
+            "2",
+            "--churn-windows",
+            "12",
+            "--per-window",
+            "200",
+        ]),
+        Duration::from_secs(120),
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("churn.json")).expect("churn.json")).expect("JSON");
+    assert_eq!(doc["open"]["counted"], 4000, "{doc}");
+    assert_eq!(doc["open"]["peak_campaigns_interned"], 2000, "{doc}");
+    assert_eq!(doc["churn"]["counted"], 2400, "{doc}");
+    assert_eq!(doc["churn"]["rejected"], 0, "{doc}");
+    let interned = doc["churn"]["peak_campaigns_interned"].as_u64().unwrap();
+    let highest = doc["churn"]["highest_id"].as_u64().unwrap();
+    assert!(interned > 0 && interned <= 1400, "{doc}");
+    assert!(highest < 2400, "ids reused: {doc}");
+}
+
 #[test]
 fn engine_bench_counts_every_event_and_writes_its_json() {
     let dir = scratch_dir();

@@ -130,6 +130,10 @@ pub struct Footprint {
     /// Event ids held for deduplication, and their heap bytes.
     pub dedup_ids: usize,
     pub dedup_bytes: usize,
+    /// Campaign ids interned (present in an open window of some partition).
+    pub campaigns_interned: usize,
+    /// Campaigns held, summed over partitions.
+    pub campaigns_open: usize,
     /// The lowest partition watermark, µs.
     pub min_watermark_us: Option<i64>,
 }

@@ -163,8 +163,14 @@ pub struct Event<'a> {
 /// Maps campaign ids to small integers so that window state is keyed by
 /// `u32` instead of strings. Looking up a known id does not allocate.
 ///
-/// The number of distinct ids is capped: a producer bug that sends a fresh
-/// campaign id per event must not grow memory without bound.
+/// Ids are reference counted and reused: each partition holds a reference
+/// to every campaign it has in an open window (see
+/// [`crate::engine::campaigns`]) and gives it back when the last of those
+/// windows closes; an id nobody holds is forgotten and, once the names
+/// snapshot of the next batch is taken ([`recycle`](Self::recycle)), handed
+/// out again. So ids stay dense (at most the campaigns present at once),
+/// and so do the window slot tables they index. The number of ids alive at
+/// once is capped (`cap`), a last line behind the per-window limit.
 #[derive(Debug)]
 pub struct Interner {
     /// Ids of up to [`INLINE`] bytes (all real campaign ids), stored in the
@@ -174,12 +180,19 @@ pub struct Interner {
     short: HashMap<InlineKey, u32, SeededXxh3>,
     /// Longer ids.
     long: HashMap<Arc<str>, u32, SeededXxh3>,
+    /// By id; a forgotten id keeps its old name until it is reused, so rows
+    /// of a batch cut before that still resolve to it.
     names: Vec<Arc<str>>,
+    /// References by id (partitions holding the campaign).
+    refs: Vec<u32>,
+    /// Forgotten ids, reusable.
+    free: Vec<u32>,
+    /// Forgotten since the last names snapshot: reusable after the next.
+    pending: Vec<u32>,
     /// `names` as handed to batches; rebuilt only after a new id.
     snapshot: Option<Names>,
     cap: usize,
 }
-
 /// Campaign names by interned id, shared by the batches of a run: rows
 /// carry the `u32` id, not a reference-counted name each (cloning one per
 /// row was an atomic write to a scattered cache line per output row).
@@ -215,17 +228,23 @@ impl Interner {
             short: HashMap::with_hasher(SeededXxh3::new()),
             long: HashMap::with_hasher(SeededXxh3::new()),
             names: Vec::new(),
+            refs: Vec::new(),
+            free: Vec::new(),
+            pending: Vec::new(),
             snapshot: None,
             cap,
         }
     }
 
-    /// Every name so far, by id.
+    /// Every name so far, by id (a forgotten id keeps its last name until
+    /// it is reused).
     pub fn names(&mut self) -> Names {
         self.snapshot.get_or_insert_with(|| self.names.iter().cloned().collect()).clone()
     }
 
-    /// The id of `name`, or `None` when the cap is reached.
+    /// The id of `name`, or `None` when `cap` ids are alive. A new id has
+    /// no reference: give it one ([`acquire`](Self::acquire)) or drop it
+    /// ([`release_if_unused`](Self::release_if_unused)).
     pub fn intern(&mut self, name: &str) -> Option<u32> {
         let key = InlineKey::new(name);
         let known = match &key {
@@ -235,18 +254,74 @@ impl Interner {
         if let Some(&id) = known {
             return Some(id);
         }
-        if self.names.len() >= self.cap {
+        if self.live() >= self.cap {
             return None;
         }
-        let id = u32::try_from(self.names.len()).ok()?;
         let name: Arc<str> = Arc::from(name);
-        self.names.push(name.clone());
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = name.clone();
+                id
+            }
+            None => {
+                let id = u32::try_from(self.names.len()).ok()?;
+                self.names.push(name.clone());
+                self.refs.push(0);
+                id
+            }
+        };
         self.snapshot = None;
         match key {
             Some(k) => self.short.insert(k, id),
             None => self.long.insert(name, id),
         };
         Some(id)
+    }
+
+    /// Ids alive (interned and not forgotten).
+    pub fn live(&self) -> usize {
+        self.names.len() - self.free.len() - self.pending.len()
+    }
+
+    /// One more holder of `id`.
+    pub fn acquire(&mut self, id: u32) {
+        self.refs[id as usize] += 1;
+    }
+
+    /// One holder fewer; the last one forgets the id.
+    pub fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        debug_assert!(*r > 0, "campaign {id} released more than acquired");
+        *r = r.saturating_sub(1);
+        self.release_if_unused(id);
+    }
+
+    /// Forgets `id` if nobody holds it (an event that found no open
+    /// window, or was rejected after interning).
+    pub fn release_if_unused(&mut self, id: u32) {
+        if self.refs[id as usize] != 0 {
+            return;
+        }
+        let name = &self.names[id as usize];
+        let known = match InlineKey::new(name) {
+            Some(k) => self.short.get(&k).copied(),
+            None => self.long.get(&**name).copied(),
+        };
+        // Forget only once: the name maps to this id while it is alive.
+        if known == Some(id) {
+            match InlineKey::new(name) {
+                Some(k) => self.short.remove(&k),
+                None => self.long.remove(&**name),
+            };
+            self.pending.push(id);
+        }
+    }
+
+    /// Makes the ids forgotten before the last [`names`](Self::names)
+    /// snapshot reusable: call right after taking the snapshot that goes
+    /// with a batch, so no row of a batch names a reused id.
+    pub fn recycle(&mut self) {
+        self.free.append(&mut self.pending);
     }
 
     pub fn name(&self, id: u32) -> &Arc<str> {
@@ -360,6 +435,38 @@ mod tests {
         assert_eq!(i.intern("C003"), None);
         assert_eq!(&**i.name(1), "C002");
         assert_eq!(i.names().len(), 2);
+    }
+
+    #[test]
+    fn released_ids_are_reused_only_after_the_next_snapshot() {
+        let mut i = Interner::with_capacity_limit(2);
+        let a = i.intern("C001").unwrap();
+        i.acquire(a);
+        i.acquire(a);
+        let b = i.intern("C002").unwrap();
+        i.acquire(b);
+        i.release(a);
+        assert_eq!(i.live(), 2, "still held once");
+        i.release(a);
+        assert_eq!(i.live(), 1);
+        // Forgotten, but not reusable before the snapshot of the batch
+        // whose rows may still carry it.
+        let before = i.names();
+        let c = i.intern("C003").unwrap();
+        assert_ne!(c, a, "not reused before recycle");
+        assert_eq!(i.intern("C004"), None, "cap counts live ids");
+        i.acquire(c);
+        assert_eq!(&*before[a as usize], "C001");
+        i.recycle();
+        i.release(b);
+        let d = i.intern("C005").unwrap();
+        assert_eq!(d, a, "reused after recycle");
+        assert_eq!(&*before[a as usize], "C001", "an old snapshot keeps its names");
+        assert_eq!(&*i.names()[d as usize], "C005");
+        assert_eq!(i.intern("C001"), None, "C001 was forgotten; cap reached (C003, C005 alive, C002 pending)");
+        i.recycle();
+        i.release(c);
+        assert_eq!(i.intern("C001"), Some(b), "a new id for a forgotten name, reusing C002's");
     }
 
     #[test]

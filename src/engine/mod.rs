@@ -4,6 +4,7 @@
 //! checks it.
 
 pub(crate) mod batch;
+pub(crate) mod campaigns;
 pub(crate) mod event;
 pub(crate) mod flat_json;
 pub(crate) mod money;

@@ -6,15 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
+use crate::engine::campaigns::{PartitionCampaigns, MAX_CAMPAIGNS_PER_WINDOW, MAX_LIVE_CAMPAIGNS};
 use crate::engine::event::{event_key, AdFormat, Country, Device, Interner};
 use crate::engine::parse::{parse_event, Reject, RejectReason};
-use crate::engine::rollup::Rollup;
+use crate::engine::rollup::{Dims, Rollup};
 use crate::engine::window::{
     Checkpoint, Observation, Outcome, PartitionWindows, Seed, Totals, WindowConfig, WindowRow,
 };
-
-/// Most distinct campaign ids kept in memory.
-pub const MAX_CAMPAIGNS: usize = 100_000;
 
 pub struct Processor {
     cfg: WindowConfig,
@@ -22,7 +20,15 @@ pub struct Processor {
     rollup_names: std::sync::Arc<[String]>,
     max_event_bytes: usize,
     interner: Interner,
+    /// Most distinct campaigns per base window and partition (see
+    /// [`crate::engine::campaigns`]).
+    campaign_limit: usize,
+    /// The window sizes of the rollups that keep campaigns, and the base
+    /// window's: a campaign is held until its windows of all these sizes
+    /// have closed.
+    campaign_spans_us: Vec<i64>,
     partitions: BTreeMap<i32, PartitionWindows>,
+    campaigns: BTreeMap<i32, PartitionCampaigns>,
     /// Checkpoints handed out with the last batch, to tell whether there is
     /// anything new to commit.
     sent: BTreeMap<i32, Checkpoint>,
@@ -52,13 +58,21 @@ impl Processor {
     /// misaligned window could close while an event for it is on time).
     pub fn with_rollups(cfg: WindowConfig, rollups: Vec<Rollup>, max_event_bytes: usize) -> Result<Self, String> {
         check_rollups(&rollups, cfg.size_us)?;
+        let mut campaign_spans_us: Vec<i64> =
+            rollups.iter().filter(|r| r.dims.contains(Dims::CAMPAIGN)).map(|r| r.size_us).collect();
+        campaign_spans_us.push(cfg.size_us);
+        campaign_spans_us.sort_unstable();
+        campaign_spans_us.dedup();
         Ok(Processor {
             cfg,
             rollup_names: rollups.iter().map(Rollup::name).collect(),
             rollups: rollups.into(),
             max_event_bytes,
-            interner: Interner::with_capacity_limit(MAX_CAMPAIGNS),
+            interner: Interner::with_capacity_limit(MAX_LIVE_CAMPAIGNS),
+            campaign_limit: MAX_CAMPAIGNS_PER_WINDOW,
+            campaign_spans_us,
             partitions: BTreeMap::new(),
+            campaigns: BTreeMap::new(),
             sent: BTreeMap::new(),
             batch: Batch::default(),
             scratch: Vec::new(),
@@ -70,6 +84,13 @@ impl Processor {
     /// The window geometry.
     pub fn config(&self) -> WindowConfig {
         self.cfg
+    }
+
+    /// The same with at most `limit` distinct campaigns per base window and
+    /// partition (tests; the default is [`MAX_CAMPAIGNS_PER_WINDOW`]).
+    pub fn with_campaign_limit(mut self, limit: usize) -> Self {
+        self.campaign_limit = limit;
+        self
     }
 
     /// The rollups this processor aggregates, in row order.
@@ -101,6 +122,9 @@ impl Processor {
             self.sent.insert(p, cp);
         }
         self.partitions.insert(p, w);
+        if let Some(mut c) = self.campaigns.insert(p, PartitionCampaigns::default()) {
+            c.release_all(&mut self.interner);
+        }
     }
 
     /// The base-size rollup whose rows can seed every longer one at a
@@ -127,6 +151,10 @@ impl Processor {
     /// [`seed_source`]: Self::seed_source
     pub fn init_partition_seeded(&mut self, p: i32, cp: Checkpoint, rows: &[SeedRow<'_>]) -> bool {
         let mut seeds = Vec::with_capacity(rows.len());
+        // The seeded campaigns are held, like counted ones, until every
+        // window a seed went into has closed (see `engine::campaigns`).
+        let mut held = PartitionCampaigns::default();
+        let lateness = self.cfg.allowed_lateness_us;
         for r in rows {
             // A dimension the source leaves out (`''`) is one no longer
             // rollup keeps: any value does.
@@ -135,9 +163,16 @@ impl Processor {
                 if r.country.is_empty() { Some(Country::ALL[0]) } else { Country::parse(r.country) },
                 if r.device.is_empty() { Some(Device::ALL[0]) } else { Device::parse(r.device) },
             ) else {
+                held.release_all(&mut self.interner);
                 return false;
             };
-            let Some(campaign) = self.interner.intern(r.campaign) else { return false };
+            let Some(campaign) = self.interner.intern(r.campaign) else {
+                held.release_all(&mut self.interner);
+                return false;
+            };
+            let start = r.base_start_us;
+            let end = self.campaign_spans_us.iter().map(|&s| start.div_euclid(s) * s + s).max().unwrap_or(start);
+            held.hold(campaign, end + lateness, &mut self.interner);
             seeds.push(Seed {
                 base_start_us: r.base_start_us,
                 campaign,
@@ -148,9 +183,15 @@ impl Processor {
                 counted_through: r.counted_through,
             });
         }
-        let Some(w) = PartitionWindows::restore_seeded(self.cfg, &self.rollups, &cp, seeds) else { return false };
+        let Some(w) = PartitionWindows::restore_seeded(self.cfg, &self.rollups, &cp, seeds) else {
+            held.release_all(&mut self.interner);
+            return false;
+        };
         self.sent.insert(p, cp);
         self.partitions.insert(p, w);
+        if let Some(mut old) = self.campaigns.insert(p, held) {
+            old.release_all(&mut self.interner);
+        }
         true
     }
 
@@ -158,6 +199,9 @@ impl Processor {
     /// windows from the last commit.
     pub fn drop_partition(&mut self, p: i32) {
         self.partitions.remove(&p);
+        if let Some(mut c) = self.campaigns.remove(&p) {
+            c.release_all(&mut self.interner);
+        }
         self.sent.remove(&p);
         self.due_since.remove(&p);
         self.batch.commits.retain(|(q, _)| *q != p);
@@ -220,12 +264,52 @@ impl Processor {
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
             w.skip(offset);
             let record = || {
-                let detail = format!("more than {MAX_CAMPAIGNS} campaign ids");
+                let detail = format!(
+                    "more than {MAX_LIVE_CAMPAIGNS} campaign ids in open windows over all partitions (at most {} per base window and partition)",
+                    self.campaign_limit
+                );
                 RejectRecord::new(p, offset, key, Reject { reason: RejectReason::TooManyCampaigns, detail }, payload)
             };
             Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
             return;
         };
+        // The campaign limit and the campaign's reference, for an event
+        // whose base window is open (one in a closed window is late).
+        let base_start = self.cfg.window_start(ev.timestamp_us);
+        let lateness = self.cfg.allowed_lateness_us;
+        let base_open = w.watermark().is_none_or(|wm| base_start + self.cfg.size_us + lateness > wm);
+        let Some(campaigns) = self.campaigns.get_mut(&p) else {
+            debug_assert!(false, "partition {p} has no campaigns");
+            return;
+        };
+        if base_open {
+            if !campaigns.admit(cid, base_start, self.campaign_limit) {
+                self.interner.release_if_unused(cid);
+                w.skip(offset);
+                let limit = self.campaign_limit;
+                let record = || {
+                    let detail = format!(
+                        "more than {limit} campaigns in the base window starting at {} of partition {p}",
+                        crate::engine::time::format_event_timestamp(base_start)
+                    );
+                    RejectRecord::new(
+                        p,
+                        offset,
+                        key,
+                        Reject { reason: RejectReason::TooManyCampaigns, detail },
+                        payload,
+                    )
+                };
+                Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+                return;
+            }
+            // The latest end of its windows (a longer window need not
+            // end later: 40 s and 60 s windows are both epoch-aligned).
+            let ts = ev.timestamp_us;
+            let end = self.campaign_spans_us.iter().map(|&s| ts.div_euclid(s) * s + s).max().unwrap_or(ts);
+            let until = end + lateness;
+            campaigns.hold(cid, until, &mut self.interner);
+        }
         let o = Observation {
             ts: ev.timestamp_us,
             campaign: cid,
@@ -238,9 +322,14 @@ impl Processor {
             msg_ts: message_time_us,
         };
         let epoch = w.fire_epoch();
+        let wm_before = w.watermark();
         let outcome = w.observe(offset, &o, &mut self.scratch);
         if w.fire_epoch() != epoch {
             self.due_since.entry(p).or_insert_with(Instant::now);
+        }
+        if let Some(wm) = w.watermark().filter(|_| w.watermark() != wm_before) {
+            let base_close = |start: i64| start + self.cfg.size_us + lateness;
+            campaigns.expire(wm, base_close, &mut self.interner);
         }
         match outcome {
             Outcome::Counted | Outcome::Updated => {
@@ -276,6 +365,9 @@ impl Processor {
                 });
             }
         }
+        // A late event's campaign may be held by nobody (its name is in the
+        // late record already).
+        self.interner.release_if_unused(cid);
         // Rows emitted here are final rows, due the moment the watermark
         // closed their window: now.
         move_rows(&mut self.batch, p, &mut self.scratch, None);
@@ -336,7 +428,17 @@ impl Processor {
         let (dedup_ids, dedup_bytes) =
             self.partitions.values().map(|w| w.dedup_footprint()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let min_watermark_us = self.partitions.values().filter_map(|w| w.watermark()).min();
-        Footprint { open_windows, open_cells, dedup_ids, dedup_bytes, min_watermark_us }
+        let campaigns_interned = self.interner.live();
+        let campaigns_open = self.campaigns.values().map(PartitionCampaigns::held).sum();
+        Footprint {
+            open_windows,
+            open_cells,
+            dedup_ids,
+            dedup_bytes,
+            campaigns_interned,
+            campaigns_open,
+            min_watermark_us,
+        }
     }
 
     /// Takes the output so far, with the checkpoint of every partition.
@@ -351,6 +453,9 @@ impl Processor {
         // consoles sort what they print (OutRow::display_key).
         let mut batch = std::mem::take(&mut self.batch);
         batch.names = self.interner.names();
+        // Ids forgotten before this snapshot may be reused now: no row of
+        // this batch or an earlier one can be resolved with a later one.
+        self.interner.recycle();
         batch.rollups = self.rollups.clone();
         batch.rollup_names = self.rollup_names.clone();
         batch.commits = self.partitions.iter().filter_map(|(p, w)| w.checkpoint().map(|cp| (*p, cp))).collect();
@@ -574,5 +679,212 @@ mod tests {
         let late: Vec<i64> = b.late.iter().map(|l| l.offset).collect();
         assert_eq!(late, vec![3], "offset 3 is after the commit: written again (idempotent by position)");
         assert_eq!(b.counts.replay_skipped, 2, "the first event's closed window and the garbage before the commit");
+    }
+
+    /// Campaign churn (issue 18 item 3): events of campaign `c` at second
+    /// `sec` after 2025-12-10T00:00:00.
+    fn churn_event(prefix: char, n: u64, c: u64, sec: i64, click: bool) -> Vec<u8> {
+        let ts = crate::engine::time::format_event_timestamp(1_765_324_800_000_000 + sec * 1_000_000);
+        let (ty, rev) = if click { ("click", "0.25") } else { ("impression", "0.0") };
+        format!(r#"{{"event_id":"{prefix}{n}","timestamp":"{ts}","campaign_id":"{prefix}{c:07}","ad_format":"banner","country":"US","device":"iOS","event_type":"{ty}","revenue":{rev}}}"#).into_bytes()
+    }
+
+    /// `windows` base windows of 10 s, `per` new campaigns in each, one
+    /// impression each; the first 30 % of the campaigns of the previous
+    /// window click early in the next one (on time: lateness 5 s). Each
+    /// base window starts `gap` seconds after the previous, the first at
+    /// second `t0`; ids and campaigns begin with `prefix`.
+    fn churn(windows: u64, per: u64, gap: i64, t0: i64, prefix: char) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for k in 0..windows {
+            let start = t0 + k as i64 * gap;
+            for i in 0..per {
+                n += 1;
+                out.push(churn_event(prefix, n, k * per + i, start + (i * 10 / per) as i64, false));
+                if k > 0 && i * 10 < per * 3 && (start - gap) + 10 + 5 > start + (i * 10 / per) as i64 {
+                    n += 1;
+                    out.push(churn_event(prefix, n, (k - 1) * per + i, start - gap + 9, true));
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps the highest version of each row, as ReplacingMergeTree does;
+    /// campaigns by name (ids are reused).
+    type Table = BTreeMap<(u8, i64, String, Option<AdFormat>), (u64, Totals)>;
+
+    fn upsert(table: &mut Table, b: &Batch) {
+        for r in &b.rows {
+            let k = (r.row.rollup, r.row.window_start_us, b.campaign(r).to_string(), r.row.key.ad_format);
+            let e = table.entry(k).or_insert((0, Totals::default()));
+            if r.row.version >= e.0 {
+                *e = (r.row.version, r.row.totals);
+            }
+        }
+    }
+
+    use crate::engine::window::Totals;
+
+    fn churn_processor(limit: usize) -> Processor {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let rollups = vec![
+            Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 60_000_000),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 3_600_000_000),
+        ];
+        Processor::with_rollups(cfg, rollups, 4096).unwrap().with_campaign_limit(limit)
+    }
+
+    /// The reported case: 150,000 campaigns over 150 windows, 1,000 at a
+    /// time. Before, 100,000 were counted and 50,000 rejected; now all are,
+    /// and once their hour closes their ids are given back and reused.
+    #[test]
+    fn campaign_churn_is_all_counted_and_ids_are_reclaimed() {
+        let mut p = churn_processor(MAX_CAMPAIGNS_PER_WINDOW);
+        p.init_partition(0, None);
+        let msgs = churn(150, 1000, 10, 0, 'K');
+        let mut table = BTreeMap::new();
+        let mut counts = Counts::default();
+        for (o, m) in msgs.iter().enumerate() {
+            p.process(0, o as i64, None, None, m);
+            if o % 10_000 == 9_999 {
+                let b = p.take_batch();
+                counts.add(&b.counts);
+                upsert(&mut table, &b);
+            }
+        }
+        // From 00:35, 150 more windows of new campaigns, 10 min apart
+        // (campaigns starting and ending over a day).
+        let later = churn(150, 1000, 600, 2100, 'L');
+        let mut peak_live = 0;
+        let base = msgs.len();
+        for (o, m) in later.iter().enumerate() {
+            p.process(0, (base + o) as i64, None, None, m);
+            if o % 1_000 == 999 {
+                let b = p.take_batch();
+                counts.add(&b.counts);
+                upsert(&mut table, &b);
+                // Once the first hour (all of the first burst) has closed.
+                if b.footprint.min_watermark_us.is_some_and(|wm| wm >= 1_765_324_800_000_000 + 3_605_000_000) {
+                    peak_live = peak_live.max(b.footprint.campaigns_interned);
+                }
+            }
+        }
+        p.fire_all();
+        let b = p.take_batch();
+        counts.add(&b.counts);
+        upsert(&mut table, &b);
+        let events = (msgs.len() + later.len()) as u64;
+        assert_eq!(counts.rejected_total(), 0, "{:?}", counts.rejected);
+        assert_eq!((counts.counted, counts.late, counts.duplicates), (events, 0, 0));
+        // Every campaign's 10 s, 1 m and 1 h rows hold its events.
+        for rollup in 0..3u8 {
+            let mut per: BTreeMap<&str, (u64, u64, i64)> = BTreeMap::new();
+            for ((r, _, c, _), (_, t)) in &table {
+                if *r == rollup {
+                    let e = per.entry(c.as_str()).or_default();
+                    e.0 += t.impressions;
+                    e.1 += t.clicks;
+                    e.2 += t.revenue_micros;
+                }
+            }
+            assert_eq!(per.len(), 300_000, "rollup {rollup}: every campaign has rows");
+            let impressions: u64 = per.values().map(|v| v.0).sum();
+            let clicks: u64 = per.values().map(|v| v.1).sum();
+            assert_eq!(impressions, 300_000);
+            assert_eq!(impressions + clicks, events, "rollup {rollup}");
+            assert!(per.values().all(|v| v.0 == 1 && v.2 == 250_000 * v.1 as i64));
+        }
+        // After the first hour closed: in open windows at most the
+        // campaigns of an hour (6 windows of 1,000) and the closing ones;
+        // ids reused, so the highest id stays about that of the first
+        // burst plus the second burst's first windows before that hour
+        // closed (without reuse: 300,000).
+        assert!(peak_live > 0 && peak_live <= 8_000, "campaigns interned at once: {peak_live}");
+        assert!(p.interner.names().len() <= 160_000, "highest id {}", p.interner.names().len());
+    }
+
+    /// With a limit of 500 campaigns per base window, the first 500 of each
+    /// window's 1,000 are counted (with their clicks) and the rest rejected;
+    /// a restart from a checkpoint in the middle decides exactly the same.
+    #[test]
+    fn the_campaign_limit_is_per_base_window_and_replays_exactly() {
+        let msgs = churn(40, 1000, 10, 0, 'K');
+        let run = |crash_after: Option<usize>| {
+            let mut p = churn_processor(500);
+            p.init_partition(0, None);
+            let mut table = BTreeMap::new();
+            let mut rejected = std::collections::BTreeSet::new();
+            let mut o = 0;
+            let mut crashed = false;
+            while o < msgs.len() {
+                p.process(0, o as i64, None, None, &msgs[o]);
+                o += 1;
+                if o % 2_000 == 0 {
+                    let b = p.take_batch();
+                    upsert(&mut table, &b);
+                    rejected.extend(b.rejected.iter().map(|r| r.offset));
+                    if !crashed && crash_after.is_some_and(|c| o >= c) {
+                        // Restart from the commit of that batch.
+                        crashed = true;
+                        let cp = b.commits[0].1;
+                        assert!(cp.resume_offset < o as i64);
+                        p = churn_processor(500);
+                        p.init_partition(0, Some(cp));
+                        o = cp.resume_offset as usize;
+                    }
+                }
+            }
+            p.fire_all();
+            let b = p.take_batch();
+            upsert(&mut table, &b);
+            rejected.extend(b.rejected.iter().map(|r| r.offset));
+            (table, rejected)
+        };
+        let (table, rejected) = run(None);
+        // 500 impressions rejected per window (the clicks are of the first
+        // 300 campaigns of the window before: admitted).
+        assert_eq!(rejected.len(), 40 * 500);
+        let impressions: u64 = table.iter().filter(|(k, _)| k.0 == 0).map(|(_, v)| v.1.impressions).sum();
+        assert_eq!(impressions, 40 * 500);
+        for crash in [2_000, 10_000, 26_000] {
+            let (t, r) = run(Some(crash));
+            assert_eq!(r, rejected, "crash after {crash}: the same messages rejected");
+            assert_eq!(t, table, "crash after {crash}: the same rows");
+        }
+    }
+
+    /// A campaign is held until all its windows have closed, not only its
+    /// longest one: with 40 s and 60 s rollups, an event at 00:50 is in
+    /// [00:00, 01:00) and [00:40, 01:20). Released at 01:05, its id would
+    /// be reused by the next new campaign while [00:40, 01:20) still
+    /// counted the first one under it.
+    #[test]
+    fn a_campaign_is_held_until_its_last_window_closes_whatever_the_sizes() {
+        let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
+        let rollups = vec![
+            Rollup::new(Dims::CAMPAIGN_FORMAT, cfg.size_us),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 40_000_000),
+            Rollup::new(Dims::CAMPAIGN_FORMAT, 60_000_000),
+        ];
+        let mut p = Processor::with_rollups(cfg, rollups, 4096).unwrap();
+        p.init_partition(0, None);
+        let mut table = Table::new();
+        let msgs = [churn_event('a', 0, 1, 50, false), churn_event('b', 1, 2, 70, false)];
+        for (o, m) in msgs.iter().enumerate() {
+            p.process(0, o as i64, None, None, m);
+        }
+        upsert(&mut table, &p.take_batch());
+        p.process(0, 2, None, None, &churn_event('c', 2, 3, 71, false));
+        p.fire_all();
+        upsert(&mut table, &p.take_batch());
+        let forty: Vec<_> = table
+            .iter()
+            .filter(|(k, _)| k.0 == 1 && k.1 == 1_765_324_840_000_000)
+            .map(|(k, v)| (k.2.as_str(), v.1.impressions))
+            .collect();
+        assert_eq!(forty, vec![("a0000001", 1), ("b0000002", 1), ("c0000003", 1)]);
     }
 }

@@ -4,7 +4,9 @@
 use super::model::TrafficModel;
 
 /// Most campaigns `--campaigns` accepts: the engine's limit on distinct
-/// campaign ids (beyond it, events are rejected as `too_many_campaigns`).
+/// campaigns in one base window of one partition
+/// (`engine::campaigns::MAX_CAMPAIGNS_PER_WINDOW`; beyond it, events are
+/// rejected as `too_many_campaigns`), so generated traffic never meets it.
 pub const MAX_CAMPAIGNS: u32 = 100_000;
 
 /// Campaigns when `--campaigns` is not given: C001..C005.

@@ -82,6 +82,14 @@ fn describe() {
     describe_gauge!("adstream_open_windows", "Windows held in memory.");
     describe_gauge!("adstream_open_cells", "Cells (window × key) held in memory: what the windows' memory grows with.");
     describe_gauge!("adstream_dedup_ids", "Event ids held for deduplication.");
+    describe_gauge!(
+        "adstream_campaigns_interned",
+        "Campaign ids interned: campaigns in an open window of some partition (ids are reused after)."
+    );
+    describe_gauge!(
+        "adstream_campaigns_open",
+        "Campaigns in open windows, summed over partitions (rejections by the per-window limit: adstream_events_rejected_total{reason=\"too_many_campaigns\"})."
+    );
     describe_gauge!("adstream_dedup_bytes", Unit::Bytes, "Heap bytes of the deduplication sets.");
     describe_gauge!("adstream_consumer_lag", "Messages behind the partition's high watermark.");
     describe_gauge!(
@@ -120,6 +128,8 @@ fn sync(stats: &Stats, topic: &str) {
     gauge!("adstream_open_windows").set(g(&stats.open_windows) as f64);
     gauge!("adstream_open_cells").set(g(&stats.open_cells) as f64);
     gauge!("adstream_dedup_ids").set(g(&stats.dedup_ids) as f64);
+    gauge!("adstream_campaigns_interned").set(g(&stats.campaigns_interned) as f64);
+    gauge!("adstream_campaigns_open").set(g(&stats.campaigns_open) as f64);
     gauge!("adstream_dedup_bytes").set(g(&stats.dedup_bytes) as f64);
     if let Ok(parts) = stats.partitions.lock() {
         for (p, pg) in parts.iter() {

@@ -58,6 +58,10 @@ pub struct Stats {
     pub open_windows: AtomicU64,
     /// Cells (window × key) held in memory.
     pub open_cells: AtomicU64,
+    /// Campaign ids interned (in open windows of some partition), and
+    /// campaigns held summed over partitions (see `engine::campaigns`).
+    pub campaigns_interned: AtomicU64,
+    pub campaigns_open: AtomicU64,
     /// Lowest partition watermark, µs (i64::MIN = none yet).
     pub min_watermark_us: AtomicI64,
     /// Events counted into windows, by [`AdFormat::index`] × [`EventType::index`].
@@ -175,6 +179,8 @@ impl Stats {
     pub fn set_footprint(&self, f: &Footprint) {
         self.open_windows.store(f.open_windows as u64, Relaxed);
         self.open_cells.store(f.open_cells as u64, Relaxed);
+        self.campaigns_interned.store(f.campaigns_interned as u64, Relaxed);
+        self.campaigns_open.store(f.campaigns_open as u64, Relaxed);
         self.dedup_ids.store(f.dedup_ids as u64, Relaxed);
         self.dedup_bytes.store(f.dedup_bytes as u64, Relaxed);
         if let Some(wm) = f.min_watermark_us {
