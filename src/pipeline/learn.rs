@@ -201,6 +201,13 @@ impl LearnLoop {
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
         let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
         let parts = self.store.progress(since_ms, idle_ms).await?;
+        // Read after the progress: `run` registers a topic's partitions
+        // before it writes any row, so every partition with a row above
+        // is registered here, and one that wrote nothing yet holds the
+        // settled line back (closed nothing).
+        for (topic, partition) in self.store.registered_partitions().await? {
+            self.known.entry((topic, partition)).or_insert(None);
+        }
         let mut listed = Vec::with_capacity(self.known.len().max(parts.len()));
         for p in &parts {
             let closed = (p.any_final == 1).then_some(p.closed_ms);
@@ -605,6 +612,9 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     // progress): one silent since before this start still holds back.
     for p in lp.store.progress(0, 0).await? {
         lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
+    }
+    for (topic, partition) in lp.store.registered_partitions().await? {
+        lp.known.entry((topic, partition)).or_insert(None);
     }
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;
