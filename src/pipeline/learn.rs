@@ -7,7 +7,12 @@
 //!    wrote nothing for `--idle-after` is left out, as Flink's
 //!    `withIdleness` leaves an idle split out of the watermark; if every
 //!    partition is idle, the newest window any of them closed), and the
-//!    **settled** line: the newest window closed on *every* partition;
+//!    **settled** line: the newest window closed on *every* partition.
+//!    "Every" includes each partition `run` registered in
+//!    `ad_source_partitions` (all of its topic's, before it writes a row)
+//!    that has written nothing yet: it is idle, and closed nothing, so a
+//!    partition whose first rows come after the others' holds the settled
+//!    line back and its rows are learned as differences;
 //! 2. reads the windows from the oldest one still open to revision up to
 //!    the frontier, learns the new ones in order (progressive validation
 //!    first) and the differences of the revised ones;
@@ -164,11 +169,13 @@ struct LearnLoop {
     publish_due: bool,
     /// The "no segment windows yet" line was logged.
     told_empty: bool,
-    /// Every source partition that ever wrote the segment rollup, with the
-    /// start of its newest closed window (ms): one silent for longer than
-    /// the revision horizon is no longer in [`LearnStore::progress`]'s
-    /// answer, but still holds the settled line back (its buffered events
-    /// may come). Bounded by the partitions of the source topics.
+    /// Every source partition that ever wrote the segment rollup or was
+    /// registered by `run` ([`LearnStore::registered_partitions`]), with
+    /// the start of its newest closed window (ms; `None`: nothing closed
+    /// yet): one silent for longer than the revision horizon is no longer
+    /// in [`LearnStore::progress`]'s answer, but still holds the settled
+    /// line back (its buffered events may come). Bounded by the partitions
+    /// of the source topics.
     known: HashMap<(String, i32), Option<i64>>,
     /// Snapshots saved since old ones were last deleted.
     saves_since_prune: u64,

@@ -1,5 +1,6 @@
 //! What `adstream learn` reads from and writes to ClickHouse: the progress
-//! of every source partition and the segment windows (read), and the
+//! of every source partition, the partitions `run` registered
+//! (`ad_source_partitions`, sql/002) and the segment windows (read), and the
 //! model snapshots, per-window quality and predictions (written; tables in
 //! `sql/006_learn.sql`). Every error goes through [`retry::explain`], so a
 //! refusal (schema, credentials) is a [`retry::PermanentError`] and an
