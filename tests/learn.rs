@@ -18,6 +18,12 @@ use common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+/// The first test stops services (kill -9 of redis-server, a ClickHouse
+/// outage) that every other test of this file uses: it holds this for
+/// writing, the others for reading, so it never runs beside them (a
+/// `migrate` or `learn --once` of another test met the outage, and failed).
+static SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const T0_US: i64 = 1_765_328_400_000_000; // 2025-12-10T01:00:00Z
 const WINDOW_US: i64 = 10_000_000;
 const LATENESS_US: i64 = 5_000_000; // run's default --allowed-lateness
@@ -228,6 +234,7 @@ fn predict(db: &str, model: &str, seg: &Segment) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn learns_each_event_once_through_idle_partitions_kills_and_a_redis_crash() {
+    let _services = SERVICES.write().await;
     // Only the steps that stop a service need it to be ours.
     let (redis_ours, clickhouse_ours) = (!external_service("redis"), !external_service("clickhouse"));
     let dir = scratch_dir();
@@ -461,6 +468,7 @@ fn oracle_through(want: &BTreeMap<i64, (u64, u64)>, through_ms: i64) -> (u64, u6
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 async fn learns_across_two_quiet_hours() {
+    let _services = SERVICES.read().await;
     let topic = unique("learngap");
     let db = topic.clone();
     let model = unique("m");
@@ -499,6 +507,7 @@ async fn learns_across_two_quiet_hours() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn a_partition_silent_past_the_horizon_is_accounted_for() {
+    let _services = SERVICES.read().await;
     let dir = scratch_dir();
     let topic = unique("learnidle");
     let db = topic.clone();
@@ -606,6 +615,7 @@ async fn a_partition_silent_past_the_horizon_is_accounted_for() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn a_partition_whose_first_rows_come_late_holds_the_settled_line() {
+    let _services = SERVICES.read().await;
     let dir = scratch_dir();
     let topic = unique("learnlate");
     let db = topic.clone();
@@ -668,6 +678,7 @@ async fn a_partition_whose_first_rows_come_late_holds_the_settled_line() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn two_learners_one_writer_and_a_takeover_after_kill9() {
+    let _services = SERVICES.read().await;
     let dir = scratch_dir();
     let topic = unique("learn2");
     let db = topic.clone();
@@ -818,6 +829,7 @@ async fn two_learners_one_writer_and_a_takeover_after_kill9() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka and ClickHouse: run scripts/test.sh"]
 async fn a_run_with_other_windows_is_refused_in_one_line() {
+    let _services = SERVICES.read().await;
     let topic = unique("learnwin");
     let db = topic.clone();
     create_topic(&topic).await;
@@ -848,6 +860,7 @@ async fn a_run_with_other_windows_is_refused_in_one_line() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs ClickHouse and Redis: run scripts/test.sh"]
 async fn learn_never_creates_tables() {
+    let _services = SERVICES.read().await;
     let db = unique("learnschema");
     let out = adstream()
         .args(["learn", "--once", "--database", &db, "--model", "m"])
@@ -883,6 +896,7 @@ async fn learn_never_creates_tables() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs ClickHouse and Redis: run scripts/test.sh"]
 async fn idle_connections_do_not_stop_the_endpoints() {
+    let _services = SERVICES.read().await;
     use std::io::Read;
     let db = unique("learnhttp");
     run_ok(adstream().args(["migrate", "--database", &db]), Duration::from_secs(60));
