@@ -40,3 +40,17 @@ ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (rollup_name, window_start, window_end, campaign_id, ad_format, country, device, topic, partition)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Every source partition `run` reads into this database, registered from
+-- the topic's metadata when it starts, before it writes any row: the
+-- learner's "every partition" (`adstream learn` settles a window only once
+-- every registered partition has closed it, so a partition whose first
+-- rows come after the others' is never left out).
+CREATE TABLE IF NOT EXISTS {database}.ad_source_partitions
+(
+    topic         LowCardinality(String),
+    partition     Int32,
+    registered_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (topic, partition);

@@ -130,8 +130,8 @@ TTL toDateTime(settled_at) + INTERVAL 90 DAY;
 -- partition idle for longer than the revision horizon, then waking up).
 -- `reason`: `revise_horizon` (let go while a partition had not closed it),
 -- `closed` (written after every partition had closed it: every partition
--- the learner knew of, which is every one that had written a row of the
--- rollup when it passed), `never_learned`
+-- the learner knew of, which is every one in `ad_source_partitions` or
+-- that had written a row of the rollup when it passed), `never_learned`
 -- (a window with no rows when the learner passed and settled it).
 CREATE OR REPLACE VIEW {database}.ad_ctr_abandoned AS
 SELECT

@@ -201,6 +201,7 @@ async fn migrate_is_idempotent() {
             "ad_rejected_events",
             "ad_rejected_events_log",
             "ad_rollup_metrics",
+            "ad_source_partitions",
             "ad_window_parts"
         ]
     );

@@ -10,6 +10,15 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Registers the source topic's partitions where the learner reads
+    /// them (ClickHouse only), before any row is written.
+    pub async fn register_partitions(&self, partitions: &[i32]) -> anyhow::Result<()> {
+        match self {
+            Sink::ClickHouse(s) => s.register_partitions(partitions).await,
+            Sink::Console(_) => Ok(()),
+        }
+    }
+
     /// Writes a batch durably (for the console: prints it).
     pub async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
         match self {

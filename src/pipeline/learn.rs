@@ -7,7 +7,12 @@
 //!    wrote nothing for `--idle-after` is left out, as Flink's
 //!    `withIdleness` leaves an idle split out of the watermark; if every
 //!    partition is idle, the newest window any of them closed), and the
-//!    **settled** line: the newest window closed on *every* partition;
+//!    **settled** line: the newest window closed on *every* partition.
+//!    "Every" includes each partition `run` registered in
+//!    `ad_source_partitions` (all of its topic's, before it writes a row)
+//!    that has written nothing yet: it is idle, and closed nothing, so a
+//!    partition whose first rows come after the others' holds the settled
+//!    line back and its rows are learned as differences;
 //! 2. reads the windows from the oldest one still open to revision up to
 //!    the frontier, learns the new ones in order (progressive validation
 //!    first) and the differences of the revised ones;
@@ -165,11 +170,13 @@ struct LearnLoop {
     publish_due: bool,
     /// The "no segment windows yet" line was logged.
     told_empty: bool,
-    /// Every source partition that ever wrote the segment rollup, with the
-    /// start of its newest closed window (ms): one silent for longer than
-    /// the revision horizon is no longer in [`LearnStore::progress`]'s
-    /// answer, but still holds the settled line back (its buffered events
-    /// may come). Bounded by the partitions of the source topics.
+    /// Every source partition that ever wrote the segment rollup or was
+    /// registered by `run` ([`LearnStore::registered_partitions`]), with
+    /// the start of its newest closed window (ms; `None`: nothing closed
+    /// yet): one silent for longer than the revision horizon is no longer
+    /// in [`LearnStore::progress`]'s answer, but still holds the settled
+    /// line back (its buffered events may come). Bounded by the partitions
+    /// of the source topics.
     known: HashMap<(String, i32), Option<i64>>,
     /// Snapshots saved since old ones were last deleted.
     saves_since_prune: u64,
@@ -202,6 +209,13 @@ impl LearnLoop {
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
         let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
         let parts = self.store.progress(since_ms, idle_ms).await?;
+        // Read after the progress: `run` registers a topic's partitions
+        // before it writes any row, so every partition with a row above
+        // is registered here, and one that wrote nothing yet holds the
+        // settled line back (closed nothing).
+        for (topic, partition) in self.store.registered_partitions().await? {
+            self.known.entry((topic, partition)).or_insert(None);
+        }
         let mut listed = Vec::with_capacity(self.known.len().max(parts.len()));
         for p in &parts {
             let closed = (p.any_final == 1).then_some(p.closed_ms);
@@ -606,6 +620,9 @@ pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     // progress): one silent since before this start still holds back.
     for p in lp.store.progress(0, 0).await? {
         lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
+    }
+    for (topic, partition) in lp.store.registered_partitions().await? {
+        lp.known.entry((topic, partition)).or_insert(None);
     }
     lp.publish_due = lp.learner.learned_through().is_some();
     let mut needs_restore = false;

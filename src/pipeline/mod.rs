@@ -88,6 +88,23 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Every partition of the topic, registered before any row is written:
+    // the learner settles a window only once each of them has closed it,
+    // so one whose first rows come after the others' is not left out.
+    if matches!(sink, Sink::ClickHouse(_)) {
+        let (kc, t) = (cfg.kafka.clone(), topic.clone());
+        match tokio::task::spawn_blocking(move || kafka::topic_partitions(&kc, &t)).await? {
+            Ok(ids) if !ids.is_empty() => sink.register_partitions(&ids).await?,
+            Ok(_) => tracing::warn!(
+                topic = %topic,
+                "the topic has no partitions yet: not registered for `adstream learn` (it learns of each partition \
+                 from its first row)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not register the topic's partitions for `adstream learn`")
+            }
+        }
+    }
     let consumer = Arc::new(kafka::consumer(&cfg.kafka, &cfg.group)?);
     let watermarks = if cfg.drain { Some(kafka::watermark_client(&cfg.kafka)?) } else { None };
     tracing::info!(

@@ -1,5 +1,6 @@
 //! What `adstream learn` reads from and writes to ClickHouse: the progress
-//! of every source partition and the segment windows (read), and the
+//! of every source partition, the partitions `run` registered
+//! (`ad_source_partitions`, sql/002) and the segment windows (read), and the
 //! model snapshots, per-window quality and predictions (written; tables in
 //! `sql/006_learn.sql`). Every error goes through [`retry::explain`], so a
 //! refusal (schema, credentials) is a [`retry::PermanentError`] and an
@@ -18,6 +19,7 @@ pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
 /// What the learner reads and writes (sql/003, sql/006).
 const NEEDED: &[&str] = &[
     "ad_window_parts",
+    "ad_source_partitions",
     "ad_metrics_segments_10s",
     "ad_ctr_model",
     "ad_ctr_quality",
@@ -182,6 +184,16 @@ impl LearnStore {
             .fetch_all()
             .await
             .map_err(|e| self.read_error(e))
+    }
+
+    /// Every source partition `run` registered (`ad_source_partitions`,
+    /// from the topic's metadata at its start), written rows or not.
+    pub async fn registered_partitions(&self) -> anyhow::Result<Vec<(String, i32)>> {
+        let sql = format!(
+            "SELECT DISTINCT toString(topic), partition FROM {db}.ad_source_partitions ORDER BY 1, 2",
+            db = self.db()
+        );
+        self.client.query(&sql).fetch_all().await.map_err(|e| self.read_error(e))
     }
 
     /// The segment rollups `run` wrote (`campaign_id,ad_format,country,

@@ -37,6 +37,7 @@ use crate::io::clickhouse::upgrade;
 /// must have one (rendering fails otherwise, and a test renders them all).
 pub const SHARDING: &[(&str, &str)] = &[
     ("ad_window_parts", "cityHash64(window_start, campaign_id, ad_format)"),
+    ("ad_source_partitions", "cityHash64(topic, partition)"),
     ("ad_late_events_log", "cityHash64(topic, partition, offset)"),
     ("ad_rejected_events_log", "cityHash64(topic, partition, offset)"),
     // The learner's tables: a model's rows on one shard, so FINAL over its

@@ -19,6 +19,13 @@ use crate::engine::Batch;
 use crate::io::clickhouse::retry::{self, Table, Target};
 use crate::io::clickhouse::{insert_token, schema_cluster};
 
+/// One row of `ad_source_partitions`.
+#[derive(Row, Serialize)]
+struct SourcePartitionRow<'a> {
+    topic: &'a str,
+    partition: i32,
+}
+
 #[derive(Row, Serialize)]
 struct PartRow<'a> {
     rollup_name: &'a str,
@@ -133,6 +140,25 @@ impl ClickHouseSink {
             args: args.clone(),
             cluster: cluster.is_some(),
         })
+    }
+
+    /// Registers `partitions` of the topic in `ad_source_partitions` (the
+    /// learner's "every partition"), before any row of theirs is written.
+    pub async fn register_partitions(&self, partitions: &[i32]) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let r = async {
+            let token = format!("source-partitions:{}:{partitions:?}", self.topic);
+            let mut ins = self.insert::<SourcePartitionRow<'_>>("ad_source_partitions", token).await?;
+            for &partition in partitions {
+                ins.write(&SourcePartitionRow { topic: &self.topic, partition }).await?;
+            }
+            ins.end().await.context("registering the source partitions")
+        };
+        r.await
+            .with_context(|| Table(format!("{}.ad_source_partitions", self.database)))
+            .map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.args))
     }
 
     /// An insert into `table` carrying `token`.

@@ -303,6 +303,23 @@ pub fn watermark_client(args: &KafkaConfig) -> anyhow::Result<WatermarkClient> {
     client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka client")
 }
 
+/// The partition ids of `topic` (empty if the broker does not know it
+/// yet), from one metadata request bounded by `--connect-timeout`.
+pub fn topic_partitions(args: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let c = watermark_client(args)?;
+    let md = c
+        .fetch_metadata(Some(topic), args.connect_timeout.max(Duration::from_millis(100)))
+        .with_context(|| format!("reading the partitions of topic {topic}"))?;
+    let mut ids: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         // Keyed by facility and level, not by text: during an outage every
