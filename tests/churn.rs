@@ -6,48 +6,9 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-
-/// Event time `us` (µs since the epoch) as producers write it.
-fn iso(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).expect("a time").format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// Sends `(partition, payload, Kafka timestamp ms)` in order and appends
-/// the payloads to `jsonl` for the oracle.
-async fn produce(topic: &str, msgs: &[(i32, String, i64)], jsonl: &Path) {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    let mut pending = Vec::new();
-    for (part, payload, kafka_ms) in msgs {
-        let record = FutureRecord::<(), _>::to(topic).partition(*part).payload(payload).timestamp(*kafka_ms);
-        pending.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
-        if pending.len() >= 5_000 {
-            for d in pending.drain(..) {
-                d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
-            }
-        }
-    }
-    for d in pending {
-        d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
-    }
-    let mut lines: Vec<u8> = Vec::new();
-    for (_, payload, _) in msgs {
-        lines.extend_from_slice(payload.as_bytes());
-        lines.push(b'\n');
-    }
-    std::fs::OpenOptions::new().create(true).append(true).open(jsonl).unwrap().write_all(&lines).unwrap();
-}
 
 /// The reported case: 150,000 campaigns over 150 base windows, 1,000 new
 /// ones in each (one impression each, a click for one in ten), spread over
@@ -84,9 +45,9 @@ async fn campaign_churn_is_counted_in_full_across_a_restart() {
     let half = msgs.iter().position(|m| m.1.contains("\"i75000\"")).expect("window 75");
     let jsonl = scratch_dir().join(format!("{topic}.jsonl"));
     let args = run_args(&topic, &group, &db);
-    produce(&topic, &msgs[..half], &jsonl).await;
+    produce_timed(&topic, &msgs[..half], &jsonl).await;
     run_ok(adstream().args(&args).arg("--drain"), Duration::from_secs(600));
-    produce(&topic, &msgs[half..], &jsonl).await;
+    produce_timed(&topic, &msgs[half..], &jsonl).await;
     let out = run_ok(adstream().args(&args).arg("--drain"), Duration::from_secs(600));
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let events = msgs.len() as u64;

@@ -314,39 +314,6 @@ async fn redelivered_events_are_counted_once() {
     );
 }
 
-/// Event time `us` (µs since the epoch) as producers write it.
-fn iso(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).expect("a time").format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// Sends `(partition, payload, Kafka timestamp ms)` in order (one task,
-/// idempotent producer: each partition keeps the order) and writes the
-/// payloads to a JSONL file for the oracle.
-async fn produce_timed(topic: &str, msgs: &[(i32, String, i64)], jsonl: &Path) {
-    let p = producer();
-    let mut pending = Vec::new();
-    for (part, payload, kafka_ms) in msgs {
-        let record = FutureRecord::<(), _>::to(topic).partition(*part).payload(payload).timestamp(*kafka_ms);
-        pending.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
-        if pending.len() >= 2_000 {
-            for d in pending.drain(..) {
-                d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
-            }
-        }
-    }
-    for d in pending {
-        d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
-    }
-    let mut lines: Vec<u8> = Vec::new();
-    for (_, payload, _) in msgs {
-        lines.extend_from_slice(payload.as_bytes());
-        lines.push(b'\n');
-    }
-    std::fs::OpenOptions::new().create(true).append(true).open(jsonl).unwrap().write_all(&lines).unwrap();
-}
-
-use std::io::Write as _;
-
 /// Issue 18 item 1, the reported case on the real broker: one partition,
 /// 900 on-time impressions 0.1 s apart, whose Kafka timestamps trail
 /// their event times by 30–120 s (batching SDKs), and after the first

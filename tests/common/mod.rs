@@ -1214,3 +1214,40 @@ pub async fn create_topic(topic: &str) {
         r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
     }
 }
+
+/// Event time `us` (µs since the epoch) as producers write it.
+pub fn iso(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).expect("a time").format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Sends `(partition, payload, Kafka timestamp ms)` in order (one task,
+/// idempotent producer: each partition keeps the order) and appends the
+/// payloads to `jsonl` for the oracle.
+pub async fn produce_timed(topic: &str, msgs: &[(i32, String, i64)], jsonl: &Path) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for (part, payload, kafka_ms) in msgs {
+        let record = FutureRecord::<(), _>::to(topic).partition(*part).payload(payload).timestamp(*kafka_ms);
+        pending.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+        if pending.len() >= 5_000 {
+            for d in pending.drain(..) {
+                d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
+            }
+        }
+    }
+    for d in pending {
+        d.await.expect("delivery future").map_err(|(e, _)| e).expect("delivery");
+    }
+    let mut lines: Vec<u8> = Vec::new();
+    for (_, payload, _) in msgs {
+        lines.extend_from_slice(payload.as_bytes());
+        lines.push(b'\n');
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(jsonl).unwrap().write_all(&lines).unwrap();
+}
