@@ -225,7 +225,7 @@ async fn the_whole_pipeline_over_tls_with_authentication_equals_the_plaintext_ru
     for (campaign, format, country, device) in
         [("C001", "banner", "US", "iOS"), ("C003", "rewarded_video", "KR", "Android")]
     {
-        let args = ["predict", "--model", model, "--campaign", campaign, "--format", format];
+        let args = ["predict", "--database", &db, "--model", model, "--campaign", campaign, "--format", format];
         let args2 = ["--country", country, "--device", device, "--max-age", "1h"];
         let secure = prediction(&run_out(adstream_tls().args(args).args(args2)));
         let plain = prediction(&run_out(adstream().args(args).args(args2).args(["--redis-url", &redis_plain])));
