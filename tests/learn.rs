@@ -609,11 +609,6 @@ async fn a_partition_silent_past_the_horizon_is_accounted_for() {
     assert!(status.success());
 }
 
-/// Issue 19 item 2: two learners for one model. One writes (holds the
-/// lease), the other stands by; `learn --once` beside them is refused;
-/// kill -9 of the writer: the standby takes over within the lease time,
-/// the snapshot versions never fork, `current` never moves backwards, and
-/// what was learned still equals the oracle and `ad_metrics_segments_10s`.
 /// A partition whose first rows come after the others' (on a loaded
 /// machine `run`'s first flush can carry only some partitions; here its
 /// events are produced 20 s later): the learner learns the other
@@ -685,6 +680,11 @@ async fn a_partition_whose_first_rows_come_late_holds_the_settled_line() {
     assert!(status.success());
 }
 
+/// Issue 19 item 2: two learners for one model. One writes (holds the
+/// lease), the other stands by; `learn --once` beside them is refused;
+/// kill -9 of the writer: the standby takes over within the lease time,
+/// the snapshot versions never fork, `current` never moves backwards, and
+/// what was learned still equals the oracle and `ad_metrics_segments_10s`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn two_learners_one_writer_and_a_takeover_after_kill9() {
