@@ -7,6 +7,8 @@ pub mod clickhouse;
 pub mod console;
 pub mod kafka;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod silent;
 mod sink;
 pub mod tls;
 

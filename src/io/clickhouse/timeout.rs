@@ -167,20 +167,6 @@ mod tests {
 
     use crate::config::ClickHouseConfig;
 
-    /// A local listener that accepts every connection and never answers:
-    /// it holds the sockets open (and reads nothing) until dropped.
-    async fn silent_listener() -> (String, tokio::task::JoinHandle<()>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                held.push(s);
-            }
-        });
-        (url, task)
-    }
-
     fn config(url: &str, request_timeout: std::time::Duration) -> ClickHouseConfig {
         ClickHouseConfig {
             url: url.to_string(),
@@ -195,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_accepts_and_never_answers_times_out_as_a_transient_error() {
-        let (url, task) = silent_listener().await;
+        let (url, task) = crate::io::silent::silent_listener("http").await;
         let timeout = std::time::Duration::from_millis(400);
         let client = super::super::client(&config(&url, timeout)).unwrap();
         let t0 = Instant::now();

@@ -177,22 +177,9 @@ fn parse_value(version: u64, value: &str) -> anyhow::Result<Cached> {
 mod tests {
     use super::*;
 
-    /// A local listener that accepts every connection and never answers.
-    async fn silent_listener() -> (String, tokio::task::JoinHandle<()>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", l.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                held.push(s);
-            }
-        });
-        (url, task)
-    }
-
     #[tokio::test]
     async fn a_redis_that_accepts_and_never_answers_fails_the_publish_and_lookup_within_the_timeout() {
-        let (url, task) = silent_listener().await;
+        let (url, task) = crate::io::silent::silent_listener("redis").await;
         let timeout = Duration::from_millis(300);
         let guard = Duration::from_secs(20);
         let p = Publisher::new(
