@@ -1,5 +1,5 @@
 //! `adstream-bench`: the benchmark suite (`scripts/bench.sh` runs it; see
-//! BENCHMARKS.md for what each figure includes). Every bench repeats its
+//! docs/benchmarks.md for what each figure includes). Every bench repeats its
 //! measurement, prints the medians beside their targets and writes them as
 //! JSON to `--out` (default `target/bench/`).
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite (BENCHMARKS.md says what each figure includes):
+# The benchmark suite (BENCHMARKS.md has the results, docs/benchmarks.md what each figure includes):
 #
 #   scripts/bench.sh                       # engine, generator, consumer + its peers (Spark, Flink, Kafka Streams, Quix Streams)
 #   scripts/bench.sh engine                # any subset of: engine generator consumer scaling
