@@ -6,8 +6,12 @@
 //! (`io::clickhouse` or `io::console`), and owns offsets and backpressure;
 //! `obs` holds the counters, health and the metrics server. [`generator`]
 //! is the traffic model behind `generate`, `demo` and `run --self-feed`.
-//! [`learn`] is a CTR model learned online from windows (pure; not wired in
-//! yet).
+//! [`learn`] is the CTR model learned online from the windows (pure, like
+//! the engine): `learn` is `pipeline::learn`, which feeds it the closed
+//! windows from ClickHouse (`io::clickhouse::learn_store`), saves its
+//! snapshots there and serves its predictions from Redis (`io::redis`) and
+//! `GET /ctr` (`obs::learn`); `predict` reads them back from Redis, and
+//! `demo` runs it in-process beside the engine.
 
 pub mod cli;
 mod config;

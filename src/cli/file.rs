@@ -6,9 +6,10 @@
 //! second source of truth for names, defaults or validation.
 //!
 //! Keys are flag names (`clickhouse-url` or `clickhouse_url`). Top-level keys
-//! apply to every subcommand that has the flag; a `[run]`, `[generate]`,
-//! `[demo]`, `[migrate]` or `[report]` table applies to that subcommand only
-//! and wins over the top level. An unknown key or table is an error, so a
+//! apply to every subcommand that has the flag; a table named after a
+//! subcommand (`[run]`, `[generate]`, `[demo]`, `[migrate]`, `[report]`,
+//! `[learn]`, `[predict]`) applies to that subcommand only and wins over the
+//! top level. An unknown key or table is an error, so a
 //! typo does not silently fall back to a default.
 
 use std::collections::BTreeMap;

@@ -342,7 +342,7 @@ pub struct TrafficArgs {
     /// uniform; byte-identical to earlier releases for a given --seed) or
     /// `segmented` (click probability by format × country × device ×
     /// campaign × UTC hour, with interactions; non-uniform countries and
-    /// devices). Tables: README "Traffic models"; `generate --print-truth`
+    /// devices). Tables: docs/traffic.md; `generate --print-truth`
     /// prints them.
     #[arg(long = "traffic", env = "ADSTREAM_TRAFFIC", value_enum, default_value = "seed")]
     pub model: TrafficKind,

@@ -49,7 +49,7 @@ pub struct Stats {
     pub batches_written: AtomicU64,
     pub write_failures: AtomicU64,
     /// Of `write_failures`, those ClickHouse refused for good (see
-    /// `sink::retry`): each one stops the pipeline.
+    /// `io::clickhouse::retry`): each one stops the pipeline.
     pub permanent_write_failures: AtomicU64,
     pub last_insert_ms: AtomicU64,
     pub commits: AtomicU64,

@@ -14,7 +14,7 @@
 //! whatever was not committed is replayed on restart; idempotent writes
 //! (see `sql/`) make that replay invisible in the results.
 //!
-//! `adstream learn` ([`learn`]) is the pipeline's last stage: it reads
+//! `adstream learn` ([`mod@learn`]) is the pipeline's last stage: it reads
 //! what `run` wrote and needs no Kafka.
 //!
 //! [`Processor`]: crate::engine::Processor
