@@ -95,20 +95,36 @@ pub struct PartitionCampaigns {
     held: usize,
 }
 
+/// What [`PartitionCampaigns::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Its previous event was in the same base window: admitted then, and
+    /// held then until that window's longest span closes, which is this
+    /// event's too (every span is a multiple of the base window, epoch
+    /// aligned), and no hold expires while its base window is open.
+    Again,
+    /// Admitted: hold it until its windows close.
+    Admitted,
+    /// The base window already has `limit` campaigns.
+    Full,
+}
+
 impl PartitionCampaigns {
     /// Whether campaign `id` may be counted in the base window starting at
-    /// `base_start`: it is already there, or the window has fewer than
-    /// `limit` campaigns (then it is added).
-    pub fn admit(&mut self, id: u32, base_start: i64, limit: usize) -> bool {
+    /// `base_start`: it is already there ([`Admission::Again`] when its
+    /// previous event was in that window too, the usual case, which the
+    /// caller need not hold again), or the window has fewer than `limit`
+    /// campaigns (then it is added).
+    pub fn admit(&mut self, id: u32, base_start: i64, limit: usize) -> Admission {
         let i = id as usize;
         if self.last_base.get(i) == Some(&base_start) {
-            return true;
+            return Admission::Again;
         }
         let spare = &mut self.spare;
         let set = self.base.entry(base_start).or_insert_with(|| spare.pop().unwrap_or_default());
         if !set.contains(id) {
             if set.ids.len() >= limit {
-                return false;
+                return Admission::Full;
             }
             set.insert(id);
         }
@@ -116,7 +132,12 @@ impl PartitionCampaigns {
             self.last_base.resize(i + 1, i64::MIN);
         }
         self.last_base[i] = base_start;
-        true
+        Admission::Admitted
+    }
+
+    /// Whether campaign `id` is held.
+    pub fn is_held(&self, id: u32) -> bool {
+        self.until.get(id as usize).is_some_and(Option::is_some)
     }
 
     /// Holds campaign `id` until the watermark reaches `until` (or later, if
@@ -197,7 +218,7 @@ mod tests {
         let mut i = Interner::with_capacity_limit(10);
         let mut c = PartitionCampaigns::default();
         let a = i.intern("A").unwrap();
-        assert!(c.admit(a, 0, 10));
+        assert_ne!(c.admit(a, 0, 10), Admission::Full);
         c.hold(a, 100, &mut i);
         c.hold(a, 50, &mut i);
         c.hold(a, 200, &mut i);
@@ -211,13 +232,13 @@ mod tests {
     #[test]
     fn the_limit_counts_distinct_campaigns_per_base_window() {
         let mut c = PartitionCampaigns::default();
-        assert!(c.admit(1, 0, 2));
-        assert!(c.admit(2, 0, 2));
-        assert!(c.admit(1, 0, 2), "already there");
-        assert!(!c.admit(3, 0, 2), "a third campaign");
-        assert!(c.admit(3, 10, 2), "another window");
+        assert_ne!(c.admit(1, 0, 2), Admission::Full);
+        assert_ne!(c.admit(2, 0, 2), Admission::Full);
+        assert_ne!(c.admit(1, 0, 2), Admission::Full, "already there");
+        assert_eq!(c.admit(3, 0, 2), Admission::Full, "a third campaign");
+        assert_ne!(c.admit(3, 10, 2), Admission::Full, "another window");
         let mut i = Interner::with_capacity_limit(10);
         c.expire(10, |s| s + 10, &mut i);
-        assert!(c.admit(3, 0, 2), "a closed window's set is gone");
+        assert_ne!(c.admit(3, 0, 2), Admission::Full, "a closed window's set is gone");
     }
 }

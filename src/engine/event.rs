@@ -104,7 +104,18 @@ impl Country {
     }
 
     pub fn parse(s: &str) -> Option<Country> {
-        Country::ALL.into_iter().find(|c| c.as_str() == s)
+        // Matched as bytes: compiled to two byte compares, not a string
+        // comparison per country.
+        match s.as_bytes() {
+            b"US" => Some(Country::Us),
+            b"KR" => Some(Country::Kr),
+            b"JP" => Some(Country::Jp),
+            b"UK" => Some(Country::Uk),
+            b"DE" => Some(Country::De),
+            b"FR" => Some(Country::Fr),
+            b"CA" => Some(Country::Ca),
+            _ => None,
+        }
     }
 
     /// Dense index 0..7.

@@ -170,9 +170,9 @@ fn parse_event_with(payload: &[u8], max_bytes: usize, fast: bool) -> Result<Even
     if payload.len() > max_bytes {
         return Err(Reject::new(RejectReason::TooLarge, format!("{} bytes > limit {max_bytes}", payload.len())));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let wire = match crate::engine::flat_json::scan(text).filter(|_| fast) {
+    // The fast path takes only ASCII messages (UTF-8 by construction);
+    // anything else is checked for UTF-8 here and parsed by serde_json.
+    let wire = match crate::engine::flat_json::scan(payload).filter(|_| fast) {
         Some(f) => Fields {
             event_id: Cow::Borrowed(f.event_id),
             timestamp: Cow::Borrowed(f.timestamp),
@@ -183,7 +183,12 @@ fn parse_event_with(payload: &[u8], max_bytes: usize, fast: bool) -> Result<Even
             event_type: Cow::Borrowed(f.event_type),
             revenue: f.revenue,
         },
-        None => parse_with_serde(text)?,
+        None => {
+            let text = std::str::from_utf8(payload).map_err(|e| {
+                Reject::new(RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+            })?;
+            parse_with_serde(text)?
+        }
     };
     validate(wire)
 }
@@ -411,7 +416,10 @@ mod tests {
         });
         let (mut key, mut json) = (Vec::new(), Vec::new());
         // Bytes that matter to a JSON scanner, and some that do not.
-        const PROBES: &[u8] = b"\"\\ ,:{}[]0-.eE+anu7\x01\t";
+        // With bytes outside ASCII: a lone continuation byte, a lead byte
+        // without its continuation (invalid UTF-8 both), and `é`'s lead byte
+        // after which a continuation byte makes valid UTF-8.
+        const PROBES: &[u8] = b"\"\\ ,:{}[]0-.eE+anu7\x01\t\x80\xc3\xa9\xff";
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let mut next = |n: usize| {
             rng ^= rng << 13;
@@ -436,7 +444,7 @@ mod tests {
             }
             for v in cases {
                 variants += 1;
-                if std::str::from_utf8(&v).ok().and_then(crate::engine::flat_json::scan).is_some() {
+                if crate::engine::flat_json::scan(&v).is_some() {
                     fast += 1;
                 }
                 match (parse_event(&v, DEFAULT_MAX_EVENT_BYTES), parse_serde_only(&v)) {

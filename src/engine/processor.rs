@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
-use crate::engine::campaigns::{PartitionCampaigns, MAX_CAMPAIGNS_PER_WINDOW, MAX_LIVE_CAMPAIGNS};
+use crate::engine::campaigns::{Admission, PartitionCampaigns, MAX_CAMPAIGNS_PER_WINDOW, MAX_LIVE_CAMPAIGNS};
 use crate::engine::event::{event_key, AdFormat, Country, Device, Interner};
 use crate::engine::parse::{parse_event, Reject, RejectReason};
 use crate::engine::rollup::{Dims, Rollup};
@@ -282,27 +282,27 @@ impl Processor {
             debug_assert!(false, "partition {p} has no campaigns");
             return;
         };
-        if base_open {
-            if !campaigns.admit(cid, base_start, self.campaign_limit) {
-                self.interner.release_if_unused(cid);
-                w.skip(offset);
-                let limit = self.campaign_limit;
-                let record = || {
-                    let detail = format!(
-                        "more than {limit} campaigns in the base window starting at {} of partition {p}",
-                        crate::engine::time::format_event_timestamp(base_start)
-                    );
-                    RejectRecord::new(
-                        p,
-                        offset,
-                        key,
-                        Reject { reason: RejectReason::TooManyCampaigns, detail },
-                        payload,
-                    )
-                };
-                Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
-                return;
-            }
+        // A late event (its base window closed) is neither admitted nor held.
+        let admission = base_open.then(|| campaigns.admit(cid, base_start, self.campaign_limit));
+        if admission == Some(Admission::Full) {
+            self.interner.release_if_unused(cid);
+            w.skip(offset);
+            let limit = self.campaign_limit;
+            let record = || {
+                let detail = format!(
+                    "more than {limit} campaigns in the base window starting at {} of partition {p}",
+                    crate::engine::time::format_event_timestamp(base_start)
+                );
+                RejectRecord::new(p, offset, key, Reject { reason: RejectReason::TooManyCampaigns, detail }, payload)
+            };
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+            return;
+        }
+        debug_assert!(
+            admission != Some(Admission::Again) || campaigns.is_held(cid),
+            "held since its window's first event"
+        );
+        if admission == Some(Admission::Admitted) {
             // The latest end of its windows (a longer window need not
             // end later: 40 s and 60 s windows are both epoch-aligned).
             let ts = ev.timestamp_us;
