@@ -8,6 +8,7 @@
 //! `''` is never a value.
 
 use crate::engine::event::{AdFormat, Country, Device};
+use crate::engine::window::span;
 
 /// A set of dimensions, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -124,19 +125,19 @@ impl Rollup {
 
     /// Start of the window of this rollup that contains `ts`.
     pub fn window_start(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.size_us) * self.size_us
+        span::window_start(self.size_us, ts)
     }
 
     /// Whether the window starting at `start` has fired (its end passed)
     /// once the watermark is `wm`.
     pub(crate) fn ended_at(&self, start: i64, wm: Option<i64>) -> bool {
-        wm.is_some_and(|m| start.saturating_add(self.size_us) <= m)
+        span::ended_at(self.size_us, start, wm)
     }
 
     /// Whether the window starting at `start` is closed (its end plus the
     /// allowed lateness passed) once the watermark is `wm`.
     pub(crate) fn closed_at(&self, start: i64, lateness_us: i64, wm: i64) -> bool {
-        start.saturating_add(self.size_us).saturating_add(lateness_us) <= wm
+        span::closed_at(self.size_us, lateness_us, start, wm)
     }
 
     /// The cell index of an event's dimension values in this rollup: a
