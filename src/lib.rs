@@ -1,17 +1,18 @@
 //! adstream: ad events from Kafka → event-time windows → ClickHouse.
 //!
 //! The flow, from `main`: [`cli`] parses flags and converts them into plain
-//! [`config`]; `run` is `pipeline::run`, which wires the Kafka source
-//! (`io::kafka`) through the pure [`engine`] (parse + windows) into a sink
-//! (`io::clickhouse` or `io::console`), and owns offsets and backpressure;
-//! `obs` holds the counters, health and the metrics server. [`generator`]
-//! is the traffic model behind `generate`, `demo` and `run --self-feed`.
-//! [`learn`] is a CTR model learned online from windows (pure; not wired in
-//! yet).
+//! [`config`], then hands it to the command's file in `cmd` (one per
+//! subcommand). `cmd::run` wires the Kafka source (`io::kafka`) through the
+//! pure [`engine`] (parse + windows) into a sink (`io::clickhouse` or
+//! `io::console`) by way of `pipeline`'s stages, which own offsets and
+//! backpressure; `obs` holds the counters, health and the metrics server.
+//! [`generator`] is the traffic model behind `generate`, `demo` and
+//! `run --self-feed`. [`learn`] is the CTR model, learned online from the
+//! windows by `cmd::learn` (its step in `pipeline`) and served from Redis.
 
 pub mod cli;
+mod cmd;
 mod config;
-mod demo;
 pub mod engine;
 pub mod generator;
 mod io;

@@ -11,7 +11,7 @@ use crate::config::secret::{redact_option, redact_url, Secret};
 
 mod app;
 mod convert;
-mod exit;
+pub(crate) mod exit;
 mod file;
 
 pub use app::main;

@@ -50,7 +50,7 @@ const BATCH_MESSAGES: usize = 1024;
 
 /// Asks ClickHouse whether a partition already has rows downstream (see
 /// the module docs). `None` for the console sink: nothing to overwrite.
-pub(super) struct ReplayProbe {
+pub struct ReplayProbe {
     pub client: clickhouse::Client,
     pub database: String,
     pub handle: tokio::runtime::Handle,
@@ -123,7 +123,7 @@ impl ReplayProbe {
 }
 
 /// What the loop needs to know, fixed for its lifetime.
-pub(super) struct LoopSettings {
+pub struct LoopSettings {
     pub topic: String,
     pub flush_interval: Duration,
     pub idle_timeout: Duration,
@@ -165,7 +165,7 @@ struct Partitions {
     skip: Vec<i32>,
 }
 
-pub(super) struct ConsumeLoop {
+pub struct ConsumeLoop {
     consumer: Arc<PipelineConsumer>,
     /// For `--drain`'s end-of-topic check (see [`WatermarkClient`]).
     watermarks: Option<WatermarkClient>,
@@ -194,7 +194,7 @@ enum Polled<'a> {
 
 impl ConsumeLoop {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
+    pub fn new(
         proc: Processor,
         consumer: Arc<PipelineConsumer>,
         watermarks: Option<WatermarkClient>,
@@ -227,7 +227,7 @@ impl ConsumeLoop {
 
     /// Runs until shutdown or (with `--drain`) the end of the topic, then
     /// writes what is open and hands over the final batch.
-    pub(super) fn run(mut self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
         let consumer = self.consumer.clone();
         // Messages come in batches from a queue the assigned partitions are
         // forwarded to (see `io::kafka::queue`); the consumer's own poll
