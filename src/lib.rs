@@ -25,6 +25,7 @@ mod shutdown;
 /// its schema, against a real ClickHouse). Not an API.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::config::secret::Secret;
     pub use crate::config::ClickHouseConfig;
     pub use crate::io::clickhouse::schema_cluster::SHARDING;
     pub use crate::io::clickhouse::ClickHouseSink;
@@ -72,6 +73,6 @@ pub mod testing {
             anyhow::bail!("predict")
         };
         let cfg = crate::config::PredictConfig::try_from(&a)?;
-        crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)
+        crate::io::redis::client_with(cfg.redis_url.expose(), &cfg.redis_auth)
     }
 }

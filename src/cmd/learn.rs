@@ -98,7 +98,7 @@ pub async fn learn(config: LearnConfig, stop: Shutdown) -> anyhow::Result<ExitCo
 }
 
 async fn run_learner(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
+    let client = crate::io::redis::client_with(cfg.redis_url.expose(), &cfg.redis_auth)?;
     let stats = Arc::new(LearnStats::default());
     if let Some(addr) = cfg.metrics_addr {
         crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after, cfg.max_lag).await?;
@@ -114,11 +114,11 @@ async fn run_learner(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
     if let Err(e) = publisher.ping().await {
         // A misconfiguration (password, CA, TLS on a plaintext port) is
         // not an outage: fail now, naming the setting, rather than retry.
-        let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
+        let tls = cfg.redis_url.expose().trim_start().to_ascii_lowercase().starts_with("rediss:");
         if let (fix, true) = crate::io::redis::hint(&e.to_string(), tls) {
             anyhow::bail!(
                 "Redis at {}: {}: {fix}",
-                crate::config::secret::redact_url(&cfg.redis_url),
+                crate::config::secret::redact_url(cfg.redis_url.expose()),
                 e.to_string().replace('\n', " ")
             );
         }
@@ -171,7 +171,7 @@ async fn run_learner(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
                     if lp.cfg.once {
                         anyhow::bail!(
                             "Redis at {}: {} (the writer's lease lives there; set --redis-url / ADSTREAM_REDIS_URL)",
-                            crate::config::secret::redact_url(&lp.cfg.redis_url),
+                            crate::config::secret::redact_url(lp.cfg.redis_url.expose()),
                             e.to_string().replace('\n', " ")
                         );
                     }

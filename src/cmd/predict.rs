@@ -14,13 +14,13 @@ pub const STALE: u8 = 4;
 
 pub async fn predict(config: PredictConfig) -> anyhow::Result<ExitCode> {
     let cfg = &config;
-    let client = redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
+    let client = redis::client_with(cfg.redis_url.expose(), &cfg.redis_auth)?;
     let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
-    let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
+    let tls = cfg.redis_url.expose().trim_start().to_ascii_lowercase().starts_with("rediss:");
     let cached = redis::lookup(client, cfg.redis_timeout, &cfg.redis_prefix, segment).await.map_err(|e| {
         anyhow::anyhow!(
             "Redis at {}: {}: {}",
-            crate::config::secret::redact_url(&cfg.redis_url),
+            crate::config::secret::redact_url(cfg.redis_url.expose()),
             e.to_string().replace('\n', " "),
             redis::hint(&format!("{e:#}"), tls).0
         )

@@ -21,16 +21,16 @@ pub struct Ops {
 
 impl Ops {
     /// Binds `--metrics-addr` (unless `off`).
-    pub async fn start(args: &RunConfig, stats: Arc<Stats>) -> anyhow::Result<Ops> {
-        if let Some(addr) = args.metrics_addr {
-            metrics::serve(addr, stats.clone(), &args.kafka.topic, args.unhealthy_after).await?;
+    pub async fn start(config: &RunConfig, stats: Arc<Stats>) -> anyhow::Result<Ops> {
+        if let Some(addr) = config.metrics_addr {
+            metrics::serve(addr, stats.clone(), &config.kafka.topic, config.unhealthy_after).await?;
         }
-        let clickhouse = match args.sink {
-            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&args.clickhouse)?),
+        let clickhouse = match config.sink {
+            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&config.clickhouse)?),
             SinkKind::Console => None,
         };
         // A few probes per threshold, so /healthz turns within ~1/3 of it.
-        let period = (args.unhealthy_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let period = (config.unhealthy_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
         Ok(Ops { stats, clickhouse, period })
     }
 
