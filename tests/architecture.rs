@@ -8,6 +8,8 @@
 //!   command line and everything else: they may import the pipeline, I/O,
 //!   observability, configuration and the engine, but not `cli`, and
 //!   nothing below them imports them;
+//! - the pipeline's stages (`src/pipeline/`) leave every librdkafka call
+//!   to `io::kafka`;
 //! - no import circles between modules (files), tests excluded;
 //! - the README's architecture sketch names every module folder there is.
 
@@ -313,6 +315,13 @@ fn the_commands_sit_on_top() {
     assert!(names.len() >= 7, "subcommands found: {names:?}");
     let missing: Vec<_> = names.iter().filter(|n| !mods.contains_key(&format!("cmd::{n}"))).collect();
     assert!(missing.is_empty(), "subcommands without their file in src/cmd/: {missing:?}");
+}
+
+#[test]
+fn the_pipeline_leaves_librdkafka_to_io_kafka() {
+    let (seen, bad) = forbidden_uses(&load(), "pipeline", &["rdkafka"]);
+    assert!(seen >= 4, "pipeline files found: {seen}");
+    assert!(bad.is_empty(), "src/pipeline calls librdkafka itself:\n{}", bad.join("\n"));
 }
 
 #[test]

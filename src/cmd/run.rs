@@ -21,7 +21,7 @@ use crate::io::kafka::producer::ProduceStats;
 use crate::io::kafka::{self, dlq::DlqSink};
 use crate::io::{clickhouse::ClickHouseSink, console::ConsoleSink, Sink};
 use crate::obs::Stats;
-use crate::pipeline::{ConsumeLoop, LoopSettings, Ops, ReplayProbe, Writer};
+use crate::pipeline::{ConsumeLoop, ConsumeLoopParts, LoopSettings, Monitoring, ReplayProbe, Writer};
 use crate::shutdown::Shutdown;
 
 /// How long shutdown waits for the final, synchronous offset commit.
@@ -44,7 +44,7 @@ async fn wire(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let kafka_cfg = cfg.kafka.clone();
     tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_cfg)).await??;
-    let ops = Ops::start(&cfg, stats.clone()).await?;
+    let monitoring = Monitoring::start(&cfg, stats.clone()).await?;
     let dlq = DlqSink::connect(&cfg.kafka, &cfg.dlq_topic, stats.clone()).await?;
 
     // Self-feed: the bundled generator in this process, producing to the
@@ -115,19 +115,19 @@ async fn wire(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         }),
         SinkKind::Console => None,
     };
-    let consume_loop = ConsumeLoop::new(
-        proc,
-        consumer.clone(),
+    let consume_loop = ConsumeLoop::new(ConsumeLoopParts {
+        processor: proc,
+        consumer: consumer.clone(),
         watermarks,
         settings,
-        shutdown.clone(),
+        shutdown: shutdown.clone(),
         feed_done,
-        stats.clone(),
-        tx,
+        stats: stats.clone(),
+        batches: tx,
         probe,
-    );
+    });
     let consume = tokio::task::spawn_blocking(move || consume_loop.run());
-    let _probes = ops.probe(consumer.clone(), &topic);
+    let _probes = monitoring.probe(consumer.clone(), &topic);
     let _stats_line = StatsLine::spawn(stats.clone(), cfg.stats_interval);
 
     let writer = Writer {

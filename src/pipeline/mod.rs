@@ -23,10 +23,10 @@
 
 mod consume;
 mod learn;
-mod ops;
+mod monitoring;
 mod writer;
 
-pub use consume::{ConsumeLoop, LoopSettings, ReplayProbe};
+pub use consume::{ConsumeLoop, ConsumeLoopParts, LoopSettings, ReplayProbe};
 pub use learn::{LearnLoop, LostLease, Misconfigured};
-pub use ops::Ops;
+pub use monitoring::Monitoring;
 pub use writer::Writer;

@@ -4,6 +4,7 @@
 //! reminder, not thousands of lines).
 
 pub mod dlq;
+pub mod fetch;
 pub mod producer;
 pub mod queue;
 
