@@ -47,9 +47,10 @@ use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
 use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow, SettledRow};
 use crate::io::redis::lease::Lease;
+use crate::io::redis::served::Served;
 use crate::io::redis::{Publication, Publisher};
 use crate::learn::{Example, Learned, Learner, LetGo, Segment, Window};
-use crate::obs::learn::{served_key, LearnStats, Served};
+use crate::obs::learn::LearnStats;
 
 /// Base window of the segment rollup (`ad_metrics_segments_10s`), ms.
 const WINDOW_MS: i64 = 10_000;
@@ -507,9 +508,9 @@ impl LearnLoop {
             })
             .collect();
         for (c, f, co, d, p) in &preds {
-            self.stats.served.insert(served_key(c, f, co, d), Served { ctr: *p, version, window_ms, published_ms });
+            self.stats.served.insert((c, f, co, d), Served { ctr: *p, version, window_ms, published_ms });
         }
-        self.stats.served.retain(|_, v| v.version == version);
+        self.stats.served.keep_version(version);
         let started = Instant::now();
         let r = self
             .publisher
