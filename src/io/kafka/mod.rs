@@ -1,7 +1,9 @@
 //! Kafka plumbing: client configuration, topic creation, and the consumer
 //! context that reports rebalances to the pipeline and routes librdkafka's
 //! own logs into `tracing` (rate-limited: a broker outage must produce a
-//! reminder, not thousands of lines).
+//! reminder, not thousands of lines). The consume loop's calls (poll, seek,
+//! pause, watermarks) are in [`fetch`], the batch queue in [`queue`], the
+//! generator's producer in [`producer`], the dead-letter topic in [`dlq`].
 
 pub mod dlq;
 pub mod fetch;
