@@ -8,8 +8,8 @@
 //!   command line and everything else: they may import the pipeline, I/O,
 //!   observability, configuration and the engine, but not `cli`, and
 //!   nothing below them imports them;
-//! - the pipeline's stages (`src/pipeline/`) leave every librdkafka call
-//!   to `io::kafka`;
+//! - the pipeline's stages (`src/pipeline/`) and the commands leave every
+//!   librdkafka call to `io::kafka`;
 //! - no import circles between modules (files), tests excluded;
 //! - the README's architecture sketch names every module folder there is.
 
@@ -318,10 +318,13 @@ fn the_commands_sit_on_top() {
 }
 
 #[test]
-fn the_pipeline_leaves_librdkafka_to_io_kafka() {
-    let (seen, bad) = forbidden_uses(&load(), "pipeline", &["rdkafka"]);
-    assert!(seen >= 4, "pipeline files found: {seen}");
-    assert!(bad.is_empty(), "src/pipeline calls librdkafka itself:\n{}", bad.join("\n"));
+fn the_pipeline_and_the_commands_leave_librdkafka_to_io_kafka() {
+    let mods = load();
+    for layer in ["pipeline", "cmd"] {
+        let (seen, bad) = forbidden_uses(&mods, layer, &["rdkafka"]);
+        assert!(seen >= 4, "{layer} files found: {seen}");
+        assert!(bad.is_empty(), "src/{layer} calls librdkafka itself:\n{}", bad.join("\n"));
+    }
 }
 
 #[test]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 
 use super::generate::{produce, ProduceConfig};
@@ -166,7 +165,7 @@ async fn wire(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             Err(_) => tracing::error!("self-feed thread panicked"),
         }
     }
-    consumer.unsubscribe();
+    kafka::leave_group(&consumer);
     tracing::info!("final stats: {}", stats.line());
     sink_result?;
     loop_result

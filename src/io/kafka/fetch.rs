@@ -126,6 +126,11 @@ pub fn fetch_watermarks(
     }
 }
 
+/// Leaves the consumer group (at shutdown, after the final commit).
+pub fn leave_group(consumer: &PipelineConsumer) {
+    consumer.unsubscribe();
+}
+
 /// Asks the brokers for `topic`'s metadata through the consumer: `Err`
 /// with the reason when they do not answer or name no broker.
 pub fn probe_metadata(consumer: &PipelineConsumer, topic: &str, timeout: Duration) -> Result<(), String> {

@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::engine::window::Checkpoint;
+pub use fetch::leave_group;
 use queue::QueueSlot;
 
 /// Largest record the topics adstream creates accept (`max.message.bytes`),
