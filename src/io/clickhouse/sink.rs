@@ -7,7 +7,7 @@
 //! (ReplacingMergeTree keeps the highest version), late and rejected
 //! records are keyed by (topic, partition, offset). So a retry after a lost
 //! response, or a replay after a crash, never double-counts. Each insert
-//! also carries an `insert_deduplication_token` (see [`crate::insert_token`])
+//! also carries an `insert_deduplication_token` (see [`super::insert_token`])
 //! so that a re-sent batch is dropped by ClickHouse instead of written twice.
 
 use anyhow::Context as _;

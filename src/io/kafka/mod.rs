@@ -370,7 +370,7 @@ pub struct PipelineContext {
     /// pointless work.
     owned: Mutex<std::collections::BTreeSet<i32>>,
     /// The consume loop's batch queue, which assigned partitions are
-    /// forwarded to (see [`super::queue`]).
+    /// forwarded to (see [`queue`]).
     queue: QueueSlot,
 }
 
