@@ -1,21 +1,18 @@
 //! adstream: ad events from Kafka → event-time windows → ClickHouse.
 //!
 //! The flow, from `main`: [`cli`] parses flags and converts them into plain
-//! [`config`]; `run` is `pipeline::run`, which wires the Kafka source
-//! (`io::kafka`) through the pure [`engine`] (parse + windows) into a sink
-//! (`io::clickhouse` or `io::console`), and owns offsets and backpressure;
-//! `obs` holds the counters, health and the metrics server. [`generator`]
-//! is the traffic model behind `generate`, `demo` and `run --self-feed`.
-//! [`learn`] is the CTR model learned online from the windows (pure, like
-//! the engine): `learn` is `pipeline::learn`, which feeds it the closed
-//! windows from ClickHouse (`io::clickhouse::learn_store`), saves its
-//! snapshots there and serves its predictions from Redis (`io::redis`) and
-//! `GET /ctr` (`obs::learn`); `predict` reads them back from Redis, and
-//! `demo` runs it in-process beside the engine.
+//! [`config`], then hands it to the command's file in `cmd` (one per
+//! subcommand). `cmd::run` wires the Kafka source (`io::kafka`) through the
+//! pure [`engine`] (parse + windows) into a sink (`io::clickhouse` or
+//! `io::console`) by way of `pipeline`'s stages, which own offsets and
+//! backpressure; `obs` holds the counters, health and the metrics server.
+//! [`generator`] is the traffic model behind `generate`, `demo` and
+//! `run --self-feed`. [`learn`] is the CTR model, learned online from the
+//! windows by `cmd::learn` (its step in `pipeline`) and served from Redis.
 
 pub mod cli;
+mod cmd;
 mod config;
-mod demo;
 pub mod engine;
 pub mod generator;
 mod io;
@@ -28,6 +25,7 @@ mod shutdown;
 /// its schema, against a real ClickHouse). Not an API.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::config::secret::Secret;
     pub use crate::config::ClickHouseConfig;
     pub use crate::io::clickhouse::schema_cluster::SHARDING;
     pub use crate::io::clickhouse::ClickHouseSink;
@@ -75,6 +73,6 @@ pub mod testing {
             anyhow::bail!("predict")
         };
         let cfg = crate::config::PredictConfig::try_from(&a)?;
-        crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)
+        crate::io::redis::client_with(cfg.redis_url.expose(), &cfg.redis_auth)
     }
 }

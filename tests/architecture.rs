@@ -4,6 +4,12 @@
 //!   I/O, observability, pipeline or command-line layers;
 //! - nor does the CTR model (`src/learn/`), which also leaves the synthetic
 //!   traffic (`crate::generator`) to its tests;
+//! - the commands (`src/cmd/`, one file per subcommand) sit between the
+//!   command line and everything else: they may import the pipeline, I/O,
+//!   observability, configuration and the engine, but not `cli`, and
+//!   nothing below them imports them;
+//! - the pipeline's stages (`src/pipeline/`) and the commands leave every
+//!   librdkafka call to `io::kafka`;
 //! - no import circles between modules (files), tests excluded;
 //! - the README's architecture sketch names every module folder there is.
 
@@ -29,8 +35,11 @@ const ENGINE_FORBIDDEN: &[&str] = &[
     "crate::cli",
     "crate::config",
     "crate::shutdown",
-    "crate::demo",
+    "crate::cmd",
 ];
+
+/// The layers below the commands: none of them may import `crate::cmd`.
+const BELOW_CMD: &[&str] = &["engine", "learn", "generator", "config", "io", "obs", "pipeline", "shutdown"];
 
 /// What the CTR model must not reach: the engine's list, and the synthetic
 /// traffic (only its tests learn from the generator).
@@ -284,6 +293,41 @@ fn the_ctr_model_does_no_io() {
 }
 
 #[test]
+fn the_commands_sit_on_top() {
+    let mods = load();
+    let (seen, bad) = forbidden_uses(&mods, "cmd", &["crate::cli"]);
+    assert!(seen >= 8, "cmd files found: {seen}");
+    assert!(bad.is_empty(), "a command reaches the command line:\n{}", bad.join("\n"));
+    for layer in BELOW_CMD {
+        let (seen, bad) = forbidden_uses(&mods, layer, &["crate::cmd"]);
+        assert!(seen >= 1, "{layer} files found: {seen}");
+        assert!(bad.is_empty(), "{layer} imports a command:\n{}", bad.join("\n"));
+    }
+    // One file per subcommand: `adstream <name>` is `src/cmd/<name>.rs`.
+    let cli = std::fs::read_to_string(src().join("cli/mod.rs")).expect("cli");
+    let enum_body = cli.split("pub enum Command {").nth(1).and_then(|b| b.split("\n}").next()).expect("enum Command");
+    let mut names = Vec::new();
+    for line in enum_body.lines().map(str::trim) {
+        if let Some(variant) = line.strip_suffix("Args),").and_then(|l| l.split('(').next()) {
+            names.push(variant.to_ascii_lowercase());
+        }
+    }
+    assert!(names.len() >= 7, "subcommands found: {names:?}");
+    let missing: Vec<_> = names.iter().filter(|n| !mods.contains_key(&format!("cmd::{n}"))).collect();
+    assert!(missing.is_empty(), "subcommands without their file in src/cmd/: {missing:?}");
+}
+
+#[test]
+fn the_pipeline_and_the_commands_leave_librdkafka_to_io_kafka() {
+    let mods = load();
+    for layer in ["pipeline", "cmd"] {
+        let (seen, bad) = forbidden_uses(&mods, layer, &["rdkafka"]);
+        assert!(seen >= 4, "{layer} files found: {seen}");
+        assert!(bad.is_empty(), "src/{layer} calls librdkafka itself:\n{}", bad.join("\n"));
+    }
+}
+
+#[test]
 fn the_check_sees_a_forbidden_import_and_a_circle() {
     // The checks above and below must be able to fail.
     let module = |code: &str| Module {
@@ -320,7 +364,8 @@ fn no_import_circles_between_modules() {
         println!("{shown:24} -> {}", deps.iter().cloned().collect::<Vec<_>>().join(", "));
     }
     // Sanity: the graph is not empty and knows the known edges.
-    assert!(g.get("pipeline").is_some_and(|d| d.contains("engine::processor") || d.contains("io::kafka")), "{g:?}");
+    assert!(g.get("cmd::run").is_some_and(|d| d.contains("engine::processor") && d.contains("io::kafka")), "{g:?}");
+    assert!(g.get("cli::app").is_some_and(|d| d.contains("cmd")), "{g:?}");
     assert!(g.get("io::kafka::dlq").is_some_and(|d| d.contains("io::kafka")), "{g:?}");
     if let Some(c) = find_cycle(&g) {
         panic!("import circle: {}", c.join(" -> "));

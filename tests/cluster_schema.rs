@@ -115,7 +115,7 @@ fn batch_of(n: u64) -> Batch {
 async fn a_resent_batch_is_dropped_by_its_deduplication_token() {
     let db = unique("dedup");
     let ch = adstream::testing::ClickHouseConfig {
-        url: clickhouse_url(),
+        url: adstream::testing::Secret::new(clickhouse_url()),
         database: db.clone(),
         user: "default".into(),
         password: None,

@@ -2,17 +2,13 @@
 //! the runtime, and dispatch to each command with its plain configuration.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 
 use super::{file, Cli, Command, LogFormat};
+use crate::cmd;
 use crate::config::{DemoConfig, GenerateConfig, LearnConfig, MigrateConfig, PredictConfig, ReportConfig, RunConfig};
-use crate::io::clickhouse::{report, schema_cluster};
-use crate::io::kafka;
-use crate::io::kafka::producer::{self, thousands, thousands_f, ProduceConfig, ProduceStats};
 use crate::shutdown::Shutdown;
-use crate::{demo, pipeline};
 
 /// `adstream`'s `main`.
 pub fn main() -> ExitCode {
@@ -106,138 +102,15 @@ fn shutdown_on_signals() -> Shutdown {
     s
 }
 
-async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
-    match cmd {
-        Command::Demo(args) => {
-            let cfg = DemoConfig::try_from(&args)?;
-            let stop = shutdown_on_signals();
-            tokio::task::spawn_blocking(move || demo::demo(cfg, stop)).await??;
-        }
-        Command::Report(args) => {
-            let cfg = ReportConfig::try_from(&args)?;
-            let lines = report::lines(&cfg).await?;
-            if lines.is_empty() {
-                eprintln!(
-                    "no windows in {}{} yet",
-                    report::source(&cfg),
-                    if cfg.campaign.is_some() || cfg.ad_format.is_some() { " for this filter" } else { "" }
-                );
-            }
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                use std::io::Write as _;
-                if writeln!(out, "{l}").is_err() {
-                    break; // a closed pipe (| head) is not an error
-                }
-            }
-        }
-        Command::Migrate(args) => {
-            let cfg = MigrateConfig::try_from(&args)?;
-            let (ch, cluster) = (&cfg.clickhouse, cfg.cluster.as_deref());
-            if cfg.print {
-                let script = schema_cluster::script(&ch.database, cluster)?;
-                // A closed pipe (| head) is not an error.
-                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes());
-                return Ok(ExitCode::SUCCESS);
-            }
-            schema_cluster::migrate(&crate::io::clickhouse::client(ch)?, &ch.database, cluster)
-                .await
-                .map_err(|e| crate::io::clickhouse::retry::schema_error(e, ch))?;
-            let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
-            println!("schema applied{on}: database {} at {}", ch.database, ch.display_url());
-        }
-        Command::Learn(args) => {
-            let cfg = LearnConfig::try_from(&args)?;
-            pipeline::learn(cfg, shutdown_on_signals()).await?;
-        }
-        Command::Predict(args) => {
-            let cfg = PredictConfig::try_from(&args)?;
-            return predict(&cfg).await;
-        }
-        Command::Run(args) => {
-            let cfg = RunConfig::try_from(&args)?;
-            pipeline::run(cfg, shutdown_on_signals()).await?;
-        }
-        Command::Generate(args) => {
-            let cfg = GenerateConfig::try_from(&args)?;
-            if cfg.print_truth {
-                // No Kafka: the model only. A closed pipe (| head) is not an error.
-                if let Err(e) = cfg.traffic.write_truth(std::io::stdout().lock()) {
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(anyhow::anyhow!("--print-truth: writing to stdout: {e}"));
-                    }
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let stop = shutdown_on_signals();
-            let kafka_cfg = cfg.kafka.clone();
-            tokio::task::spawn_blocking(move || kafka::check_reachable(&kafka_cfg)).await??;
-            kafka::ensure_topic(&cfg.kafka, cfg.partitions, cfg.replication_factor).await?;
-            let pc = ProduceConfig {
-                kafka: cfg.kafka.clone(),
-                generator: cfg.generator,
-                traffic: cfg.traffic,
-                rate: cfg.rate,
-                count: cfg.count,
-                duration: cfg.duration,
-                out_jsonl: cfg.out_jsonl.clone(),
-                progress: true,
-            };
-            let s = tokio::task::spawn_blocking(move || producer::produce(pc, stop, Arc::new(ProduceStats::default())))
-                .await??;
-            let secs = s.elapsed.as_secs_f64();
-            println!(
-                "Done: {} events delivered in {secs:.2} s | Average rate: {} events/sec | Failed deliveries: {}",
-                thousands(s.delivered),
-                thousands_f(s.delivered as f64 / secs.max(1e-9)),
-                thousands(s.failed)
-            );
-            if s.failed > 0 {
-                return Ok(ExitCode::from(super::exit::DELIVERY_FAILED));
-            }
-        }
+/// Each command with its plain configuration, converted at the edge.
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Generate(a) => cmd::generate(GenerateConfig::try_from(&a)?, shutdown_on_signals()).await,
+        Command::Run(a) => cmd::run(RunConfig::try_from(&a)?, shutdown_on_signals()).await,
+        Command::Demo(a) => cmd::demo(DemoConfig::try_from(&a)?, shutdown_on_signals()).await,
+        Command::Migrate(a) => cmd::migrate(MigrateConfig::try_from(&a)?).await,
+        Command::Report(a) => cmd::report(ReportConfig::try_from(&a)?).await,
+        Command::Learn(a) => cmd::learn(LearnConfig::try_from(&a)?, shutdown_on_signals()).await,
+        Command::Predict(a) => cmd::predict(PredictConfig::try_from(&a)?).await,
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `adstream predict`: the cached prediction, as the dashboard shows CTR.
-async fn predict(cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
-    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
-    let segment = (cfg.campaign.as_str(), cfg.ad_format.as_str(), cfg.country.as_str(), cfg.device.as_str());
-    let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
-    let cached =
-        crate::io::redis::lookup(client, cfg.redis_timeout, &cfg.redis_prefix, segment).await.map_err(|e| {
-            anyhow::anyhow!(
-                "Redis at {}: {}: {}",
-                crate::config::secret::redact_url(&cfg.redis_url),
-                e.to_string().replace('\n', " "),
-                crate::io::redis::hint(&format!("{e:#}"), tls).0
-            )
-        })?;
-    let name = format!("{} | {} | {} | {}", cfg.campaign, cfg.ad_format, cfg.country, cfg.device);
-    let Some(c) = cached else {
-        eprintln!(
-            "no prediction cached for {name} (model {:?}: `adstream learn` has not published it, or it expired)",
-            cfg.model
-        );
-        return Ok(ExitCode::from(super::exit::NO_PREDICTION));
-    };
-    let age_ms = chrono::Utc::now().timestamp_millis().saturating_sub(c.published_ms).max(0);
-    let age = std::time::Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
-    let window = crate::engine::time::format_seconds(c.window_ms.saturating_mul(1000));
-    if age > cfg.max_age {
-        eprintln!(
-            "the cached prediction for {name} is {:.0} s old, more than --max-age {} (is `adstream learn` running?)",
-            age.as_secs_f64(),
-            humantime::format_duration(cfg.max_age)
-        );
-        return Ok(ExitCode::from(super::exit::STALE));
-    }
-    println!(
-        "{name} | CTR {:.2}% | model v{} | learned through {window} | age {:.1} s",
-        c.ctr * 100.0,
-        c.version,
-        age.as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
 }

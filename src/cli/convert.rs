@@ -7,11 +7,12 @@ use anyhow::{ensure, Context as _};
 
 use super::{
     ClickHouseArgs, DemoArgs, GenerateArgs, KafkaArgs, LearnArgs, MigrateArgs, PredictArgs, RedisArgs, ReportArgs,
-    ReportBy as ReportByArg, RunArgs, SinkKind as SinkArg, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
+    RunArgs, TrafficArgs, TrafficKind, WindowArgs, ROLLUPS_SEPARATORS,
 };
+use crate::config::secret::Secret;
 use crate::config::{
-    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, LearnConfig, MigrateConfig, PredictConfig, RedisAuth,
-    ReportBy, ReportConfig, RunConfig, SelfFeed, SinkKind, TlsFiles,
+    ClickHouseConfig, DemoConfig, GenerateConfig, KafkaConfig, KafkaOption, LearnConfig, MigrateConfig, PredictConfig,
+    RedisAuth, ReportConfig, RunConfig, SelfFeed, TlsFiles,
 };
 use crate::engine::processor::check_rollups;
 use crate::engine::{Dims, Rollup, WindowConfig};
@@ -29,13 +30,16 @@ pub fn micros(d: Duration) -> i64 {
 impl TryFrom<&KafkaArgs> for KafkaConfig {
     type Error = anyhow::Error;
     fn try_from(a: &KafkaArgs) -> anyhow::Result<Self> {
-        let options: Vec<String> = a.options().map(String::from).collect();
-        for o in &options {
-            ensure!(
-                o.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty()),
-                "--kafka-option {}: expected key=value (ADSTREAM_KAFKA_OPTIONS)",
-                crate::config::secret::redact_option(o)
-            );
+        let mut options = Vec::new();
+        for o in a.options() {
+            let Some((key, value)) = o.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+                // Not the option itself: it may be a mistyped secret.
+                anyhow::bail!(
+                    "--kafka-option {}: expected key=value (ADSTREAM_KAFKA_OPTIONS)",
+                    crate::config::secret::redact_option(o)
+                );
+            };
+            options.push(KafkaOption { key: key.trim().to_string(), value: Secret::new(value.trim()) });
         }
         ensure!(!a.connect_timeout.is_zero(), "--connect-timeout must be more than 0s");
         let tls = tls_files(
@@ -87,7 +91,7 @@ impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
             a.clickhouse_key_file.as_deref(),
         )?;
         ensure!(
-            tls.is_empty() || a.clickhouse_url.trim_start().to_ascii_lowercase().starts_with("https://"),
+            tls.is_empty() || a.clickhouse_url.expose().trim_start().to_ascii_lowercase().starts_with("https://"),
             "--clickhouse-ca-file/--clickhouse-cert-file/--clickhouse-key-file need an https:// --clickhouse-url \
              (ADSTREAM_CLICKHOUSE_URL), not {}",
             a.display_url()
@@ -269,10 +273,6 @@ impl TryFrom<&RunArgs> for RunConfig {
             }),
             None => None,
         };
-        let sink = match a.sink {
-            SinkArg::Clickhouse => SinkKind::ClickHouse,
-            SinkArg::Console => SinkKind::Console,
-        };
         Ok(RunConfig {
             kafka: (&a.kafka).try_into()?,
             group: a.group.clone(),
@@ -280,7 +280,7 @@ impl TryFrom<&RunArgs> for RunConfig {
             cluster: a.cluster.name().map(String::from),
             window: a.window.config()?,
             rollups: a.window.rollups()?,
-            sink,
+            sink: a.sink,
             self_feed,
             drain: a.drain,
             flush_interval: a.flush_interval,
@@ -303,7 +303,7 @@ fn model_name(m: &str) -> anyhow::Result<String> {
 
 /// The checked Redis URL, its authentication, the model name and the key
 /// prefix of `database`.
-fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(String, RedisAuth, String, String)> {
+fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(Secret, RedisAuth, String, String)> {
     let tls = tls_files(
         "--redis",
         "ADSTREAM_REDIS",
@@ -312,7 +312,7 @@ fn redis_target(a: &RedisArgs, database: &str) -> anyhow::Result<(String, RedisA
         a.redis_key_file.as_deref(),
     )?;
     let auth = RedisAuth { tls, user: a.redis_user.clone().filter(|u| !u.is_empty()), password: a.password()? };
-    crate::io::redis::client_with(&a.redis_url, &auth)?;
+    crate::io::redis::client_with(a.redis_url.expose(), &auth)?;
     ensure!(
         a.redis_timeout >= Duration::from_millis(10),
         "--redis-timeout must be at least 10ms (ADSTREAM_REDIS_TIMEOUT)"
@@ -445,12 +445,7 @@ impl TryFrom<&ReportArgs> for ReportConfig {
             last: a.last,
             campaign: a.campaign.clone(),
             ad_format: a.ad_format.clone(),
-            by: match a.by {
-                ReportByArg::CampaignFormat => ReportBy::CampaignFormat,
-                ReportByArg::Country => ReportBy::Country,
-                ReportByArg::Device => ReportBy::Device,
-                ReportByArg::Segment => ReportBy::Segment,
-            },
+            by: a.by,
         })
     }
 }

@@ -1,11 +1,6 @@
-//! Exit codes, listed in each command's `--help` (`after_help`).
-
-/// Some events of `generate` were not delivered (the others were).
-pub const DELIVERY_FAILED: u8 = 3;
-/// `predict`: Redis holds no prediction for the segment.
-pub const NO_PREDICTION: u8 = 3;
-/// `predict`: the cached prediction is older than --max-age.
-pub const STALE: u8 = 4;
+//! Exit codes, listed in each command's `--help` (`after_help`); the
+//! commands' own codes are defined beside them (`cmd::generate`,
+//! `cmd::predict`).
 
 pub const TOP: &str = "Exit codes:
   0    success

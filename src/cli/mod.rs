@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::secret::{redact_option, redact_url, Secret};
+use crate::config::secret::{redact_url, Secret};
+use crate::config::{ReportBy, SinkKind};
 
 mod app;
 mod convert;
-mod exit;
+pub(crate) mod exit;
 mod file;
 
 pub use app::main;
@@ -80,7 +81,8 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 250ms, 1m)"))
 }
 
-#[derive(Args, Clone)]
+/// Secrets are [`Secret`]s: the derived `Debug` prints none of them.
+#[derive(Args, Debug, Clone)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "ADSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
@@ -108,7 +110,7 @@ pub struct KafkaArgs {
     /// flag), e.g. ssl.ca.location=/etc/ca.pem or debug=consumer,cgrp.
     /// In ADSTREAM_KAFKA_OPTIONS, one per line. Values are never printed.
     #[arg(long = "kafka-option", env = "ADSTREAM_KAFKA_OPTIONS", hide_env_values = true)]
-    pub kafka_options: Vec<String>,
+    pub kafka_options: Vec<Secret>,
     /// How long to wait at start for the brokers to answer before giving up
     /// with an error.
     #[arg(long, env = "ADSTREAM_CONNECT_TIMEOUT", value_parser = duration, default_value = "10s")]
@@ -140,30 +142,6 @@ pub struct KafkaArgs {
     pub kafka_ssl_verify_hostname: bool,
 }
 
-/// Written by hand so that no secret reaches a log line: the password is a
-/// [`Secret`], and `--kafka-option` values are shown by key only.
-impl std::fmt::Debug for KafkaArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaArgs")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("kafka_security_protocol", &self.kafka_security_protocol)
-            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
-            .field("kafka_sasl_username", &self.kafka_sasl_username)
-            .field("kafka_sasl_password", &self.kafka_sasl_password)
-            .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
-            .field("kafka_options", &self.options().map(redact_option).collect::<Vec<_>>())
-            .field("connect_timeout", &self.connect_timeout)
-            .field("kafka_ssl_ca_file", &self.kafka_ssl_ca_file)
-            .field("kafka_ssl_cert_file", &self.kafka_ssl_cert_file)
-            .field("kafka_ssl_key_file", &self.kafka_ssl_key_file)
-            .field("kafka_ssl_key_password", &self.kafka_ssl_key_password)
-            .field("kafka_ssl_key_password_file", &self.kafka_ssl_key_password_file)
-            .field("kafka_ssl_verify_hostname", &self.kafka_ssl_verify_hostname)
-            .finish()
-    }
-}
-
 /// Separates the options in ADSTREAM_KAFKA_OPTIONS (and a settings file's
 /// `kafka-option` list): a newline, because librdkafka values use `,`
 /// (`debug`, broker lists), `:` (cipher and curve lists) and `;` and spaces
@@ -176,7 +154,7 @@ impl KafkaArgs {
     pub fn options(&self) -> impl Iterator<Item = &str> {
         self.kafka_options
             .iter()
-            .flat_map(|o| o.split(KAFKA_OPTIONS_SEPARATOR))
+            .flat_map(|o| o.expose().split(KAFKA_OPTIONS_SEPARATOR))
             .map(str::trim)
             .filter(|o| !o.is_empty())
     }
@@ -200,11 +178,11 @@ impl KafkaArgs {
     }
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP endpoint.
     #[arg(long, env = "ADSTREAM_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", hide_env_values = true)]
-    pub clickhouse_url: String,
+    pub clickhouse_url: Secret,
     /// Database that holds adstream's tables and views.
     #[arg(long, env = "ADSTREAM_DATABASE", default_value = "adtech")]
     pub database: String,
@@ -241,24 +219,6 @@ pub struct ClickHouseArgs {
     pub clickhouse_key_file: Option<PathBuf>,
 }
 
-/// Written by hand so that a password in the URL's userinfo is not printed.
-impl std::fmt::Debug for ClickHouseArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClickHouseArgs")
-            .field("clickhouse_url", &redact_url(&self.clickhouse_url))
-            .field("database", &self.database)
-            .field("clickhouse_user", &self.clickhouse_user)
-            .field("clickhouse_password", &self.clickhouse_password)
-            .field("clickhouse_password_file", &self.clickhouse_password_file)
-            .field("clickhouse_connect_timeout", &self.clickhouse_connect_timeout)
-            .field("clickhouse_request_timeout", &self.clickhouse_request_timeout)
-            .field("clickhouse_ca_file", &self.clickhouse_ca_file)
-            .field("clickhouse_cert_file", &self.clickhouse_cert_file)
-            .field("clickhouse_key_file", &self.clickhouse_key_file)
-            .finish()
-    }
-}
-
 impl ClickHouseArgs {
     /// The password from the environment/flag or its file.
     pub fn password(&self) -> anyhow::Result<Option<Secret>> {
@@ -271,7 +231,7 @@ impl ClickHouseArgs {
 
     /// The endpoint for log lines: any password in it replaced.
     pub fn display_url(&self) -> String {
-        redact_url(&self.clickhouse_url)
+        redact_url(self.clickhouse_url.expose())
     }
 
     /// Checks the URL and the database name before anything is sent.
@@ -282,7 +242,7 @@ impl ClickHouseArgs {
                 self.display_url()
             )
         };
-        let url = url::Url::parse(&self.clickhouse_url).map_err(|e| bad(&e.to_string()))?;
+        let url = url::Url::parse(self.clickhouse_url.expose()).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad(&format!("scheme {:?} is not http or https", url.scheme())));
         }
@@ -390,12 +350,6 @@ pub struct GenerateArgs {
     /// the traffic shares) and exit; Kafka is not contacted.
     #[arg(long, env = "ADSTREAM_PRINT_TRUTH")]
     pub print_truth: bool,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    Clickhouse,
-    Console,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -515,12 +469,12 @@ impl std::str::FromStr for ListenAddr {
 }
 
 /// Where `learn` publishes and `predict` reads.
-#[derive(Args, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct RedisArgs {
     /// Redis holding the served predictions (redis://HOST:PORT[/DB];
     /// rediss:// for TLS). Only a cache: the model lives in ClickHouse.
     #[arg(long, env = "ADSTREAM_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
-    pub redis_url: String,
+    pub redis_url: Secret,
     /// The model's name: its rows in ClickHouse (`model` column) and its
     /// Redis keys (`adstream:<database>:<model>:...`). Letters, digits,
     /// `_`, `-`.
@@ -556,24 +510,6 @@ pub struct RedisArgs {
     /// File holding the Redis password (e.g. a mounted secret).
     #[arg(long, env = "ADSTREAM_REDIS_PASSWORD_FILE", hide_env_values = true)]
     pub redis_password_file: Option<PathBuf>,
-}
-
-/// Written by hand so that a password in the URL's userinfo is not printed.
-impl std::fmt::Debug for RedisArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisArgs")
-            .field("redis_url", &redact_url(&self.redis_url))
-            .field("model", &self.model)
-            .field("redis_prefix", &self.redis_prefix)
-            .field("redis_timeout", &self.redis_timeout)
-            .field("redis_ca_file", &self.redis_ca_file)
-            .field("redis_cert_file", &self.redis_cert_file)
-            .field("redis_key_file", &self.redis_key_file)
-            .field("redis_user", &self.redis_user)
-            .field("redis_password", &self.redis_password)
-            .field("redis_password_file", &self.redis_password_file)
-            .finish()
-    }
 }
 
 impl RedisArgs {
@@ -705,15 +641,6 @@ pub struct ReportArgs {
     pub by: ReportBy,
 }
 
-/// `report --by`.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportBy {
-    CampaignFormat,
-    Country,
-    Device,
-    Segment,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Events per second; 0 = as fast as possible.
@@ -732,79 +659,4 @@ pub struct DemoArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_addr_is_an_ip_and_port_or_off() {
-        let p = |s: &str| s.parse::<ListenAddr>();
-        assert_eq!(p("127.0.0.1:9464").unwrap().0, Some("127.0.0.1:9464".parse().unwrap()));
-        assert_eq!(p("[::]:0").unwrap().0, Some("[::]:0".parse().unwrap()));
-        assert_eq!(p("off").unwrap().0, None);
-        assert!(p("localhost:9464").is_err() && p("9464").is_err());
-    }
-
-    #[test]
-    fn debug_output_redacts_every_secret() {
-        let cli = Cli::try_parse_from([
-            "adstream",
-            "run",
-            "--clickhouse-url",
-            "https://ch:url-pass-1@ch.example:8443",
-            "--clickhouse-password",
-            "ch-pass-2",
-            "--kafka-sasl-username",
-            "kafka-user",
-            "--kafka-sasl-password",
-            "kafka-pass-3",
-            "--kafka-option",
-            "ssl.key.password=key-pass-4",
-            "--kafka-option",
-            "sasl.oauthbearer.config=token-5",
-            "--kafka-ssl-key-password",
-            "ssl-key-pass-6",
-        ])
-        .unwrap();
-        let text = format!("{cli:?}");
-        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-        assert!(text.contains("ssl.key.password=<redacted>"), "{text}");
-        assert!(text.contains("https://ch:<redacted>@ch.example:8443"), "{text}");
-        let Command::Run(args) = cli.command else { panic!("run") };
-        assert_eq!(args.clickhouse.password().unwrap().unwrap().expose(), "ch-pass-2");
-        assert_eq!(args.kafka.sasl_password().unwrap().unwrap().expose(), "kafka-pass-3");
-        assert_eq!(args.dlq_topic, "ad-events-dlq");
-        assert_eq!(args.kafka.ssl_key_password().unwrap().unwrap().expose(), "ssl-key-pass-6");
-        let config = crate::config::RunConfig::try_from(&args).unwrap();
-        let text = format!("{config:?}");
-        for secret in ["url-pass-1", "ch-pass-2", "kafka-pass-3", "key-pass-4", "token-5", "ssl-key-pass-6"] {
-            assert!(!text.contains(secret), "{secret} leaked from the config: {text}");
-        }
-    }
-
-    #[test]
-    fn debug_output_redacts_the_redis_secrets() {
-        let cli = Cli::try_parse_from([
-            "adstream",
-            "learn",
-            "--redis-url",
-            "rediss://u:redis-url-pass-1@redis.example:6380",
-            "--redis-user",
-            "acl-user",
-            "--redis-password",
-            "redis-pass-2",
-        ])
-        .unwrap();
-        let text = format!("{cli:?}");
-        for secret in ["redis-url-pass-1", "redis-pass-2"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-        let Command::Learn(args) = cli.command else { panic!("learn") };
-        let config = crate::config::LearnConfig::try_from(&args).unwrap();
-        let text = format!("{config:?}");
-        assert!(!text.contains("redis-pass-2"), "{text}");
-        assert_eq!(config.redis_auth.password.as_ref().unwrap().expose(), "redis-pass-2");
-        assert_eq!(config.redis_auth.user.as_deref(), Some("acl-user"));
-    }
-}
+mod tests;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use crate::engine::{Rollup, WindowConfig};
 use crate::generator::{GeneratorConfig, Traffic};
-use secret::{redact_option, redact_url, Secret};
+use secret::{redact_url, Secret};
 
 /// How to reach Kafka.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
@@ -22,8 +22,8 @@ pub struct KafkaConfig {
     pub sasl_username: Option<String>,
     /// Resolved from the flag, the environment or the password file.
     pub sasl_password: Option<Secret>,
-    /// Extra librdkafka settings, `key=value` each.
-    pub options: Vec<String>,
+    /// Extra librdkafka settings (`--kafka-option key=value`).
+    pub options: Vec<KafkaOption>,
     pub connect_timeout: Duration,
     /// `--kafka-ssl-*`: CA, client certificate and key (checked readable).
     pub tls: TlsFiles,
@@ -31,6 +31,14 @@ pub struct KafkaConfig {
     pub ssl_key_password: Option<Secret>,
     /// `ssl.endpoint.identification.algorithm`: `https` (true) or `none`.
     pub ssl_verify_hostname: bool,
+}
+
+/// One `--kafka-option key=value`: the key printable, the value perhaps a
+/// secret (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.config`…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOption {
+    pub key: String,
+    pub value: Secret,
 }
 
 /// PEM files of one TLS connection: the CA that signed the server's
@@ -60,30 +68,11 @@ pub struct RedisAuth {
     pub password: Option<Secret>,
 }
 
-/// Written by hand so that no secret reaches a log line: the password is a
-/// [`Secret`], and option values are shown by key only.
-impl std::fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("security_protocol", &self.security_protocol)
-            .field("sasl_mechanism", &self.sasl_mechanism)
-            .field("sasl_username", &self.sasl_username)
-            .field("sasl_password", &self.sasl_password)
-            .field("options", &self.options.iter().map(|o| redact_option(o)).collect::<Vec<_>>())
-            .field("connect_timeout", &self.connect_timeout)
-            .field("tls", &self.tls)
-            .field("ssl_key_password", &self.ssl_key_password)
-            .field("ssl_verify_hostname", &self.ssl_verify_hostname)
-            .finish()
-    }
-}
-
 /// How to reach ClickHouse; the URL and database are validated.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
-    pub url: String,
+    /// May carry a password in its userinfo: see [`Self::display_url`].
+    pub url: Secret,
     pub database: String,
     pub user: String,
     /// Resolved from the flag, the environment or the password file.
@@ -100,27 +89,14 @@ pub struct ClickHouseConfig {
 impl ClickHouseConfig {
     /// The endpoint for log lines: any password in it replaced.
     pub fn display_url(&self) -> String {
-        redact_url(&self.url)
+        redact_url(self.url.expose())
     }
 }
 
-/// Written by hand so that a password in the URL's userinfo is not printed.
-impl std::fmt::Debug for ClickHouseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClickHouseConfig")
-            .field("url", &self.display_url())
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `run --sink`: where the windows go.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
+    #[value(name = "clickhouse")]
     ClickHouse,
     Console,
 }
@@ -166,7 +142,7 @@ pub struct RunConfig {
 pub struct LearnConfig {
     pub clickhouse: ClickHouseConfig,
     /// Validated `redis://` URL (may carry a password: never logged).
-    pub redis_url: String,
+    pub redis_url: Secret,
     /// TLS files, ACL user and password of Redis.
     pub redis_auth: RedisAuth,
     pub model: String,
@@ -194,7 +170,8 @@ pub struct LearnConfig {
 /// `adstream predict`.
 #[derive(Debug, Clone)]
 pub struct PredictConfig {
-    pub redis_url: String,
+    /// May carry a password, as [`LearnConfig::redis_url`].
+    pub redis_url: Secret,
     pub redis_timeout: Duration,
     /// TLS files, ACL user and password of Redis.
     pub redis_auth: RedisAuth,
@@ -262,15 +239,17 @@ pub struct ReportConfig {
 /// `report --by`: the group of one line. Every grouping other than
 /// campaign × format is read from the segment rollup
 /// (`campaign_id,ad_format,country,device:<size>`) and summed in SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// (The variants' notes are plain comments: clap would print doc comments
+/// in `--help` as the values' descriptions.)
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReportBy {
-    /// Window × campaign × format, from `ad_metrics` (the default).
+    // Window × campaign × format, from `ad_metrics` (the default).
     #[default]
     CampaignFormat,
-    /// Window × country, summed over campaigns, formats and devices.
+    // Window × country, summed over campaigns, formats and devices.
     Country,
-    /// Window × device, summed over campaigns, formats and countries.
+    // Window × device, summed over campaigns, formats and countries.
     Device,
-    /// Window × campaign × format × country × device.
+    // Window × campaign × format × country × device.
     Segment,
 }

@@ -1,24 +1,48 @@
-//! Secrets (passwords) as a type that cannot leak by accident: `Debug`
-//! prints `<redacted>`, there is no `Display`, and the only way to the text
-//! is [`Secret::expose`], at the one place that hands it to a client
-//! library. Plus the helpers that keep credentials out of log lines.
+//! Secrets as a type that cannot leak by accident ([`Sensitive`], as
+//! Vector's `SensitiveString`): `Debug` and `Display` print `**REDACTED**`,
+//! and the only way to the value is [`Sensitive::expose`], at the one place
+//! that hands it to a client library. Passwords, URLs that may carry one in
+//! their userinfo, and librdkafka option values are held in it, so a
+//! configuration struct derives `Debug` and still prints no secret. Plus
+//! the helpers that keep credentials out of log lines.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 
-/// A password or similar: never printed.
+/// A value never printed: `Debug` and `Display` show [`REDACTED`].
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+pub struct Sensitive<T>(T);
+
+/// What a [`Sensitive`] value prints as.
+pub const REDACTED: &str = "**REDACTED**";
+
+/// A password, a URL that may carry one, an option value: text never
+/// printed.
+pub type Secret = Sensitive<String>;
+
+impl<T> Sensitive<T> {
+    /// The value, for the client library that needs it. Never log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Sensitive<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> std::fmt::Display for Sensitive<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret text, for the client library that needs it. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
+        Sensitive(s.into())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -36,20 +60,14 @@ impl Secret {
                 s.pop();
             }
         }
-        Ok(Secret(s))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
+        Ok(Sensitive(s))
     }
 }
 
 impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_string()))
+        Ok(Sensitive(s.to_string()))
     }
 }
 
@@ -96,8 +114,9 @@ mod tests {
     #[test]
     fn debug_never_shows_the_secret() {
         let s: Secret = "hunter2".parse().unwrap();
-        assert_eq!(format!("{s:?}"), "<redacted>");
-        assert_eq!(format!("{:?}", Some(s.clone())), "Some(<redacted>)");
+        assert_eq!(format!("{s:?}"), "**REDACTED**");
+        assert_eq!(format!("{s}"), "**REDACTED**");
+        assert_eq!(format!("{:?}", Some(s.clone())), "Some(**REDACTED**)");
         assert_eq!(s.expose(), "hunter2");
     }
 

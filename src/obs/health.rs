@@ -5,10 +5,10 @@
 //! retry.
 //!
 //! Who reports: the sink task reports every ClickHouse write; the probes of
-//! `pipeline::ops::spawn_probes` ask Kafka for the topic's metadata every
-//! few seconds, and ClickHouse for `SELECT 1` when no write was attempted
-//! lately (a quiet topic writes nothing, yet an operator wants to know
-//! ClickHouse is gone before the next window is due).
+//! `pipeline::monitoring` ask Kafka for the topic's metadata every few seconds, and
+//! ClickHouse for `SELECT 1` when no write was attempted lately (a quiet topic
+//! writes nothing, yet an operator wants to know ClickHouse is gone before
+//! the next window is due).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,34 +1,22 @@
 //! The learner's observability: its counters ([`LearnStats`], plain
-//! atomics the learn loop bumps, copied into the registry at each scrape),
-//! the latest predictions served by `GET /ctr` from a concurrent map
-//! (dashmap: lookups never wait for the publisher), and its HTTP server
-//! (`/ctr`, `/metrics`, `/healthz`).
+//! atomics the learn loop bumps, copied into the registry at each scrape)
+//! and its HTTP endpoint: `/metrics`, `/healthz`, and `/ctr`, answered from
+//! the served predictions ([`crate::io::redis::served`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use dashmap::DashMap;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::StatusCode;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
 use super::health::Dependency;
+use super::http::{reply, Routes};
+use crate::io::redis::served::{CtrError, ServedPredictions};
 
 pub const PUBLISH_SECONDS: &str = "adstream_learn_redis_publish_duration_seconds";
-
-/// One served prediction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Served {
-    /// Predicted clicks per impression.
-    pub ctr: f64,
-    pub version: u64,
-    pub window_ms: i64,
-    pub published_ms: i64,
-}
 
 /// The learner's counters and state for `/metrics`, `/healthz` and `/ctr`.
 pub struct LearnStats {
@@ -70,8 +58,8 @@ pub struct LearnStats {
     pub last_log_loss: AtomicU64,
     pub clickhouse: Dependency,
     pub redis: Dependency,
-    /// `campaign|format|country|device` → the latest prediction.
-    pub served: DashMap<String, Served>,
+    /// What `GET /ctr` answers from.
+    pub served: Arc<ServedPredictions>,
 }
 
 impl Default for LearnStats {
@@ -102,14 +90,9 @@ impl Default for LearnStats {
             last_log_loss: AtomicU64::new(f64::NAN.to_bits()),
             clickhouse: Dependency::new("ClickHouse"),
             redis: Dependency::new("Redis"),
-            served: DashMap::new(),
+            served: Arc::default(),
         }
     }
-}
-
-/// The key of [`LearnStats::served`].
-pub fn served_key(campaign: &str, format: &str, country: &str, device: &str) -> String {
-    format!("{campaign}|{format}|{country}|{device}")
 }
 
 impl LearnStats {
@@ -276,86 +259,6 @@ fn rss_bytes() -> Option<i64> {
     Some(kb * 1024)
 }
 
-/// The value of `key` in a query string (`a=1&b=2`), percent-decoded.
-fn query_param(query: &str, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
-}
-
-struct Server {
-    stats: Arc<LearnStats>,
-    unhealthy_after: Duration,
-    max_lag: Duration,
-    render: Mutex<()>,
-}
-
-impl Server {
-    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        use super::http::{reply, text};
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
-        }
-        match req.uri().path() {
-            "/ctr" => self.ctr(req.uri().query().unwrap_or("")).map_or_else(
-                |(status, msg)| reply(status, "application/json", format!("{{\"error\":{}}}\n", json_str(&msg))),
-                |body| reply(StatusCode::OK, "application/json", body),
-            ),
-            "/metrics" => {
-                let body = {
-                    let _guard = self.render.lock();
-                    sync(&self.stats);
-                    super::metrics::handle().render()
-                };
-                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
-            }
-            "/healthz" => match self.stats.health(self.unhealthy_after, self.max_lag) {
-                Ok(s) => text(StatusCode::OK, s + "\n"),
-                Err(s) => text(StatusCode::SERVICE_UNAVAILABLE, s + "\n"),
-            },
-            "/" => text(
-                StatusCode::OK,
-                "adstream learn: GET /ctr?campaign=&format=&country=&device=, /metrics, /healthz\n".into(),
-            ),
-            _ => text(StatusCode::NOT_FOUND, "not found: try /ctr, /metrics or /healthz\n".into()),
-        }
-    }
-
-    /// `GET /ctr?campaign=C001&format=banner&country=US&device=iOS`.
-    fn ctr(&self, query: &str) -> Result<String, (StatusCode, String)> {
-        let mut parts = Vec::with_capacity(4);
-        for k in ["campaign", "format", "country", "device"] {
-            match query_param(query, k) {
-                Some(v) if !v.is_empty() => parts.push(v),
-                _ => {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("missing query parameter {k} (campaign, format, country, device)"),
-                    ))
-                }
-            }
-        }
-        let key = served_key(&parts[0], &parts[1], &parts[2], &parts[3]);
-        let Some(s) = self.stats.served.get(&key).map(|r| *r) else {
-            return Err((StatusCode::NOT_FOUND, format!("no prediction for {key}")));
-        };
-        Ok(format!(
-            "{{\"campaign\":{},\"format\":{},\"country\":{},\"device\":{},\"ctr\":{},\"ctr_percent\":{},\"model_version\":{},\"window_start_ms\":{},\"published_ms\":{}}}\n",
-            json_str(&parts[0]),
-            json_str(&parts[1]),
-            json_str(&parts[2]),
-            json_str(&parts[3]),
-            s.ctr,
-            s.ctr * 100.0,
-            s.version,
-            s.window_ms,
-            s.published_ms
-        ))
-    }
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
 /// Binds `addr` and serves until the runtime ends; returns the bound
 /// address.
 pub async fn serve(
@@ -370,8 +273,29 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     super::metrics::handle();
     describe();
-    let server = Arc::new(Server { stats, unhealthy_after, max_lag, render: Mutex::new(()) });
-    super::http::spawn(listener, Arc::new(move |req| server.respond(req)), "learn endpoint");
+    let (health, served) = (stats.clone(), stats.served.clone());
+    let routes = Routes {
+        metrics: Box::new(move || {
+            sync(&stats);
+            super::metrics::handle().render()
+        }),
+        health: Box::new(move || health.health(unhealthy_after, max_lag)),
+        index: "adstream learn: GET /ctr?campaign=&format=&country=&device=, /metrics, /healthz\n",
+        not_found: "not found: try /ctr, /metrics or /healthz\n",
+        own: Box::new(move |path, query| {
+            (path == "/ctr").then(|| match served.ctr(query) {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
+                Err(e) => {
+                    let status = match e {
+                        CtrError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                        CtrError::NotFound(_) => StatusCode::NOT_FOUND,
+                    };
+                    reply(status, "application/json", e.json())
+                }
+            })
+        }),
+    };
+    super::http::serve(listener, routes, "learn endpoint");
     tracing::info!("predicted CTR on http://{bound}/ctr, metrics on /metrics, health on /healthz");
     Ok(bound)
 }
@@ -379,13 +303,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_params_are_decoded() {
-        assert_eq!(query_param("campaign=C001&format=banner", "format").as_deref(), Some("banner"));
-        assert_eq!(query_param("a=x%7Cy", "a").as_deref(), Some("x|y"));
-        assert_eq!(query_param("a=1", "b"), None);
-    }
 
     #[test]
     fn health_names_redis_when_it_is_down() {

@@ -11,19 +11,17 @@
 //! insert latency is recorded as it happens, once per batch.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 use crate::engine::event::{AdFormat, EventType};
 use crate::engine::parse::RejectReason;
+use crate::obs::http::Routes;
 use crate::obs::stats::Stats;
 
 const INSERT_SECONDS: &str = "adstream_clickhouse_insert_duration_seconds";
@@ -147,39 +145,6 @@ fn sync(stats: &Stats, topic: &str) {
     }
 }
 
-struct Server {
-    stats: Arc<Stats>,
-    topic: String,
-    unhealthy_after: Duration,
-    /// Serialises sync + render, so that two scrapes never interleave.
-    render: Mutex<()>,
-}
-
-impl Server {
-    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        use super::http::text;
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
-        }
-        match req.uri().path() {
-            "/metrics" => {
-                let body = {
-                    let _guard = self.render.lock();
-                    sync(&self.stats, &self.topic);
-                    handle().render()
-                };
-                super::http::reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
-            }
-            "/healthz" => match self.stats.health.status(self.unhealthy_after) {
-                Ok(s) => text(StatusCode::OK, s + "\n"),
-                Err(s) => text(StatusCode::SERVICE_UNAVAILABLE, s + "\n"),
-            },
-            "/" => text(StatusCode::OK, "adstream: GET /metrics, GET /healthz\n".into()),
-            _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /healthz\n".into()),
-        }
-    }
-}
-
 /// Binds `addr` and serves `/metrics` and `/healthz` until the runtime
 /// ends. Returns the bound address (useful with port 0).
 pub async fn serve(
@@ -204,8 +169,18 @@ pub async fn serve(
     };
     let bound = listener.local_addr()?;
     handle();
-    let server = Arc::new(Server { stats, topic: topic.to_string(), unhealthy_after, render: Mutex::new(()) });
-    super::http::spawn(listener, Arc::new(move |req| server.respond(req)), "metrics endpoint");
+    let (health, topic) = (stats.clone(), topic.to_string());
+    let routes = Routes {
+        metrics: Box::new(move || {
+            sync(&stats, &topic);
+            handle().render()
+        }),
+        health: Box::new(move || health.health.status(unhealthy_after)),
+        index: "adstream: GET /metrics, GET /healthz\n",
+        not_found: "not found: try /metrics or /healthz\n",
+        own: Box::new(|_, _| None),
+    };
+    super::http::serve(listener, routes, "metrics endpoint");
     tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     Ok(bound)
 }

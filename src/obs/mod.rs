@@ -1,6 +1,7 @@
 //! Observability: the counters ([`Stats`]), dependency health and the
 //! `/metrics` + `/healthz` server; the learner's counters and its
-//! `/ctr` + `/metrics` + `/healthz` server ([`learn`]).
+//! `/ctr` + `/metrics` + `/healthz` server ([`learn`]); both servers are
+//! one endpoint helper (`http`).
 
 pub mod health;
 mod http;

@@ -28,16 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::Offset;
 use tokio::sync::mpsc;
 
 use crate::engine::processor::SeedRow;
 use crate::engine::window::{Checkpoint, Totals};
 use crate::engine::{Batch, Processor};
+use crate::io::kafka::fetch::{self, set_paused, Fetched};
 use crate::io::kafka::queue::{MessageBatch, MessageQueue};
 use crate::io::kafka::{self, Committed, PipelineConsumer, RebalanceEvent, WatermarkClient};
 use crate::obs::{PartitionGauges, Stats};
@@ -50,7 +46,7 @@ const BATCH_MESSAGES: usize = 1024;
 
 /// Asks ClickHouse whether a partition already has rows downstream (see
 /// the module docs). `None` for the console sink: nothing to overwrite.
-pub(super) struct ReplayProbe {
+pub struct ReplayProbe {
     pub client: clickhouse::Client,
     pub database: String,
     pub handle: tokio::runtime::Handle,
@@ -123,7 +119,7 @@ impl ReplayProbe {
 }
 
 /// What the loop needs to know, fixed for its lifetime.
-pub(super) struct LoopSettings {
+pub struct LoopSettings {
     pub topic: String,
     pub flush_interval: Duration,
     pub idle_timeout: Duration,
@@ -165,7 +161,7 @@ struct Partitions {
     skip: Vec<i32>,
 }
 
-pub(super) struct ConsumeLoop {
+pub struct ConsumeLoop {
     consumer: Arc<PipelineConsumer>,
     /// For `--drain`'s end-of-topic check (see [`WatermarkClient`]).
     watermarks: Option<WatermarkClient>,
@@ -186,25 +182,36 @@ pub(super) struct ConsumeLoop {
     fatal: Option<anyhow::Error>,
 }
 
-/// What one poll of the consumer or one message of a batch brought.
-enum Polled<'a> {
-    Record { partition: i32, offset: i64, time_us: Option<i64>, key: Option<&'a [u8]>, payload: Option<&'a [u8]> },
-    Error(String),
+/// What a [`ConsumeLoop`] is built from.
+pub struct ConsumeLoopParts {
+    pub processor: Processor,
+    pub consumer: Arc<PipelineConsumer>,
+    /// For `--drain`'s end-of-topic check (see [`WatermarkClient`]).
+    pub watermarks: Option<WatermarkClient>,
+    pub settings: LoopSettings,
+    pub shutdown: Shutdown,
+    /// Set once the self-feed (if any) is done: `--drain` waits for it.
+    pub feed_done: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
+    /// To the writer (bounded: a full channel is backpressure).
+    pub batches: mpsc::Sender<Batch>,
+    /// `None` with the console sink.
+    pub probe: Option<ReplayProbe>,
 }
 
 impl ConsumeLoop {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        proc: Processor,
-        consumer: Arc<PipelineConsumer>,
-        watermarks: Option<WatermarkClient>,
-        settings: LoopSettings,
-        shutdown: Shutdown,
-        feed_done: Arc<AtomicBool>,
-        stats: Arc<Stats>,
-        tx: mpsc::Sender<Batch>,
-        probe: Option<ReplayProbe>,
-    ) -> Self {
+    pub fn new(parts: ConsumeLoopParts) -> Self {
+        let ConsumeLoopParts {
+            processor: proc,
+            consumer,
+            watermarks,
+            settings,
+            shutdown,
+            feed_done,
+            stats,
+            batches: tx,
+            probe,
+        } = parts;
         let now = Instant::now();
         ConsumeLoop {
             proc,
@@ -227,15 +234,15 @@ impl ConsumeLoop {
 
     /// Runs until shutdown or (with `--drain`) the end of the topic, then
     /// writes what is open and hands over the final batch.
-    pub(super) fn run(mut self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
         let consumer = self.consumer.clone();
         // Messages come in batches from a queue the assigned partitions are
         // forwarded to (see `io::kafka::queue`); the consumer's own poll
         // serves rebalances, commit results and client errors once per batch.
-        let queue = MessageQueue::register(&consumer, consumer.context().queue_slot())?;
+        let queue = fetch::message_queue(&consumer)?;
         let mut msgs = MessageBatch::with_capacity(BATCH_MESSAGES);
         let exit = loop {
-            if let Some(exit) = self.step(&consumer, &queue, &mut msgs)? {
+            if let Some(exit) = self.pass(&consumer, &queue, &mut msgs)? {
                 break exit;
             }
         };
@@ -262,7 +269,7 @@ impl ConsumeLoop {
 
     /// One pass: rebalances, a batch of messages, the once-a-second chores,
     /// a flush when due, backpressure, and the drain check.
-    fn step(
+    fn pass(
         &mut self,
         consumer: &PipelineConsumer,
         queue: &MessageQueue<'_>,
@@ -276,42 +283,18 @@ impl ConsumeLoop {
         let wait = if self.quiet { Duration::from_millis(100) } else { Duration::ZERO };
         let (consumer_wait, queue_wait) =
             if self.parts.assigned.is_empty() { (wait, Duration::ZERO) } else { (Duration::ZERO, wait) };
-        let polled = consumer.poll(consumer_wait);
+        let polled = fetch::poll(consumer, consumer_wait);
         self.rebalance(consumer);
         let n = queue.consume(msgs, queue_wait);
-        self.quiet = n == 0 && polled.is_none();
+        self.quiet = n == 0 && polled.is_empty();
         let now = Instant::now();
-        match polled {
-            // End-of-partition events are off by default; with
-            // `--kafka-option enable.partition.eof=true` they are no error.
-            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => self.on(consumer, now, Polled::Error(e.to_string())),
-            // Only before its partition was forwarded to the queue.
-            Some(Ok(msg)) => self.on(
-                consumer,
-                now,
-                Polled::Record {
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    time_us: msg.timestamp().to_millis().map(|ms| ms.saturating_mul(1000)),
-                    key: msg.key(),
-                    payload: msg.payload(),
-                },
-            ),
+        if let Some(f) = polled.fetched() {
+            self.process_fetched(consumer, now, f);
         }
         for m in msgs.iter() {
-            let polled = match m.error() {
-                None => Polled::Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    time_us: m.timestamp_us(),
-                    key: m.key(),
-                    payload: m.payload(),
-                },
-                Some(RDKafkaErrorCode::PartitionEOF) => continue,
-                Some(code) => Polled::Error(format!("partition {}: {code}: {}", m.partition(), m.error_detail())),
-            };
-            self.on(consumer, now, polled);
+            if let Some(f) = fetch::fetched(&m) {
+                self.process_fetched(consumer, now, f);
+            }
         }
         self.parts.skip.clear();
         if let Some(e) = self.fatal.take() {
@@ -344,7 +327,7 @@ impl ConsumeLoop {
 
     /// Serves the rebalances the consumer context queued.
     fn rebalance(&mut self, consumer: &PipelineConsumer) {
-        for ev in consumer.context().take_rebalances() {
+        for ev in fetch::rebalances(consumer) {
             match ev {
                 RebalanceEvent::Assigned(ps) => {
                     // librdkafka may keep a partition's pause across a
@@ -367,9 +350,11 @@ impl ConsumeLoop {
         }
     }
 
-    fn on(&mut self, consumer: &PipelineConsumer, now: Instant, m: Polled<'_>) {
-        match m {
-            Polled::Record { partition: p, offset, time_us, key, payload } => {
+    /// A fetched record into the processor (its partition set up on its
+    /// first one); a fetch error into Kafka's health.
+    fn process_fetched(&mut self, consumer: &PipelineConsumer, now: Instant, fetched: Fetched<'_>) {
+        match fetched {
+            Fetched::Record { partition: p, offset, time_us, key, payload } => {
                 if self.fatal.is_some() || self.parts.skip.contains(&p) {
                     return;
                 }
@@ -386,7 +371,7 @@ impl ConsumeLoop {
             }
             // Logged once per outage plus a reminder every 30 s; the health
             // probe logs the recovery.
-            Polled::Error(e) => self.stats.health.kafka.failed(&format!("consumer: {e}")),
+            Fetched::Error(e) => self.stats.health.kafka.failed(&format!("consumer: {e}")),
         }
     }
 
@@ -471,10 +456,7 @@ impl ConsumeLoop {
     fn read_to_end(&self, p: i32) -> bool {
         let (consumer, topic) = (&*self.consumer, &self.settings.topic);
         let timeout = Duration::from_secs(5);
-        let wm = match &self.watermarks {
-            Some(c) => c.fetch_watermarks(topic, p, timeout),
-            None => consumer.fetch_watermarks(topic, p, timeout),
-        };
+        let wm = fetch::fetch_watermarks(self.watermarks.as_ref(), consumer, topic, p, timeout);
         let Ok((low, high)) = wm else { return false };
         if let Some(next) = self.proc.next_offset(p) {
             return next >= high;
@@ -495,9 +477,7 @@ impl ConsumeLoop {
     fn reposition(&mut self) {
         for &p in &self.parts.assigned {
             if let Some(next) = self.proc.next_offset(p) {
-                if let Err(e) =
-                    self.consumer.seek(&self.settings.topic, p, Offset::Offset(next), Duration::from_secs(10))
-                {
+                if let Err(e) = fetch::seek(&self.consumer, &self.settings.topic, p, next) {
                     self.fatal.get_or_insert(seek_failed(&self.settings.topic, p, next, &e));
                 }
             }
@@ -654,7 +634,7 @@ impl ConsumeLoop {
     /// reading on from where the consumer happens to be is how a replay
     /// goes wrong. Returns whether it succeeded.
     fn seek(&mut self, consumer: &PipelineConsumer, p: i32, offset: i64) -> bool {
-        match consumer.seek(&self.settings.topic, p, Offset::Offset(offset), Duration::from_secs(10)) {
+        match fetch::seek(consumer, &self.settings.topic, p, offset) {
             Ok(()) => true,
             Err(e) => {
                 self.fatal.get_or_insert(seek_failed(&self.settings.topic, p, offset, &e));
@@ -666,30 +646,10 @@ impl ConsumeLoop {
 
 /// The error of a failed seek: the run stops, nothing of the partition
 /// past its last commit is committed, and a restart starts it again.
-fn seek_failed(topic: &str, p: i32, offset: i64, e: &KafkaError) -> anyhow::Error {
+fn seek_failed(topic: &str, p: i32, offset: i64, e: &dyn std::fmt::Display) -> anyhow::Error {
     anyhow!(
         "partition {p} of {topic:?}: seek to offset {offset} failed: {e}; stopping rather than reading on from the \
          wrong place (nothing past the last commit was committed). Fix: restart adstream; if it recurs, check the \
          brokers (--brokers / ADSTREAM_BROKERS)"
     )
-}
-
-/// Pauses or resumes fetching `partitions` of `topic`. Pausing also drops
-/// librdkafka's prefetched messages for them (they are fetched again on
-/// resume), so a long sink outage costs no memory.
-fn set_paused<'a>(
-    consumer: &PipelineConsumer,
-    topic: &str,
-    partitions: impl IntoIterator<Item = &'a i32>,
-    pause: bool,
-) {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for &p in partitions {
-        tpl.add_partition(topic, p);
-    }
-    let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
-    if let Err(e) = r {
-        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        tracing::warn!("{} partitions {partitions:?}: {e}", if pause { "pausing" } else { "resuming" });
-    }
 }

@@ -1,5 +1,6 @@
-//! `adstream learn`: the loop around the pure [`Learner`]. Every
-//! `--poll-interval` it
+//! `adstream learn`'s step around the pure [`Learner`] ([`LearnLoop::poll`],
+//! driven by `cmd::learn`, which holds the lease, restores and stops).
+//! Every `--poll-interval` it
 //!
 //! 1. reads each source partition's progress on the segment rollup
 //!    ([`LearnStore::progress`]) and computes the **frontier**: the newest
@@ -44,14 +45,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::LearnConfig;
 use crate::engine::{AdFormat, Country, Device};
-use crate::io::backoff::{Backoff, SHUTDOWN_WRITE_GRACE};
 use crate::io::clickhouse::learn_store::{LearnStore, ModelRow, PredictionRow, QualityRow, SegmentRow, SettledRow};
-use crate::io::clickhouse::retry;
 use crate::io::redis::lease::Lease;
+use crate::io::redis::served::Served;
 use crate::io::redis::{Publication, Publisher};
 use crate::learn::{Example, Learned, Learner, LetGo, Segment, Window};
-use crate::obs::learn::{served_key, LearnStats, Served};
-use crate::shutdown::Shutdown;
+use crate::obs::learn::LearnStats;
 
 /// Base window of the segment rollup (`ad_metrics_segments_10s`), ms.
 const WINDOW_MS: i64 = 10_000;
@@ -117,15 +116,15 @@ fn group(rows: Vec<SegmentRow>) -> Vec<(Window, u64)> {
 
 /// What one poll did (counted into the stats only once it is saved).
 #[derive(Debug, Default)]
-struct Step {
-    learned: Vec<Learned>,
-    revised: u64,
+pub struct LearnStep {
+    pub learned: Vec<Learned>,
+    pub revised: u64,
     /// Segments of revised windows whose counts went down (not learned).
-    shrunk: u64,
+    pub shrunk: u64,
     /// Rows of new windows with an unknown format, country or device.
-    unknown: u64,
+    pub unknown: u64,
     /// Windows let go while a partition had not closed them.
-    abandoned: u64,
+    pub abandoned: u64,
     /// Every window let go (closed everywhere, or past the horizon).
     let_go: Vec<LetGo>,
 }
@@ -133,7 +132,7 @@ struct Step {
 /// What `run` writes cannot be learned (a one-line error; the process
 /// ends).
 #[derive(Debug)]
-struct Misconfigured(String);
+pub struct Misconfigured(String);
 
 impl std::fmt::Display for Misconfigured {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,7 +144,7 @@ impl std::error::Error for Misconfigured {}
 
 /// The lease is not (or no longer) this learner's: stop writing.
 #[derive(Debug)]
-struct LostLease(String);
+pub struct LostLease(String);
 
 impl std::fmt::Display for LostLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,19 +154,20 @@ impl std::fmt::Display for LostLease {
 
 impl std::error::Error for LostLease {}
 
-struct LearnLoop {
-    cfg: LearnConfig,
-    store: LearnStore,
+/// The learner's state between polls: what `cmd::learn`'s loop drives.
+pub struct LearnLoop {
+    pub cfg: LearnConfig,
+    pub store: LearnStore,
     publisher: Publisher,
-    lease: Lease,
+    pub lease: Lease,
     /// The fencing token of the lease while this learner holds it.
-    token: Option<u64>,
-    learner: Learner,
-    stats: Arc<LearnStats>,
+    pub token: Option<u64>,
+    pub learner: Learner,
+    pub stats: Arc<LearnStats>,
     /// Segments seen, with the start of the newest window they were in (µs).
-    seen: HashMap<Segment, i64>,
+    pub seen: HashMap<Segment, i64>,
     /// A publish is due (after a change, or after a failed one).
-    publish_due: bool,
+    pub publish_due: bool,
     /// The "no segment windows yet" line was logged.
     told_empty: bool,
     /// Every source partition that ever wrote the segment rollup or was
@@ -185,6 +185,46 @@ struct LearnLoop {
 }
 
 impl LearnLoop {
+    /// The loop of a learner restored (or new), its stats synced, the
+    /// segments of its last windows reseeded and every partition that
+    /// ever wrote or was registered known.
+    pub async fn start(
+        cfg: LearnConfig,
+        store: LearnStore,
+        publisher: Publisher,
+        lease: Lease,
+        learner: Learner,
+        stats: Arc<LearnStats>,
+    ) -> anyhow::Result<Self> {
+        let mut lp = LearnLoop {
+            cfg,
+            store,
+            publisher,
+            lease,
+            token: None,
+            learner,
+            stats,
+            seen: HashMap::new(),
+            publish_due: false,
+            told_empty: false,
+            known: HashMap::new(),
+            abandoned_read: None,
+            saves_since_prune: 0,
+        };
+        lp.sync_stats();
+        lp.reseed_seen().await?;
+        // Every partition that ever wrote, once (one scan of the rollup's
+        // progress): one silent since before this start still holds back.
+        for p in lp.store.progress(0, 0).await? {
+            lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
+        }
+        for (topic, partition) in lp.store.registered_partitions().await? {
+            lp.known.entry((topic, partition)).or_insert(None);
+        }
+        lp.publish_due = lp.learner.learned_through().is_some();
+        Ok(lp)
+    }
+
     /// Renews the lease: `Err(LostLease)` unless it is still ours, with
     /// the same token (a new token means it lapsed in between, and someone
     /// else may have written).
@@ -203,7 +243,7 @@ impl LearnLoop {
         }
     }
 
-    async fn poll(&mut self) -> anyhow::Result<Step> {
+    pub async fn poll(&mut self) -> anyhow::Result<LearnStep> {
         self.renew().await?;
         let horizon_ms = i64::try_from(self.cfg.revise_horizon.as_millis()).unwrap_or(i64::MAX);
         let since_ms = self.learner.learned_through().map_or(0, |t| (t / 1000).saturating_sub(horizon_ms));
@@ -260,7 +300,7 @@ impl LearnLoop {
                      defaults; with --rollup, include campaign_id,ad_format,country,device:10s)"
                 );
             }
-            return Ok(Step::default());
+            return Ok(LearnStep::default());
         };
         self.stats.frontier_ms.store(frontier, Relaxed);
         // The first window not learned yet: the oldest one after the newest
@@ -278,16 +318,16 @@ impl LearnLoop {
             // Nothing new and nothing open to revision: read through the
             // frontier.
             self.stats.read_through_ms.store(frontier, Relaxed);
-            return Ok(Step::default());
+            return Ok(LearnStep::default());
         };
         // A bounded step of new windows per poll (a new model on a long
         // history catches up step by step, saving and publishing as it goes).
         let hi = next_new.map_or(frontier, |n| frontier.min(n.saturating_add((MAX_WINDOWS_PER_POLL - 1) * WINDOW_MS)));
         if hi < lo {
-            return Ok(Step::default());
+            return Ok(LearnStep::default());
         }
         let rows = self.store.windows(lo, hi).await?;
-        let mut step = Step::default();
+        let mut step = LearnStep::default();
         let through = self.learner.learned_through();
         for (w, unknown) in group(rows) {
             if through.is_some_and(|t| w.start_us <= t) {
@@ -336,7 +376,7 @@ impl LearnLoop {
 
     /// Quality and predictions of the new windows, then the snapshot (the
     /// commit point).
-    async fn save(&mut self, step: &Step) -> anyhow::Result<()> {
+    async fn save(&mut self, step: &LearnStep) -> anyhow::Result<()> {
         let model = self.cfg.model.clone();
         let mut quality = Vec::with_capacity(step.learned.len());
         let mut predictions = Vec::new();
@@ -430,7 +470,7 @@ impl LearnLoop {
         Ok(())
     }
 
-    fn sync_stats(&self) {
+    pub fn sync_stats(&self) {
         let s = &self.stats;
         s.windows.store(self.learner.windows(), Relaxed);
         s.revisions.store(self.learner.revisions(), Relaxed);
@@ -445,7 +485,7 @@ impl LearnLoop {
     /// Predictions of every segment seen within `--serve-segments-seen`
     /// before the newest learned window, at the hour of the window after
     /// it, into the map of `/ctr`, then to Redis.
-    async fn publish(&mut self) {
+    pub async fn publish(&mut self) {
         let Some(through) = self.learner.learned_through() else { return };
         let keep_us = i64::try_from(self.cfg.serve_segments_seen.as_micros()).unwrap_or(i64::MAX);
         self.seen.retain(|_, last| *last >= through.saturating_sub(keep_us));
@@ -468,9 +508,9 @@ impl LearnLoop {
             })
             .collect();
         for (c, f, co, d, p) in &preds {
-            self.stats.served.insert(served_key(c, f, co, d), Served { ctr: *p, version, window_ms, published_ms });
+            self.stats.served.insert((c, f, co, d), Served { ctr: *p, version, window_ms, published_ms });
         }
-        self.stats.served.retain(|_, v| v.version == version);
+        self.stats.served.keep_version(version);
         let started = Instant::now();
         let r = self
             .publisher
@@ -496,297 +536,10 @@ impl LearnLoop {
     }
 }
 
-/// Restores the learner from its newest snapshot, or starts a new one.
-async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learner> {
-    let Some(row) = store.latest_snapshot().await? else {
-        tracing::info!(model = %cfg.model, "no snapshot of this model yet: learning from the first window");
-        return Learner::new(cfg.params).map_err(anyhow::Error::msg);
-    };
-    let l = Learner::from_bytes(&row.snapshot).map_err(|e| {
-        anyhow::anyhow!(
-            "the newest snapshot of model {:?} (version {}) in {}.ad_ctr_model is unreadable: {e}; \
-             delete it (or start a new model with --model) to learn from scratch",
-            cfg.model,
-            row.version,
-            cfg.clickhouse.database
-        )
-    })?;
-    if l.model().params() != cfg.params {
-        tracing::warn!(
-            saved = ?l.model().params(),
-            flags = ?cfg.params,
-            "the saved model was learned with other FTRL parameters; it goes on with the saved ones \
-             (start a new model with --model to use the new ones)"
-        );
-    }
-    tracing::info!(
-        model = %cfg.model,
-        version = l.version(),
-        learned_through_ms = l.learned_through().map(|t| t / 1000),
-        windows = l.windows(),
-        "model restored from its snapshot"
-    );
-    Ok(l)
-}
-
-/// Waits until the database has the learner's tables (it never creates
-/// them, see [`LearnStore::new`]); `false` if stopped first. With `--once`,
-/// a missing table is a one-line error.
-async fn wait_for_schema(
-    store: &LearnStore,
-    cfg: &LearnConfig,
-    stats: &LearnStats,
-    stop: &Shutdown,
-) -> anyhow::Result<bool> {
-    let mut told = false;
-    loop {
-        match store.missing_tables().await {
-            Ok(m) if m.is_empty() => return Ok(true),
-            Ok(m) => {
-                let line = format!(
-                    "database {} lacks {}: run `adstream migrate --database {}` (with --cluster NAME on a cluster) \
-                     or start `adstream run`, which applies the schema; learn never creates tables",
-                    cfg.clickhouse.database,
-                    m.join(", "),
-                    cfg.clickhouse.database
-                );
-                if cfg.once {
-                    anyhow::bail!(line);
-                }
-                stats.clickhouse.failed(&line);
-                if !told {
-                    told = true;
-                    tracing::warn!("{line}; waiting");
-                }
-            }
-            Err(e) if retry::is_permanent(&e) || cfg.once => return Err(e),
-            Err(e) => stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.poll_interval) => {}
-            _ = stop.triggered() => return Ok(false),
-        }
-    }
-}
-
-/// `adstream learn`.
-pub async fn learn(cfg: LearnConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let client = crate::io::redis::client_with(&cfg.redis_url, &cfg.redis_auth)?;
-    let stats = Arc::new(LearnStats::default());
-    if let Some(addr) = cfg.metrics_addr {
-        crate::obs::learn::serve(addr, stats.clone(), cfg.unhealthy_after, cfg.max_lag).await?;
-    }
-    let store = LearnStore::new(&cfg.clickhouse, &cfg.model)?;
-    if !wait_for_schema(&store, &cfg, &stats, &stop).await? {
-        return Ok(());
-    }
-    stats.clickhouse.ok();
-    let learner = restore(&store, &cfg).await?;
-    let publisher = Publisher::new(client, &cfg.redis_prefix, cfg.redis_ttl, cfg.redis_timeout)?;
-    let lease = publisher.lease(crate::io::redis::lease::owner_id(), cfg.lease_ttl);
-    if let Err(e) = publisher.ping().await {
-        // A misconfiguration (password, CA, TLS on a plaintext port) is
-        // not an outage: fail now, naming the setting, rather than retry.
-        let tls = cfg.redis_url.trim_start().to_ascii_lowercase().starts_with("rediss:");
-        if let (fix, true) = crate::io::redis::hint(&e.to_string(), tls) {
-            anyhow::bail!(
-                "Redis at {}: {}: {fix}",
-                crate::config::secret::redact_url(&cfg.redis_url),
-                e.to_string().replace('\n', " ")
-            );
-        }
-        stats.redis.failed(&e.to_string().replace('\n', " "));
-    } else {
-        stats.redis.ok();
-    }
-    let mut lp = LearnLoop {
-        cfg,
-        store,
-        publisher,
-        lease,
-        token: None,
-        learner,
-        stats,
-        seen: HashMap::new(),
-        publish_due: false,
-        told_empty: false,
-        known: HashMap::new(),
-        abandoned_read: None,
-        saves_since_prune: 0,
-    };
-    lp.sync_stats();
-    lp.reseed_seen().await?;
-    // Every partition that ever wrote, once (one scan of the rollup's
-    // progress): one silent since before this start still holds back.
-    for p in lp.store.progress(0, 0).await? {
-        lp.known.insert((p.topic, p.partition), (p.any_final == 1).then_some(p.closed_ms));
-    }
-    for (topic, partition) in lp.store.registered_partitions().await? {
-        lp.known.entry((topic, partition)).or_insert(None);
-    }
-    lp.publish_due = lp.learner.learned_through().is_some();
-    let mut needs_restore = false;
-    // A ClickHouse call in flight at SIGTERM gets the writers' grace, then
-    // is abandoned: what it learned was not saved, so the next start
-    // relearns it from the newest snapshot (nothing learned twice).
-    let mut grace = Backoff::default();
-    let mut told_standby = false;
-    loop {
-        if lp.token.is_none() {
-            match lp.lease.acquire().await {
-                Ok(Some(t)) => {
-                    lp.stats.redis.ok();
-                    lp.token = Some(t);
-                    lp.stats.lease_token.store(t, Relaxed);
-                    lp.stats.leader.store(1, Relaxed);
-                    tracing::info!(
-                        token = t,
-                        owner = lp.lease.owner(),
-                        "this learner holds the model's lease: learning"
-                    );
-                    // Someone else may have learned since: from the newest
-                    // snapshot.
-                    needs_restore = true;
-                    told_standby = false;
-                }
-                Ok(None) => {
-                    lp.stats.redis.ok();
-                    if lp.cfg.once {
-                        anyhow::bail!(
-                            "another learner holds the lease of model {:?} (Redis keys {}:*): --once learned nothing \
-                             (stop it, or run --once after it stopped)",
-                            lp.cfg.model,
-                            lp.cfg.redis_prefix
-                        );
-                    }
-                    if !told_standby {
-                        told_standby = true;
-                        tracing::info!("another learner holds the model's lease: standing by");
-                    }
-                }
-                Err(e) => {
-                    lp.stats.redis.failed(&e.to_string().replace('\n', " "));
-                    if lp.cfg.once {
-                        anyhow::bail!(
-                            "Redis at {}: {} (the writer's lease lives there; set --redis-url / ADSTREAM_REDIS_URL)",
-                            crate::config::secret::redact_url(&lp.cfg.redis_url),
-                            e.to_string().replace('\n', " ")
-                        );
-                    }
-                }
-            }
-            if lp.token.is_none() {
-                tokio::select! {
-                    _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
-                    _ = stop.triggered() => break,
-                }
-                continue;
-            }
-        }
-        if needs_restore {
-            // Nothing learned in the failed poll was saved: go on from the
-            // last snapshot, so nothing is learned twice.
-            let restored = tokio::select! {
-                r = restore(&lp.store, &lp.cfg) => r,
-                () = grace.given_up(&stop) => break,
-            };
-            match restored {
-                Ok(l) => {
-                    lp.learner = l;
-                    lp.sync_stats();
-                    needs_restore = false;
-                    lp.publish_due = lp.learner.learned_through().is_some();
-                    lp.seen.clear();
-                    if let Err(e) = lp.reseed_seen().await {
-                        lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
-                        needs_restore = true;
-                    }
-                }
-                Err(e) if retry::is_permanent(&e) => return Err(e),
-                Err(e) => lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
-            }
-        }
-        let polled = if needs_restore {
-            None
-        } else {
-            tokio::select! {
-                r = lp.poll() => Some(r),
-                () = grace.given_up(&stop) => {
-                    tracing::warn!("a ClickHouse call was still unanswered {SHUTDOWN_WRITE_GRACE:?} after shutdown; abandoned (relearned from the newest snapshot on restart)");
-                    break;
-                }
-            }
-        };
-        match polled {
-            None => {}
-            Some(Ok(step)) => {
-                lp.stats.clickhouse.ok();
-                lp.stats.shrunk.fetch_add(step.shrunk, Relaxed);
-                lp.stats.unknown.fetch_add(step.unknown, Relaxed);
-                lp.stats.abandoned.fetch_add(step.abandoned, Relaxed);
-                if let Some(l) = step.learned.last() {
-                    tracing::debug!(windows = step.learned.len(), version = l.version, "learned");
-                }
-                let caught_up = step.learned.is_empty() && step.revised == 0;
-                lp.read_abandoned(caught_up).await;
-                if lp.publish_due {
-                    lp.publish().await;
-                }
-                if lp.cfg.once && caught_up {
-                    break;
-                }
-                if !caught_up && !stop.is_triggered() {
-                    continue; // more may be waiting (a bounded step was taken)
-                }
-            }
-            Some(Err(e)) if e.is::<LostLease>() => {
-                tracing::warn!(error = %e, "standing by");
-                lp.token = None;
-                lp.stats.leader.store(0, Relaxed);
-                lp.stats.frontier_ms.store(i64::MIN, Relaxed);
-                needs_restore = true;
-                if lp.cfg.once {
-                    return Err(e.context("learn --once"));
-                }
-            }
-            Some(Err(e)) if retry::is_permanent(&e) || e.is::<Misconfigured>() => return Err(e),
-            Some(Err(e)) => {
-                lp.stats.clickhouse.failed(&format!("{e:#}").replace('\n', " "));
-                needs_restore = true;
-                if lp.cfg.once {
-                    return Err(e.context("learn --once"));
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(lp.cfg.poll_interval) => {}
-            _ = stop.triggered() => break,
-        }
-    }
-    if lp.token.is_some() {
-        // A clean exit hands over at once.
-        if let Err(e) = lp.lease.release().await {
-            tracing::warn!(error = %e, "could not release the lease (a standby takes over after --lease-ttl)");
-        }
-    }
-    let unknown = lp.stats.unknown.load(Relaxed);
-    if unknown > 0 {
-        tracing::warn!(rows = unknown, "segment rows with an unknown format, country or device were skipped");
-    }
-    tracing::info!(
-        version = lp.learner.version(),
-        windows = lp.learner.windows(),
-        revisions = lp.learner.revisions(),
-        learned_through_ms = lp.learner.learned_through().map(|t| t / 1000),
-        "learn stopped"
-    );
-    Ok(())
-}
-
 impl LearnLoop {
     /// The totals of `ad_ctr_abandoned` into the stats, at most every 30 s
     /// (or when caught up with `--once`); a failure only leaves them stale.
-    async fn read_abandoned(&mut self, caught_up: bool) {
+    pub async fn read_abandoned(&mut self, caught_up: bool) {
         let due = self.abandoned_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
         if !(due || (self.cfg.once && caught_up)) {
             return;
@@ -817,7 +570,7 @@ impl LearnLoop {
 
     /// After a restore: the segments of the last `--serve-segments-seen`
     /// before the newest learned window, so the first publish is whole.
-    async fn reseed_seen(&mut self) -> anyhow::Result<()> {
+    pub async fn reseed_seen(&mut self) -> anyhow::Result<()> {
         let Some(t) = self.learner.learned_through() else { return Ok(()) };
         let keep_ms = i64::try_from(self.cfg.serve_segments_seen.as_millis()).unwrap_or(i64::MAX);
         let rows = self.store.windows((t / 1000).saturating_sub(keep_ms).max(0), t / 1000).await?;

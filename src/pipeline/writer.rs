@@ -20,7 +20,7 @@ use crate::io::Sink;
 use crate::obs::{metrics, Stats};
 use crate::shutdown::Shutdown;
 
-pub(super) struct Writer {
+pub struct Writer {
     pub sink: Sink,
     pub dlq: Option<DlqSink>,
     pub consumer: Arc<PipelineConsumer>,

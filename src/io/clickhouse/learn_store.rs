@@ -123,7 +123,7 @@ pub struct LearnStore {
     client: Client,
     /// Without a default database (which may not exist yet).
     base: Client,
-    args: ClickHouseConfig,
+    config: ClickHouseConfig,
     model: String,
 }
 
@@ -132,12 +132,12 @@ impl LearnStore {
     /// migrate` (with `--cluster` on a cluster) or `run` does; a learner
     /// that created single-node tables before `migrate --cluster` would
     /// split its node from the cluster.
-    pub fn new(args: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
-        let base = super::client(args)?;
+    pub fn new(config: &ClickHouseConfig, model: &str) -> anyhow::Result<LearnStore> {
+        let base = super::client(config)?;
         Ok(LearnStore {
-            client: base.clone().with_database(&args.database),
+            client: base.clone().with_database(&config.database),
             base,
-            args: args.clone(),
+            config: config.clone(),
             model: model.to_string(),
         })
     }
@@ -152,16 +152,16 @@ impl LearnStore {
     }
 
     fn db(&self) -> &str {
-        &self.args.database
+        &self.config.database
     }
 
     fn read_error(&self, e: impl Into<anyhow::Error>) -> anyhow::Error {
-        retry::explain(e.into(), Target::Read(self.db().to_string()), &self.args)
+        retry::explain(e.into(), Target::Read(self.db().to_string()), &self.config)
     }
 
     fn write_error(&self, e: anyhow::Error, table: &str) -> anyhow::Error {
         let t = format!("{}.{table}", self.db());
-        retry::explain(e.context(Table(t.clone())), Target::Table(t), &self.args)
+        retry::explain(e.context(Table(t.clone())), Target::Table(t), &self.config)
     }
 
     /// Every partition that wrote the segment rollup for windows from

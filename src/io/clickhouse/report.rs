@@ -1,8 +1,9 @@
-//! `adstream report`: the latest windows (final values, partitions summed),
-//! printed in the console line format (see
-//! [`crate::io::console::format_line`]), oldest first, so an operator can
-//! check what the pipeline wrote without opening a dashboard. CTR and eCPM
-//! are recomputed from the summed numbers exactly as the views do.
+//! What `adstream report` (`cmd::report`) reads: the latest windows (final
+//! values, partitions summed), oldest first, which the command prints in
+//! the console line format (see [`crate::io::console::format_line`]), so an
+//! operator can check what the pipeline wrote without opening a dashboard.
+//! CTR and eCPM are recomputed from the summed numbers exactly as the views
+//! do.
 //!
 //! `--by campaign-format` (the default) reads `ad_metrics`: one line per
 //! window × campaign × format. `--by country | device | segment` reads the
@@ -23,20 +24,19 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use crate::config::{ReportBy, ReportConfig};
-use crate::engine::window::Totals;
 use crate::engine::{Dims, Rollup};
 use crate::io::clickhouse::retry::Target;
-use crate::io::console::format_labeled_line;
 
+/// One line of the report: a window × group, its sums exact.
 #[derive(Row, Deserialize, Debug)]
-struct ReportRow {
-    window_start_ms: i64,
-    window_end_ms: i64,
+pub struct ReportRow {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
     /// The group's labels, in line order (`[campaign, format]`, `[country]`…).
-    labels: Vec<String>,
-    impressions: u64,
-    clicks: u64,
-    revenue_micros: i64,
+    pub labels: Vec<String>,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub revenue_micros: i64,
 }
 
 /// The grouping columns of one line, in line (and sort) order. Constant
@@ -59,12 +59,12 @@ fn source_dims(by: ReportBy) -> Dims {
 }
 
 /// What an empty report read, for the "no windows yet" line.
-pub fn source(args: &ReportConfig) -> String {
-    let db = &args.clickhouse.database;
-    match args.by {
+pub fn source(config: &ReportConfig) -> String {
+    let db = &config.clickhouse.database;
+    match config.by {
         ReportBy::CampaignFormat => format!("{db}.ad_metrics"),
         by => {
-            let size = args.window.map_or_else(
+            let size = config.window.map_or_else(
                 || "<window>".to_string(),
                 |w| crate::engine::time::format_duration_us(i64::try_from(w.as_micros()).unwrap_or(i64::MAX)),
             );
@@ -122,9 +122,9 @@ fn query(db: &str, by: ReportBy, last: u32) -> String {
     }
 }
 
-/// The report's lines, oldest window first, then by the group's labels.
-pub async fn lines(args: &ReportConfig) -> anyhow::Result<Vec<String>> {
-    let ch = &args.clickhouse;
+/// The report's rows, oldest window first, then by the group's labels.
+pub async fn read(config: &ReportConfig) -> anyhow::Result<Vec<ReportRow>> {
+    let ch = &config.clickhouse;
     let client = crate::io::clickhouse::client(ch)?;
     let db = &ch.database;
     let context = |what: &str| {
@@ -135,8 +135,8 @@ pub async fn lines(args: &ReportConfig) -> anyhow::Result<Vec<String>> {
     };
     let explain =
         |e: clickhouse::error::Error| crate::io::clickhouse::retry::explain(e.into(), Target::Read(db.clone()), ch);
-    let dims = source_dims(args.by);
-    let window_ms = match args.window {
+    let dims = source_dims(config.by);
+    let window_ms = match config.window {
         Some(w) => i64::try_from(w.as_millis()).unwrap_or(i64::MAX),
         None => {
             // The smallest window at the latest start of this rollup: a 1 m
@@ -159,26 +159,18 @@ pub async fn lines(args: &ReportConfig) -> anyhow::Result<Vec<String>> {
         }
     };
     let rollup = Rollup::new(dims, window_ms.saturating_mul(1000)).name();
-    let rows: Vec<ReportRow> = client
-        .query(&query(db, args.by, args.last))
-        .param("campaign", args.campaign.as_deref().unwrap_or(""))
-        .param("format", args.ad_format.as_deref().unwrap_or(""))
+    client
+        .query(&query(db, config.by, config.last))
+        .param("campaign", config.campaign.as_deref().unwrap_or(""))
+        .param("format", config.ad_format.as_deref().unwrap_or(""))
         .param("window_ms", window_ms)
         .param("rollup", rollup.as_str())
         .fetch_all()
         .await
         .map_err(explain)
         .with_context(|| {
-            context(if args.by == ReportBy::CampaignFormat { "ad_metrics" } else { "ad_rollup_metrics" })
-        })?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let t = Totals { impressions: r.impressions, clicks: r.clicks, revenue_micros: r.revenue_micros };
-            let labels: Vec<&str> = r.labels.iter().map(String::as_str).collect();
-            format_labeled_line(r.window_start_ms * 1000, r.window_end_ms * 1000, &labels, &t)
+            context(if config.by == ReportBy::CampaignFormat { "ad_metrics" } else { "ad_rollup_metrics" })
         })
-        .collect())
 }
 
 #[cfg(test)]

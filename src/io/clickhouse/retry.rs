@@ -249,8 +249,8 @@ impl std::error::Error for PermanentError {}
 
 /// `e` as a [`PermanentError`] when ClickHouse refused for good, else `e`
 /// unchanged (an outage: the caller may retry).
-pub fn explain(e: anyhow::Error, fallback: Target, args: &crate::config::ClickHouseConfig) -> anyhow::Error {
-    match PermanentError::from_error(&e, fallback, &args.display_url(), &args.user) {
+pub fn explain(e: anyhow::Error, fallback: Target, config: &crate::config::ClickHouseConfig) -> anyhow::Error {
+    match PermanentError::from_error(&e, fallback, &config.display_url(), &config.user) {
         Some(p) => anyhow::Error::new(p),
         None => e,
     }
@@ -259,13 +259,13 @@ pub fn explain(e: anyhow::Error, fallback: Target, args: &crate::config::ClickHo
 /// An error from applying the schema at start (`migrate`, `run`): a
 /// refusal as a [`PermanentError`], anything else (ClickHouse unreachable)
 /// with the endpoint and the flag that sets it.
-pub fn schema_error(e: anyhow::Error, args: &crate::config::ClickHouseConfig) -> anyhow::Error {
-    let e = explain(e, Target::Schema(args.database.clone()), args);
+pub fn schema_error(e: anyhow::Error, config: &crate::config::ClickHouseConfig) -> anyhow::Error {
+    let e = explain(e, Target::Schema(config.database.clone()), config);
     if is_permanent(&e) {
         return e; // names the endpoint and the fix itself
     }
-    let fix = tls_hint(&format!("{e:#}"), args.url.trim_start().to_ascii_lowercase().starts_with("https:"));
-    e.context(format!("ClickHouse at {} ({fix})", args.display_url()))
+    let fix = tls_hint(&format!("{e:#}"), config.url.expose().trim_start().to_ascii_lowercase().starts_with("https:"));
+    e.context(format!("ClickHouse at {} ({fix})", config.display_url()))
 }
 
 /// The setting to fix for a connection error, by what TLS said: the CA,

@@ -74,7 +74,7 @@ struct RejectedRow<'a> {
     raw_size: u64,
 }
 
-/// A client for `args` (validated at the edge), not bound to a database.
+/// A client for `config` (validated at the edge), not bound to a database.
 ///
 /// Its HTTP connections are the `clickhouse` crate's defaults (TCP
 /// keepalive 60 s, idle connections dropped after 2 s, under ClickHouse's
@@ -88,29 +88,29 @@ struct RejectedRow<'a> {
 /// as librdkafka's); `http://` stays plaintext. Fails only on unreadable or
 /// invalid `--clickhouse-ca-file`/`-cert-file`/`-key-file`, with one line
 /// naming the flag.
-pub fn client(args: &ClickHouseConfig) -> anyhow::Result<Client> {
+pub fn client(config: &ClickHouseConfig) -> anyhow::Result<Client> {
     use hyper_util::client::legacy::{connect::HttpConnector, Client as HttpClient};
     let mut connector = HttpConnector::new();
     connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(args.connect_timeout));
+    connector.set_connect_timeout(Some(config.connect_timeout));
     connector.enforce_http(false);
-    let connector = super::timeout::TimeoutConnector::new(connector, args.request_timeout);
+    let connector = super::timeout::TimeoutConnector::new(connector, config.request_timeout);
     let mut builder = HttpClient::builder(hyper_util::rt::TokioExecutor::new());
     builder.pool_idle_timeout(std::time::Duration::from_secs(2));
     // A TLS connector loads the system's CA bundle (OpenSSL 3 took 0.18 CPU
     // s per connector here, 0.37 s of each `run`'s start-up with two
     // clients): only made for `https://` or when a TLS file is given (so a
     // bad file is still refused).
-    let c = if args.url.trim_start().to_ascii_lowercase().starts_with("https://") || !args.tls.is_empty() {
-        let tls = tls_connector(&args.tls)?;
+    let c = if config.url.expose().trim_start().to_ascii_lowercase().starts_with("https://") || !config.tls.is_empty() {
+        let tls = tls_connector(&config.tls)?;
         let https = hyper_tls::HttpsConnector::from((connector, tokio_native_tls::TlsConnector::from(tls)));
         Client::with_http_client(builder.build(https))
     } else {
         Client::with_http_client(builder.build(connector))
     };
-    let mut c = c.with_url(&args.url).with_user(&args.user);
-    if let Some(p) = &args.password {
+    let mut c = c.with_url(config.url.expose()).with_user(&config.user);
+    if let Some(p) = &config.password {
         c = c.with_password(p.expose());
     }
     Ok(c)
@@ -128,7 +128,7 @@ pub struct ClickHouseSink {
     client: Client,
     topic: String,
     database: String,
-    args: ClickHouseConfig,
+    config: ClickHouseConfig,
     /// On a cluster: inserts go through `Distributed` tables, synchronously
     /// (acknowledged once the shards have the rows, not when they are
     /// queued on the receiving node's disk).
@@ -137,15 +137,15 @@ pub struct ClickHouseSink {
 
 impl ClickHouseSink {
     /// Applies the schema (the cluster rendering with `cluster`) and returns
-    /// a sink bound to `args.database`.
-    pub async fn connect(args: &ClickHouseConfig, cluster: Option<&str>, topic: &str) -> anyhow::Result<Self> {
-        let base = client(args)?;
-        schema_cluster::migrate(&base, &args.database, cluster).await.map_err(|e| retry::schema_error(e, args))?;
+    /// a sink bound to `config.database`.
+    pub async fn connect(config: &ClickHouseConfig, cluster: Option<&str>, topic: &str) -> anyhow::Result<Self> {
+        let base = client(config)?;
+        schema_cluster::migrate(&base, &config.database, cluster).await.map_err(|e| retry::schema_error(e, config))?;
         Ok(ClickHouseSink {
-            client: base.with_database(&args.database),
+            client: base.with_database(&config.database),
             topic: topic.to_string(),
-            database: args.database.clone(),
-            args: args.clone(),
+            database: config.database.clone(),
+            config: config.clone(),
             cluster: cluster.is_some(),
         })
     }
@@ -166,7 +166,7 @@ impl ClickHouseSink {
         };
         r.await
             .with_context(|| Table(format!("{}.ad_source_partitions", self.database)))
-            .map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.args))
+            .map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.config))
     }
 
     /// An insert into `table` carrying `token`.
@@ -189,7 +189,7 @@ impl ClickHouseSink {
             self.write_late(batch).await.with_context(|| table("ad_late_events_log"))?;
             self.write_rejected(batch).await.with_context(|| table("ad_rejected_events_log"))
         };
-        r.await.map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.args))
+        r.await.map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.config))
     }
 
     async fn write_parts(&self, batch: &Batch) -> anyhow::Result<()> {

@@ -169,7 +169,7 @@ mod tests {
 
     fn config(url: &str, request_timeout: std::time::Duration) -> ClickHouseConfig {
         ClickHouseConfig {
-            url: url.to_string(),
+            url: crate::config::secret::Secret::new(url),
             database: "adtech".into(),
             user: "default".into(),
             password: None,

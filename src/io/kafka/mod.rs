@@ -1,9 +1,12 @@
 //! Kafka plumbing: client configuration, topic creation, and the consumer
 //! context that reports rebalances to the pipeline and routes librdkafka's
 //! own logs into `tracing` (rate-limited: a broker outage must produce a
-//! reminder, not thousands of lines).
+//! reminder, not thousands of lines). The consume loop's calls (poll, seek,
+//! pause, watermarks) are in [`fetch`], the batch queue in [`queue`], the
+//! generator's producer in [`producer`], the dead-letter topic in [`dlq`].
 
 pub mod dlq;
+pub mod fetch;
 pub mod producer;
 pub mod queue;
 
@@ -20,9 +23,9 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::secret::redact_option;
 use crate::config::KafkaConfig;
 use crate::engine::window::Checkpoint;
+pub use fetch::leave_group;
 use queue::QueueSlot;
 
 /// Largest record the topics adstream creates accept (`max.message.bytes`),
@@ -33,26 +36,26 @@ pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// Base client configuration: brokers, security/SASL settings, plus any
 /// `--kafka-option key=value`. The result holds secrets: never `Debug` it.
-pub fn client_config(args: &KafkaConfig) -> anyhow::Result<ClientConfig> {
+pub fn client_config(config: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &args.brokers);
+    cfg.set("bootstrap.servers", &config.brokers);
     let named = [
-        ("security.protocol", args.security_protocol.as_deref()),
-        ("sasl.mechanism", args.sasl_mechanism.as_deref()),
-        ("sasl.username", args.sasl_username.as_deref()),
+        ("security.protocol", config.security_protocol.as_deref()),
+        ("sasl.mechanism", config.sasl_mechanism.as_deref()),
+        ("sasl.username", config.sasl_username.as_deref()),
     ];
     for (k, v) in named {
         if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
             cfg.set(k, v);
         }
     }
-    if let Some(p) = &args.sasl_password {
+    if let Some(p) = &config.sasl_password {
         cfg.set("sasl.password", p.expose());
     }
     let files = [
-        ("ssl.ca.location", &args.tls.ca),
-        ("ssl.certificate.location", &args.tls.cert),
-        ("ssl.key.location", &args.tls.key),
+        ("ssl.ca.location", &config.tls.ca),
+        ("ssl.certificate.location", &config.tls.cert),
+        ("ssl.key.location", &config.tls.key),
     ];
     for (k, path) in files {
         if let Some(path) = path {
@@ -60,30 +63,22 @@ pub fn client_config(args: &KafkaConfig) -> anyhow::Result<ClientConfig> {
             cfg.set(k, path);
         }
     }
-    if let Some(p) = &args.ssl_key_password {
+    if let Some(p) = &config.ssl_key_password {
         cfg.set("ssl.key.password", p.expose());
     }
     // librdkafka's default since 2.0 is `https`; set either way so the flag
     // means what it says whatever the library's default.
-    cfg.set("ssl.endpoint.identification.algorithm", if args.ssl_verify_hostname { "https" } else { "none" });
-    apply_options(&mut cfg, args)?;
+    cfg.set("ssl.endpoint.identification.algorithm", if config.ssl_verify_hostname { "https" } else { "none" });
+    apply_options(&mut cfg, config)?;
     Ok(cfg)
 }
 
 /// Sets every `--kafka-option key=value` on `cfg`. Called last by each
 /// client's constructor too, so an option overrides adstream's own defaults
 /// (fetch sizes, batching…), not the other way round.
-pub fn apply_options(cfg: &mut ClientConfig, args: &KafkaConfig) -> anyhow::Result<()> {
-    for opt in &args.options {
-        let opt = opt.trim();
-        if opt.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = opt.split_once('=') else {
-            // Not the option itself: it may be a mistyped secret.
-            bail!("--kafka-option {}: expected key=value", redact_option(opt));
-        };
-        cfg.set(k.trim(), v.trim());
+pub fn apply_options(cfg: &mut ClientConfig, config: &KafkaConfig) -> anyhow::Result<()> {
+    for o in &config.options {
+        cfg.set(o.key.as_str(), o.value.expose().as_str());
     }
     Ok(())
 }
@@ -178,8 +173,8 @@ impl ConsumerContext for ProbeContext {}
 /// Fails with one line naming the brokers and what to set when no broker
 /// answers a metadata request within `--connect-timeout`: a wrong address
 /// at start is a configuration error, not something to retry forever.
-pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
-    let mut cfg = client_config(args)?;
+pub fn check_reachable(config: &KafkaConfig) -> anyhow::Result<()> {
+    let mut cfg = client_config(config)?;
     // Debug level, broker context (beside any --kafka-option debug=…, which
     // librdkafka still checks): see ProbeContext::log.
     let debug = match cfg.get("debug") {
@@ -191,7 +186,7 @@ pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
         .set("debug", debug)
         .create_with_context(ProbeContext::default())
         .context("creating Kafka client")?;
-    let timeout = args.connect_timeout.max(Duration::from_millis(100));
+    let timeout = config.connect_timeout.max(Duration::from_millis(100));
     let result = consumer.fetch_metadata(None, timeout);
     if matches!(&result, Ok(md) if !md.brokers().is_empty()) {
         return Ok(());
@@ -202,7 +197,7 @@ pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
         let _ = consumer.poll(Duration::from_millis(20));
     }
     let complaints = consumer.context().complaints.lock().map(|c| c.clone()).unwrap_or_default();
-    let tls = args.security_protocol.as_deref().is_some_and(|p| p.trim().to_ascii_lowercase().ends_with("ssl"));
+    let tls = config.security_protocol.as_deref().is_some_and(|p| p.trim().to_ascii_lowercase().ends_with("ssl"));
     let hinted = complaints.iter().rev().find_map(|c| match security_hint(c) {
         Some(h) => Some((c.clone(), h)),
         None if !tls && c.contains("APIVERSION_QUERY") => Some((c.clone(), TLS_EXPECTED)),
@@ -211,7 +206,7 @@ pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
     let (why, hint) = match hinted {
         // A refused handshake without a client certificate: the listener
         // wants one (Kafka's ssl.client.auth=required answers "bad certificate").
-        Some((why, hint)) if hint == HANDSHAKE_REFUSED && args.tls.cert.is_none() => (why, CLIENT_CERT_REQUIRED),
+        Some((why, hint)) if hint == HANDSHAKE_REFUSED && config.tls.cert.is_none() => (why, CLIENT_CERT_REQUIRED),
         Some((why, hint)) => (why, hint),
         None => (
             complaints
@@ -224,29 +219,29 @@ pub fn check_reachable(args: &KafkaConfig) -> anyhow::Result<()> {
     };
     bail!(
         "Kafka at {} did not answer within {} ({}): {hint}",
-        args.brokers,
+        config.brokers,
         humantime::format_duration(timeout),
         why.replace('\n', " ")
     )
 }
 
-/// Creates `args.topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(args: &KafkaConfig, partitions: i32, replication: i32) -> anyhow::Result<()> {
-    ensure_named_topic(args, &args.topic, partitions, replication, MAX_MESSAGE_BYTES).await
+/// Creates `config.topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(config: &KafkaConfig, partitions: i32, replication: i32) -> anyhow::Result<()> {
+    ensure_named_topic(config, &config.topic, partitions, replication, MAX_MESSAGE_BYTES).await
 }
 
 /// Creates `topic` unless it exists, accepting records up to
 /// `max_message_bytes`. `-1` partitions or replication means the broker's
 /// default. An existing topic is left as it is (its limits included).
 pub async fn ensure_named_topic(
-    args: &KafkaConfig,
+    config: &KafkaConfig,
     topic: &str,
     partitions: i32,
     replication: i32,
     max_message_bytes: usize,
 ) -> anyhow::Result<()> {
     let admin: AdminClient<QuietContext> =
-        client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka admin client")?;
+        client_config(config)?.create_with_context(QuietContext::default()).context("creating Kafka admin client")?;
     let max_bytes = max_message_bytes.to_string();
     let new =
         NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)).set("max.message.bytes", &max_bytes);
@@ -254,12 +249,12 @@ pub async fn ensure_named_topic(
     let results = admin
         .create_topics([&new], &opts)
         .await
-        .with_context(|| format!("creating topic {topic:?} on {}", args.brokers))?;
+        .with_context(|| format!("creating topic {topic:?} on {}", config.brokers))?;
     for r in results {
         match r {
             Ok(_) => tracing::info!(topic, partitions, max_message_bytes, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => bail!("creating topic {t:?} on {}: {e}", args.brokers),
+            Err((t, e)) => bail!("creating topic {t:?} on {}: {e}", config.brokers),
         }
     }
     Ok(())
@@ -299,16 +294,16 @@ impl ConsumerContext for QuietContext {}
 /// drain, holding back the last rows).
 pub type WatermarkClient = BaseConsumer<QuietContext>;
 
-pub fn watermark_client(args: &KafkaConfig) -> anyhow::Result<WatermarkClient> {
-    client_config(args)?.create_with_context(QuietContext::default()).context("creating Kafka client")
+pub fn watermark_client(config: &KafkaConfig) -> anyhow::Result<WatermarkClient> {
+    client_config(config)?.create_with_context(QuietContext::default()).context("creating Kafka client")
 }
 
 /// The partition ids of `topic` (empty if the broker does not know it
 /// yet), from one metadata request bounded by `--connect-timeout`.
-pub fn topic_partitions(args: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let c = watermark_client(args)?;
+pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let c = watermark_client(config)?;
     let md = c
-        .fetch_metadata(Some(topic), args.connect_timeout.max(Duration::from_millis(100)))
+        .fetch_metadata(Some(topic), config.connect_timeout.max(Duration::from_millis(100)))
         .with_context(|| format!("reading the partitions of topic {topic}"))?;
     let mut ids: Vec<i32> = md
         .topics()
@@ -445,8 +440,8 @@ pub type PipelineConsumer = BaseConsumer<PipelineContext>;
 
 /// The consumer's librdkafka settings: adstream's defaults, then every
 /// `--kafka-option` (which wins).
-fn consumer_config(args: &KafkaConfig, group: &str) -> anyhow::Result<ClientConfig> {
-    let mut cfg = client_config(args)?;
+fn consumer_config(config: &KafkaConfig, group: &str) -> anyhow::Result<ClientConfig> {
+    let mut cfg = client_config(config)?;
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -471,16 +466,16 @@ fn consumer_config(args: &KafkaConfig, group: &str) -> anyhow::Result<ClientConf
     // anyone else replays them; 10 s instead of Kafka's 45 s makes recovery
     // after a kill -9 quick. --kafka-option (applied next) overrides them.
     cfg.set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "3000");
-    apply_options(&mut cfg, args)?;
+    apply_options(&mut cfg, config)?;
     Ok(cfg)
 }
 
 /// A consumer-group member that never auto-commits: offsets are committed
 /// by the pipeline, and only once the results they cover are durable.
-pub fn consumer(args: &KafkaConfig, group: &str) -> anyhow::Result<PipelineConsumer> {
-    let cfg = consumer_config(args, group)?;
+pub fn consumer(config: &KafkaConfig, group: &str) -> anyhow::Result<PipelineConsumer> {
+    let cfg = consumer_config(config, group)?;
     let c: PipelineConsumer = cfg.create_with_context(PipelineContext::default()).context("creating Kafka consumer")?;
-    c.subscribe(&[&args.topic]).with_context(|| format!("subscribing to {:?}", args.topic))?;
+    c.subscribe(&[&config.topic]).with_context(|| format!("subscribing to {:?}", config.topic))?;
     Ok(c)
 }
 
@@ -621,7 +616,12 @@ mod tests {
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
-            options: vec!["fetch.queue.backoff.ms=50".into(), "max.partition.fetch.bytes=4194304".into()],
+            options: [("fetch.queue.backoff.ms", "50"), ("max.partition.fetch.bytes", "4194304")]
+                .map(|(key, value)| crate::config::KafkaOption {
+                    key: key.into(),
+                    value: crate::config::secret::Secret::new(value),
+                })
+                .into(),
             connect_timeout: Duration::from_secs(1),
             tls: Default::default(),
             ssl_key_password: None,

@@ -26,6 +26,7 @@
 
 pub mod lease;
 mod publish;
+pub mod served;
 
 pub use publish::{lookup, Publication, Publisher, NOT_LEADER};
 

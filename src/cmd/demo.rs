@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::process::ExitCode;
 
 use crate::config::DemoConfig;
 use crate::engine::batch::{campaign_name, OutRow};
@@ -21,16 +22,23 @@ use crate::generator::{Generator, Pacer};
 use crate::learn::{Example, Learner, Params, Segment, Window};
 use crate::shutdown::Shutdown;
 
-pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
-    let cfg = args.window;
+/// `adstream demo`, on a blocking thread until the count, the duration or
+/// `stop`.
+pub async fn demo(config: DemoConfig, stop: Shutdown) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || play(config, stop)).await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn play(config: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
+    let cfg = config.window;
     let mut proc =
-        Processor::with_rollups(cfg, args.rollups.clone(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
+        Processor::with_rollups(cfg, config.rollups.clone(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
     proc.init_partition(0, None);
-    let mut gen = Generator::new(args.generator).with_traffic(args.traffic);
+    let mut gen = Generator::new(config.generator).with_traffic(config.traffic);
     let mut totals = Counts::default();
     let (mut key, mut json) = (Vec::new(), Vec::new());
     // The segment rollup at the base window, if configured: the model's input.
-    let segments = args.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
+    let segments = config.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
     let model = match segments {
         Some(_) => Some(Learner::new(Params::default()).map_err(anyhow::Error::msg)?),
         None => None,
@@ -38,16 +46,16 @@ pub fn demo(args: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let mut printer = Printer { segments, model, ..Printer::default() };
     say(format_args!(
         "adstream demo: {} events/s for {:?}{}; windows of {} s close {} s after they end (allowed lateness)",
-        if args.rate > 0.0 { args.rate.to_string() } else { "unthrottled".into() },
-        args.duration,
-        args.count.map(|c| format!(" or {c} events")).unwrap_or_default(),
+        if config.rate > 0.0 { config.rate.to_string() } else { "unthrottled".into() },
+        config.duration,
+        config.count.map(|c| format!(" or {c} events")).unwrap_or_default(),
         cfg.size_us / 1_000_000,
         cfg.allowed_lateness_us / 1_000_000,
     ));
-    let pacer = Pacer::new(args.rate);
+    let pacer = Pacer::new(config.rate);
     let mut sent: u64 = 0;
     loop {
-        if stop.is_triggered() || pacer.elapsed() >= args.duration || args.count.is_some_and(|c| sent >= c) {
+        if stop.is_triggered() || pacer.elapsed() >= config.duration || config.count.is_some_and(|c| sent >= c) {
             break;
         }
         if !pacer.ready(sent) {

@@ -5,33 +5,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer as _;
-
 use crate::config::{RunConfig, SinkKind};
-use crate::io::kafka::PipelineConsumer;
+use crate::io::kafka::{fetch, PipelineConsumer};
 use crate::obs::{metrics, Stats};
 
-/// The operability side of a `run`: the metrics/health endpoint and the
-/// probes that keep `/healthz` current.
-pub struct Ops {
+/// The monitoring of a `run`: the metrics/health endpoint and the probes
+/// that keep `/healthz` current.
+pub struct Monitoring {
     stats: Arc<Stats>,
     clickhouse: Option<clickhouse::Client>,
     period: Duration,
 }
 
-impl Ops {
+impl Monitoring {
     /// Binds `--metrics-addr` (unless `off`).
-    pub async fn start(args: &RunConfig, stats: Arc<Stats>) -> anyhow::Result<Ops> {
-        if let Some(addr) = args.metrics_addr {
-            metrics::serve(addr, stats.clone(), &args.kafka.topic, args.unhealthy_after).await?;
+    pub async fn start(config: &RunConfig, stats: Arc<Stats>) -> anyhow::Result<Monitoring> {
+        if let Some(addr) = config.metrics_addr {
+            metrics::serve(addr, stats.clone(), &config.kafka.topic, config.unhealthy_after).await?;
         }
-        let clickhouse = match args.sink {
-            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&args.clickhouse)?),
+        let clickhouse = match config.sink {
+            SinkKind::ClickHouse => Some(crate::io::clickhouse::client(&config.clickhouse)?),
             SinkKind::Console => None,
         };
         // A few probes per threshold, so /healthz turns within ~1/3 of it.
-        let period = (args.unhealthy_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
-        Ok(Ops { stats, clickhouse, period })
+        let period = (config.unhealthy_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        Ok(Monitoring { stats, clickhouse, period })
     }
 
     /// Starts the probes; they stop when the returned guard is dropped.
@@ -80,11 +78,10 @@ pub fn spawn_probes(
             tick.tick().await;
             let (c, t) = (consumer.clone(), topic.clone());
             let timeout = period.max(Duration::from_secs(1));
-            let kafka = tokio::task::spawn_blocking(move || c.client().fetch_metadata(Some(&t), timeout)).await;
+            let kafka = tokio::task::spawn_blocking(move || fetch::probe_metadata(&c, &t, timeout)).await;
             match kafka {
-                Ok(Ok(md)) if md.brokers().is_empty() => health.health.kafka.failed("no broker in the metadata"),
-                Ok(Ok(_)) => health.health.kafka.ok(),
-                Ok(Err(e)) => health.health.kafka.failed(&format!("metadata request: {e}")),
+                Ok(Ok(())) => health.health.kafka.ok(),
+                Ok(Err(e)) => health.health.kafka.failed(&e),
                 Err(_) => {}
             }
             if let Some(ch) = &clickhouse {
