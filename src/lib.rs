@@ -11,6 +11,7 @@
 //! windows by `cmd::learn` (its step in `pipeline`) and served from Redis.
 
 pub mod cli;
+pub mod clock;
 mod cmd;
 mod config;
 pub mod engine;

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
+use crate::clock::now_micros;
 use crate::config::DemoConfig;
 use crate::engine::batch::{campaign_name, OutRow};
 use crate::engine::event::Names;
-use crate::engine::time::{format_seconds, format_time_of_day, now_micros};
+use crate::engine::time::{format_seconds, format_time_of_day};
 use crate::engine::AdFormat;
 use crate::engine::{Batch, Counts, Dims, Processor, SegmentKey, DEFAULT_MAX_EVENT_BYTES};
 use crate::generator::{Generator, Pacer};
@@ -64,7 +65,9 @@ fn play(config: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
         gen.next_into(now_micros, &mut key, &mut json);
         // The moment it is "produced" is its message timestamp, as Kafka's
         // CreateTime would be.
-        proc.process(0, sent as i64, Some(now_micros()), None, &json);
+        let now = crate::clock::now();
+        proc.set_clock(now);
+        proc.process(0, sent as i64, Some(now.epoch_us), None, &json);
         sent += 1;
         if proc.pending() {
             let batch = proc.take_batch();

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::now_micros;
 use crate::config::{GenerateConfig, KafkaConfig};
-use crate::engine::time::now_micros;
 use crate::generator::{Generator, GeneratorConfig, Pacer, Traffic};
 use crate::io::kafka;
 use crate::io::kafka::producer::{EventProducer, ProduceStats};

@@ -52,7 +52,8 @@ pub struct RejectRecord {
     /// The whole message, verbatim: the dead-letter topic must be able to
     /// replay it byte for byte.
     pub raw: Vec<u8>,
-    /// When it was rejected, µs since the epoch (wall clock).
+    /// When it was rejected, µs since the epoch (wall clock): the caller's
+    /// clock ([`Processor::set_clock`](crate::engine::Processor::set_clock)), 0 if it never said.
     pub rejected_at_us: i64,
 }
 
@@ -65,7 +66,7 @@ impl RejectRecord {
             detail: reject.detail,
             key: key.map(<[u8]>::to_vec),
             raw: payload.to_vec(),
-            rejected_at_us: crate::engine::time::now_micros(),
+            rejected_at_us: 0,
         }
     }
 
@@ -73,6 +74,18 @@ impl RejectRecord {
     pub fn raw_prefix(&self) -> &[u8] {
         &self.raw[..self.raw.len().min(REJECT_RAW_LIMIT)]
     }
+}
+
+/// A reading of the caller's clocks. The engine reads no clock (so it is
+/// deterministic, and tests and replays decide the same); the consume loop
+/// reads them once per fetched batch of messages (`crate::clock::now`) and
+/// hands them in with [`Processor::set_clock`](crate::engine::Processor::set_clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic: since when rows have been due (the latency metrics).
+    pub instant: std::time::Instant,
+    /// Wall clock, µs since the epoch: when a message was rejected.
+    pub epoch_us: i64,
 }
 
 /// Events by fate since the last [`Batch`] (or the last

@@ -14,7 +14,7 @@ pub(crate) mod rollup;
 pub(crate) mod time;
 pub(crate) mod window;
 
-pub use batch::{Batch, Counts};
+pub use batch::{Batch, Counts, Now};
 pub use event::{AdFormat, Country, Device, EventType};
 pub use parse::DEFAULT_MAX_EVENT_BYTES;
 pub use processor::Processor;

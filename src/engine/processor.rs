@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, OutRow, RejectRecord};
+use crate::engine::batch::{Batch, Counts, Footprint, LateRecord, Now, OutRow, RejectRecord};
 use crate::engine::campaigns::{Admission, PartitionCampaigns, MAX_CAMPAIGNS_PER_WINDOW, MAX_LIVE_CAMPAIGNS};
 use crate::engine::event::{event_key, AdFormat, Country, Device, Interner};
 use crate::engine::parse::{parse_event, Reject, RejectReason};
@@ -35,8 +35,11 @@ pub struct Processor {
     batch: Batch,
     scratch: Vec<WindowRow>,
     /// Per partition: when the watermark first passed a window end since
-    /// the last batch, i.e. since when fired rows have been waiting.
-    due_since: HashMap<i32, Instant>,
+    /// the last batch, i.e. since when fired rows have been waiting (by the
+    /// caller's clock; `None` if it never said).
+    due_since: HashMap<i32, Option<Instant>>,
+    /// The caller's clock at its last [`set_clock`](Self::set_clock).
+    now: Option<Now>,
     /// Events by fate since the last [`take_counts`](Processor::take_counts)
     /// or [`take_batch`](Processor::take_batch): plain integers, handed to
     /// the caller as data (an atomic add per event and counter, a locked
@@ -77,6 +80,7 @@ impl Processor {
             batch: Batch::default(),
             scratch: Vec::new(),
             due_since: HashMap::new(),
+            now: None,
             counts: Counts::default(),
         })
     }
@@ -234,7 +238,7 @@ impl Processor {
             Err(rej) => {
                 w.skip(offset);
                 let record = || RejectRecord::new(p, offset, key, rej, payload);
-                Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+                Self::reject_unless_replaying(&mut self.batch, &mut self.counts, (replaying, self.now), record);
                 return;
             }
         };
@@ -258,7 +262,7 @@ impl Processor {
                 );
                 RejectRecord::new(p, offset, key, Reject { reason: RejectReason::FutureTimestamp, detail }, payload)
             };
-            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, (replaying, self.now), record);
             return;
         }
         let Some(cid) = self.interner.intern(&ev.campaign_id) else {
@@ -270,7 +274,7 @@ impl Processor {
                 );
                 RejectRecord::new(p, offset, key, Reject { reason: RejectReason::TooManyCampaigns, detail }, payload)
             };
-            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, (replaying, self.now), record);
             return;
         };
         // The campaign limit and the campaign's reference, for an event
@@ -295,7 +299,7 @@ impl Processor {
                 );
                 RejectRecord::new(p, offset, key, Reject { reason: RejectReason::TooManyCampaigns, detail }, payload)
             };
-            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, replaying, record);
+            Self::reject_unless_replaying(&mut self.batch, &mut self.counts, (replaying, self.now), record);
             return;
         }
         debug_assert!(
@@ -325,7 +329,7 @@ impl Processor {
         let wm_before = w.watermark();
         let outcome = w.observe(offset, &o, &mut self.scratch);
         if w.fire_epoch() != epoch {
-            self.due_since.entry(p).or_insert_with(Instant::now);
+            self.due_since.entry(p).or_insert(self.now.map(|n| n.instant));
         }
         if let Some(wm) = w.watermark().filter(|_| w.watermark() != wm_before) {
             let base_close = |start: i64| start + self.cfg.size_us + lateness;
@@ -370,7 +374,7 @@ impl Processor {
         self.interner.release_if_unused(cid);
         // Rows emitted here are final rows, due the moment the watermark
         // closed their window: now.
-        move_rows(&mut self.batch, p, &mut self.scratch, None);
+        move_rows(&mut self.batch, p, &mut self.scratch, self.now.map(|n| n.instant));
     }
 
     /// A rejection; or, while replaying below the restored commit (where
@@ -379,13 +383,14 @@ impl Processor {
     fn reject_unless_replaying(
         batch: &mut Batch,
         counts: &mut Counts,
-        replaying: bool,
+        (replaying, now): (bool, Option<Now>),
         record: impl FnOnce() -> RejectRecord,
     ) {
         if replaying {
             counts.replay_skipped += 1;
         } else {
-            let record = record();
+            let mut record = record();
+            record.rejected_at_us = now.map_or(0, |n| n.epoch_us);
             counts.rejected[record.reason.index()] += 1;
             batch.rejected.push(record);
         }
@@ -441,13 +446,21 @@ impl Processor {
         }
     }
 
+    /// The caller's clocks now: rows that become due from here on are due
+    /// since `now.instant`, messages rejected from here on were rejected at
+    /// `now.epoch_us`. The consume loop calls it once per fetched batch of
+    /// messages; without it no due time is recorded and rejects carry 0.
+    pub fn set_clock(&mut self, now: Now) {
+        self.now = Some(now);
+    }
+
     /// Takes the output so far, with the checkpoint of every partition.
     pub fn take_batch(&mut self) -> Batch {
-        let now = Instant::now();
+        let now = self.now.map(|n| n.instant);
         for (&p, w) in self.partitions.iter_mut() {
             w.emit_updates(&mut self.scratch);
-            let since = self.due_since.remove(&p).unwrap_or(now);
-            move_rows(&mut self.batch, p, &mut self.scratch, Some(since));
+            let since = self.due_since.remove(&p).flatten().or(now);
+            move_rows(&mut self.batch, p, &mut self.scratch, since);
         }
         // Rows stay in emission order: ClickHouse does not care, and the
         // consoles sort what they print (OutRow::display_key).
@@ -507,12 +520,14 @@ pub fn check_rollups(rollups: &[Rollup], base_us: i64) -> Result<(), String> {
 
 /// Moves emitted window rows of partition `p` into the batch (campaigns stay
 /// ids; the batch carries the names), recording when they became due
-/// (`None`: now).
+/// (`None`: the caller keeps no clock, nothing is recorded).
 fn move_rows(batch: &mut Batch, p: i32, rows: &mut Vec<WindowRow>, due: Option<Instant>) {
     if rows.is_empty() {
         return;
     }
-    batch.due.push((due.unwrap_or_else(Instant::now), rows.len() as u32));
+    if let Some(due) = due {
+        batch.due.push((due, rows.len() as u32));
+    }
     for row in rows.drain(..) {
         batch.rows.push(OutRow { partition: p, row });
     }

@@ -212,11 +212,6 @@ pub fn format_duration_us(us: i64) -> String {
     out
 }
 
-/// Wall clock now, in epoch microseconds.
-pub fn now_micros() -> i64 {
-    Utc::now().timestamp_micros()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -256,6 +256,7 @@ impl ConsumeLoop {
             }
         }
         self.proc.fire_all();
+        self.proc.set_clock(crate::clock::now());
         let batch = self.proc.take_batch();
         self.stats.add(&batch.counts);
         self.stats.set_footprint(&batch.footprint);
@@ -287,7 +288,11 @@ impl ConsumeLoop {
         self.rebalance(consumer);
         let n = queue.consume(msgs, queue_wait);
         self.quiet = n == 0 && polled.is_empty();
-        let now = Instant::now();
+        // The clocks, read once per pass and handed to the engine, which
+        // reads none itself.
+        let clock = crate::clock::now();
+        let now = clock.instant;
+        self.proc.set_clock(clock);
         if let Some(f) = polled.fetched() {
             self.process_fetched(consumer, now, f);
         }

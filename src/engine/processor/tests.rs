@@ -25,12 +25,17 @@ fn every_message_ends_up_counted_late_or_rejected() {
     // Produced at 00:00:20: "d" is 3 h ahead of its message, the others
     // are behind it.
     let produced = Some(1_765_324_820_000_000);
+    // The caller's clock, handed in: the engine reads none.
+    let clock = crate::engine::Now { instant: std::time::Instant::now(), epoch_us: 42 };
+    p.set_clock(clock);
     for (i, m) in msgs.iter().enumerate() {
         p.process(0, i as i64, produced, None, m);
     }
     let b = p.take_batch();
     assert_eq!(b.rows.len(), 1, "window [00:00:00, 00:00:10) closed");
     assert_eq!(b.due.iter().map(|d| d.1 as usize).sum::<usize>(), 1, "every row is timed once");
+    assert!(b.due.iter().all(|d| d.0 == clock.instant), "due by the caller's clock");
+    assert!(b.rejected.iter().all(|r| r.rejected_at_us == 42), "rejected at the caller's clock");
     assert_eq!(b.rows[0].row.totals.impressions, 1);
     assert_eq!(b.late.len(), 1);
     assert_eq!(b.late[0].event_id, "c");
