@@ -1,7 +1,8 @@
 -- Nothing is dropped silently: events whose window had already closed, and
 -- messages that failed validation, are kept here with a reason. Keyed by
 -- (topic, partition, offset), so a replay after a crash rewrites the same
--- rows instead of adding new ones; read them through the views.
+-- rows instead of adding new ones; read them through the views. Kept 30
+-- days after they were written (change with ALTER TABLE … MODIFY TTL).
 CREATE TABLE IF NOT EXISTS {database}.ad_late_events_log
 (
     topic        LowCardinality(String),
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS {database}.ad_late_events_log
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset)
+TTL toDateTime(inserted_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE OR REPLACE VIEW {database}.ad_late_events AS
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS {database}.ad_rejected_events_log
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset)
+TTL toDateTime(inserted_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE OR REPLACE VIEW {database}.ad_rejected_events AS

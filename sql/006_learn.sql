@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS {database}.ad_ctr_quality
     inserted_at        DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (model, window_start);
+ORDER BY (model, window_start)
+-- A row per model and window: 8,640 a day; kept 90 days after written.
+TTL toDateTime(inserted_at) + INTERVAL 90 DAY;
 
 CREATE OR REPLACE VIEW {database}.ad_ctr_quality_10s AS
 SELECT model, window_start, window_end, model_version, examples, impressions, clicks,
@@ -74,7 +76,10 @@ CREATE TABLE IF NOT EXISTS {database}.ad_ctr_predictions
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (model, window_start, campaign_id, ad_format, country, device);
+ORDER BY (model, window_start, campaign_id, ad_format, country, device)
+-- A row per segment and window (1.8 million a day with 210 segments): kept
+-- 7 days after written.
+TTL toDateTime(inserted_at) + INTERVAL 7 DAY;
 
 -- Predicted vs observed CTR per window and format: the prediction weighted
 -- by impressions (predicted clicks ÷ impressions), beside clicks ÷

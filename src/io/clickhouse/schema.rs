@@ -67,6 +67,28 @@ mod tests {
         assert!(statements("bad name").is_err());
     }
 
+    /// Everything that grows with time has a retention rule: every table
+    /// has a TTL, or is in this list with the rule that bounds it instead.
+    #[test]
+    fn every_table_has_a_retention_rule() {
+        let bounded_otherwise = [
+            ("ad_window_parts", "PARTITION BY toYYYYMM"), // the product: drop old months (docs/operations.md)
+            ("ad_ctr_model", "ORDER BY (model, version)"), // the learner keeps --keep-snapshots per model
+            ("ad_source_partitions", "ORDER BY"),         // a row per topic partition
+        ];
+        let mut tables = 0;
+        for (_, q) in statements("adx").unwrap() {
+            let Some(rest) = q.strip_prefix("CREATE TABLE IF NOT EXISTS adx.") else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            tables += 1;
+            match bounded_otherwise.iter().find(|(n, _)| *n == name) {
+                Some((_, rule)) => assert!(q.contains(rule), "{name}: {rule}"),
+                None => assert!(q.contains("\nTTL "), "{name} has no TTL and no other retention rule"),
+            }
+        }
+        assert!(tables >= 8, "tables found: {tables}");
+    }
+
     #[test]
     fn every_sql_file_is_embedded() {
         let mut on_disk: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql"))
