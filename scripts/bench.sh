@@ -161,6 +161,11 @@ if wants profile; then
     --group "${ptopic}_g" --database "${ptopic}_db" >"$OUT/profile-run.out" 2>"$OUT/profile-run.err"
   perf report -i "$OUT/profile.perf.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null >"$OUT/profile.txt"
   python3 bench/perf_split.py <"$OUT/profile.txt" | tee "$OUT/profile-split.md"
+  # Leave nothing behind: the profile's topic, group and database.
+  scripts/kafka.sh topics --delete --topic "$ptopic" >/dev/null 2>&1 || echo "note: could not delete topic $ptopic" >&2
+  scripts/kafka.sh groups --delete --group "${ptopic}_g" >/dev/null 2>&1 || true
+  curl -fsS "${ADSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_PORT:-8123}}/" \
+    --data-binary "DROP DATABASE IF EXISTS ${ptopic}_db" >/dev/null || echo "note: could not drop ${ptopic}_db" >&2
 fi
 if wants scaling; then
   step "scaling bench (keys × window size)"
