@@ -257,6 +257,63 @@ fn truth(model: TrafficModel, c: &Cell) -> f64 {
     ))
 }
 
+/// The campaign factors a campaign-blind learner considers: 0.60, 0.61,
+/// .., 1.40 ([`campaign_factor`](adstream::generator::model::campaign_factor)'s
+/// range; the five named campaigns' factors are among them).
+const FACTOR_GRID: usize = 81;
+
+fn grid_factor(j: usize) -> f64 {
+    0.60 + j as f64 / 100.0
+}
+
+/// The campaign-blind bound: the predictions of a learner told the whole
+/// traffic model except each campaign's factor, which it gets as a prior
+/// (uniform over the 81 values of [`FACTOR_GRID`], the factors' actual
+/// spread) and estimates from the campaign's own events. It is the Bayes
+/// learner of that prior: per campaign the posterior over the grid after
+/// the windows before this one (an event is a click with probability
+/// `p(f)`: likelihood `p^c (1 − p)^i`), a cell predicted with
+/// `E[p] / (1 − E[p])` (the `q` that minimizes the expected binomial loss
+/// of the row), window by window as adstream predicts. No learner that
+/// must estimate the campaign factors from the same stream does better in
+/// expectation over factors drawn from that prior; the seed model has no
+/// campaign factor, so there it equals the optimum.
+fn campaign_blind(model: TrafficModel, cells: &[Cell], campaigns: usize) -> Vec<f64> {
+    let mut loglik = vec![0.0f64; campaigns * FACTOR_GRID];
+    let mut q = vec![0.0; cells.len()];
+    let p_of = |c: &Cell, j: usize| {
+        model.p_click_with_factor(
+            AdFormat::ALL[c.format],
+            c.country,
+            c.device,
+            grid_factor(j),
+            usize::from(hour_of_day(c.window_start_us)),
+        )
+    };
+    for (start, window) in chunk_windows(cells) {
+        for (k, c) in window.iter().enumerate() {
+            let ll = &loglik[c.campaign * FACTOR_GRID..][..FACTOR_GRID];
+            let max = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (mut sum_w, mut sum_wp) = (0.0, 0.0);
+            for (j, l) in ll.iter().enumerate() {
+                let w = (l - max).exp();
+                sum_w += w;
+                sum_wp += w * p_of(c, j);
+            }
+            let p = sum_wp / sum_w;
+            q[start + k] = p / (1.0 - p);
+        }
+        for c in window {
+            let ll = &mut loglik[c.campaign * FACTOR_GRID..][..FACTOR_GRID];
+            for (j, l) in ll.iter_mut().enumerate() {
+                let p = p_of(c, j);
+                *l += c.clicks as f64 * p.ln() + c.impressions as f64 * (1.0 - p).ln();
+            }
+        }
+    }
+    q
+}
+
 /// Progressive figures of predictions `p` over `cells`: all, and past the
 /// warm-up.
 fn score(cells: &[Cell], p: impl Fn(usize) -> f64, warmup: u64) -> (Report, Report) {
@@ -343,6 +400,8 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
     let q_at_least_1 = q.iter().filter(|&&q| q >= 1.0).count();
     let (model_all, model_past) = score(&cells, |k| p[k], args.warmup);
     let (opt_all, opt_past) = score(&cells, |k| q[k], args.warmup);
+    let blind = campaign_blind(args.traffic, &cells, names.len());
+    let (blind_all, blind_past) = score(&cells, |k| blind[k], args.warmup);
     // The first window is predicted by a model that has learned nothing
     // (p = 0.5): the cost of learning per window instead of per event.
     let first = cells.iter().take_while(|c| c.window_start_us == cells[0].window_start_us).count();
@@ -357,6 +416,11 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         run.insert("ratio_vs_optimum", opt(model_all.log_loss) / opt(opt_all.log_loss));
         run.insert("ratio_vs_optimum_past_warmup", opt(model_past.log_loss) / opt(opt_past.log_loss));
         run.insert("ratio_vs_optimum_after_first_window", opt(model_later.log_loss) / opt(opt_later.log_loss));
+        run.insert("campaign_blind_log_loss", opt(blind_all.log_loss));
+        run.insert("campaign_blind_log_loss_past_warmup", opt(blind_past.log_loss));
+        run.insert("campaign_blind_ratio_vs_optimum", opt(blind_all.log_loss) / opt(opt_all.log_loss));
+        run.insert("campaign_blind_ratio_vs_optimum_past_warmup", opt(blind_past.log_loss) / opt(opt_past.log_loss));
+        run.insert("ratio_vs_campaign_blind_past_warmup", opt(model_past.log_loss) / opt(blind_past.log_loss));
         run.insert("calibration", opt(model_all.calibration));
         run.insert("calibration_past_warmup", opt(model_past.calibration));
         run.insert("calibration_error_past_warmup", (opt(model_past.calibration) - 1.0).abs());
@@ -387,6 +451,30 @@ pub fn run(args: &LearnerArgs, out: &Path) -> anyhow::Result<serde_json::Value> 
         Figure {
             label: "log loss ÷ optimum, first window left out",
             metric: "ratio_vs_optimum_after_first_window",
+            unit: "×",
+            target: Target::None,
+        },
+        Figure {
+            label: "campaign-blind bound log loss / impression",
+            metric: "campaign_blind_log_loss",
+            unit: "nats",
+            target: Target::None,
+        },
+        Figure {
+            label: "campaign-blind bound ÷ optimum (all)",
+            metric: "campaign_blind_ratio_vs_optimum",
+            unit: "×",
+            target: Target::None,
+        },
+        Figure {
+            label: "campaign-blind bound ÷ optimum past warm-up",
+            metric: "campaign_blind_ratio_vs_optimum_past_warmup",
+            unit: "×",
+            target: Target::None,
+        },
+        Figure {
+            label: "log loss ÷ campaign-blind bound past warm-up",
+            metric: "ratio_vs_campaign_blind_past_warmup",
             unit: "×",
             target: Target::None,
         },

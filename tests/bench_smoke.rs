@@ -312,6 +312,9 @@ fn learner_bench_writes_its_figures_and_the_windows_export() {
         "log_loss_past_warmup",
         "optimum_log_loss_past_warmup",
         "ratio_vs_optimum_past_warmup",
+        "campaign_blind_log_loss",
+        "campaign_blind_ratio_vs_optimum_past_warmup",
+        "ratio_vs_campaign_blind_past_warmup",
         "calibration_past_warmup",
         "calibration_error_past_warmup",
         "learn_wall_s",
@@ -382,6 +385,48 @@ fn learner_bench_optimum_is_below_the_models_loss() {
     let (model, optimum) = (figure(&doc, "log_loss_past_warmup"), figure(&doc, "optimum_log_loss_past_warmup"));
     assert!(optimum <= model, "past warm-up: optimum {optimum} above the model's {model}");
     assert!(model < optimum * 1.05, "past warm-up the model {model} is not within 5 % of the optimum {optimum}");
+}
+
+/// The campaign-blind bound (a Bayes learner told everything but each
+/// campaign's factor) lies between the optimum and the model on a sparse
+/// stream: strictly above the optimum (the factors are estimated from few
+/// events), at or below the model (which must also estimate everything
+/// else); with the seed model, which has no campaign factor, it is the
+/// optimum exactly.
+#[test]
+fn learner_bench_campaign_blind_bound_lies_between_the_optimum_and_the_model() {
+    let dir = scratch_dir();
+    let run = |traffic: &str, campaigns: &str| {
+        run_ok(
+            bench().arg("--out").arg(&dir).args([
+                "--reps",
+                "1",
+                "learner",
+                "--events",
+                "200000",
+                "--traffic",
+                traffic,
+                "--campaigns",
+                campaigns,
+                "--event-rate",
+                "100",
+                "--warmup",
+                "50000",
+            ]),
+            Duration::from_secs(300),
+        );
+    };
+    run("segmented", "1000");
+    let doc = result(&dir, "learner-segmented-1000c-100eps", 1);
+    let (model, blind, optimum) =
+        (figure(&doc, "log_loss"), figure(&doc, "campaign_blind_log_loss"), figure(&doc, "optimum_log_loss"));
+    assert!(optimum * 1.001 < blind && blind <= model, "optimum {optimum}, bound {blind}, model {model}");
+    let ratio = figure(&doc, "campaign_blind_ratio_vs_optimum_past_warmup");
+    assert!(ratio > 1.001, "past warm-up the bound is {ratio} × the optimum");
+    run("seed", "5");
+    let doc = result(&dir, "learner-seed-5c-100eps", 1);
+    let (blind, optimum) = (figure(&doc, "campaign_blind_log_loss"), figure(&doc, "optimum_log_loss"));
+    assert!((blind - optimum).abs() <= 1e-12 * optimum, "seed: bound {blind} vs optimum {optimum}");
 }
 
 /// `adstream-bench serving` at a tiny size (one learner, 200 events/s, one

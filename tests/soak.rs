@@ -10,6 +10,17 @@
 //! per simulated day it prints what could grow: RSS, open cells,
 //! deduplication ids, rows written, messages re-read per restart.
 //!
+//! Beside `run`, two `adstream learn` of one model learn the week as it
+//! closes: a writer and a hot standby (`--lease-ttl 3s`), redis-server
+//! killed -9 and started again (empty) in the first half day, the writer
+//! killed -9 in the second (the standby takes over, a new standby starts).
+//! Afterwards every impression of `ad_metrics_segments_10s` up to the
+//! newest window closed on every partition is learned exactly once or
+//! counted in `ad_ctr_abandoned`, `current` in Redis never moved backwards
+//! (watched every 50 ms), no snapshot version forked; per simulated day it
+//! prints the writer's RSS, Redis `used_memory` and `ad_ctr_model`'s bytes
+//! on disk, held flat like the rest.
+//!
 //! `ADSTREAM_SOAK_DAYS` (default 1, the variant `scripts/test.sh` runs);
 //! `scripts/soak.sh` runs 7 days with a release build. From day 2 on, the
 //! figures must stay flat (see [`assert_flat`]).
@@ -360,6 +371,127 @@ impl Run {
     }
 }
 
+/// One `adstream learn` process of the soak (the writer or the standby),
+/// with its metrics endpoint.
+struct Learn {
+    runner: Runner,
+    port: u16,
+}
+
+/// The learners' lease: short, so a takeover after kill -9 fits the soak.
+const LEASE_TTL: &str = "3s";
+
+impl Learn {
+    fn start(db: &str, model: &str, name: &str, dir: &Path) -> Learn {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let args = ["learn", "--database", db, "--model", model, "--poll-interval", "200ms"];
+        let runner = Runner::start(
+            name,
+            &[&args[..], &["--lease-ttl", LEASE_TTL, "--keep-snapshots", KEEP_SNAPSHOTS, "--metrics-addr", &addr]]
+                .concat(),
+            dir,
+        );
+        Learn { runner, port }
+    }
+
+    /// 1 while it writes, 0 standing by, None while its endpoint is not up.
+    fn leader(&self) -> Option<f64> {
+        let m = http_get(self.port, "/metrics").filter(|m| m.contains("adstream_learn_leader"))?;
+        Some(metric(&m, "adstream_learn_leader"))
+    }
+}
+
+/// Snapshot versions the soak's learners keep. The soak saves a few dozen
+/// snapshots per simulated day (a real day saves one per poll with news,
+/// about 8,640), so the default of 100 would be reached only on day 3;
+/// 10 reaches it on day 1, as a real day would.
+const KEEP_SNAPSHOTS: &str = "10";
+
+/// The newest snapshot row of the model: (version, learned_through ms,
+/// impressions, clicks).
+async fn model_row(db: &str, model: &str) -> Option<(u64, i64, u64, u64)> {
+    let t = tsv(&format!(
+        "SELECT version, toUnixTimestamp64Milli(learned_through), impressions, clicks \
+         FROM {db}.ad_ctr_model WHERE model = '{model}' ORDER BY version DESC LIMIT 1"
+    ))
+    .await;
+    let v: Vec<&str> = t.trim().split('\t').collect();
+    match v[..] {
+        [a, b, c, d] => Some((a.parse().ok()?, b.parse().ok()?, c.parse().ok()?, d.parse().ok()?)),
+        _ => None,
+    }
+}
+
+/// Waits until the model has learned through `through_ms` (a window
+/// start); returns its row.
+async fn learned_through(db: &str, model: &str, through_ms: i64, limit: Duration) -> (u64, i64, u64, u64) {
+    let t0 = Instant::now();
+    loop {
+        let m = model_row(db, model).await;
+        if let Some(m) = m.filter(|m| m.1 >= through_ms) {
+            return m;
+        }
+        assert!(t0.elapsed() < limit, "the learner did not learn through {through_ms} within {limit:?}: {m:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn redis_used_memory() -> Option<u64> {
+    let mut con = redis::Client::open(redis_url()).ok()?.get_connection().ok()?;
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut con).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("used_memory:"))?.trim().parse().ok()
+}
+
+fn redis_pid() -> Option<u32> {
+    let port = redis_addr().rsplit(':').next()?.to_string();
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".run/redis/{port}/redis.pid"));
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Watches `adstream:<db>:<model>:current` every 50 ms until stopped;
+/// returns the versions seen, in order, and every step backwards.
+fn watch_current(db: &str, model: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<u64>, Vec<String>)> {
+    let key = format!("adstream:{db}:{model}:current");
+    std::thread::spawn(move || {
+        let (mut seen, mut backwards, mut con) = (Vec::<u64>::new(), Vec::new(), None);
+        while !stop.load(Ordering::Relaxed) {
+            if con.is_none() {
+                con = redis::Client::open(redis_url()).ok().and_then(|c| c.get_connection().ok());
+            }
+            if let Some(c) = con.as_mut() {
+                match redis::cmd("GET").arg(&key).query::<Option<u64>>(c) {
+                    Ok(Some(v)) => {
+                        if let Some(&last) = seen.last() {
+                            if v < last {
+                                backwards.push(format!("{last} -> {v}"));
+                            }
+                        }
+                        if seen.last() != Some(&v) {
+                            seen.push(v);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => con = None, // Redis killed: reconnect when it is back
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (seen, backwards)
+    })
+}
+
+/// What the learners cost at the end of one simulated day.
+#[derive(Debug, Default, Clone)]
+struct LearnDay {
+    redis_used_mib: f64,
+    model_table_mib: f64,
+    /// The writer's resident set.
+    rss_mib: f64,
+    version: u64,
+    snapshots: i64,
+}
+
 /// What one simulated day cost.
 #[derive(Debug, Default, Clone)]
 struct Day {
@@ -372,6 +504,7 @@ struct Day {
     /// The day of the offset reset: its replay of every earlier day is an
     /// injected cost, printed but not held to the flat line.
     reset: bool,
+    learn: LearnDay,
 }
 
 /// From day 2 on (day 1 starts from nothing), what lives in memory and what
@@ -386,6 +519,9 @@ fn assert_flat(days: &[Day]) {
             ("open cells", d.open_cells, base.open_cells, 500.0),
             ("dedup ids", d.dedup_ids, base.dedup_ids, 500.0),
             ("rows written", d.rows_written, base.rows_written, 5_000.0),
+            ("learner RSS MiB", d.learn.rss_mib, base.learn.rss_mib, 16.0),
+            ("Redis used_memory MiB", d.learn.redis_used_mib, base.learn.redis_used_mib, 2.0),
+            ("ad_ctr_model MiB", d.learn.model_table_mib, base.learn.model_table_mib, 2.0),
         ] {
             assert!(v <= b * 1.5 + floor, "day {}: {what} {v} vs day 2's {b}: it grows with time", i + 1);
         }
@@ -412,6 +548,22 @@ async fn soak(days: i64) {
     let jsonl = dir.join("week.jsonl");
     let mut traffic = Traffic::new(0x50a4);
     let mut run = Run::start(&pipe, "run0", &dir);
+    // The learners: a writer and a standby of one model, on the same
+    // database (learn creates no table: it starts once run has made them).
+    let model = unique("m");
+    let t0 = Instant::now();
+    while try_scalar(&format!("SELECT count() FROM {}.ad_source_partitions", pipe.db)).await.is_none()
+        || try_scalar(&format!("SELECT count() FROM {}.ad_ctr_model", pipe.db)).await.is_none()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(120), "run created the tables within 120 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut learners =
+        vec![Learn::start(&pipe.db, &model, "learn0", &dir), Learn::start(&pipe.db, &model, "learn1", &dir)];
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = watch_current(&pipe.db, &model, stop_watch.clone());
+    let redis_ours = !external_service("redis");
+    let mut takeovers: Vec<f64> = Vec::new();
     let mut table: Vec<Day> = Vec::new();
     let mut day = Day::default();
     let (mut messages, mut rows_before) = (0u64, 0.0);
@@ -431,6 +583,47 @@ async fn soak(days: i64) {
             std::thread::sleep(Duration::from_secs(60).saturating_sub(t0.elapsed()));
             run.runner.assert_alive("through 60 s of a ClickHouse that never answers");
             proxy.stall(false);
+        }
+        if h == 0 {
+            // Redis killed (-9) while the learners learn the morning, then
+            // started again, empty: the lease and every published version
+            // are gone; the writer waits, takes the lease again and
+            // republishes from its snapshot in ClickHouse.
+            if redis_ours {
+                let pid = redis_pid().expect("scripts/redis.sh started redis-server");
+                std::thread::sleep(Duration::from_secs(2));
+                signal(pid, "KILL");
+                wait_until("redis-server to die", Duration::from_secs(10), || {
+                    TcpStream::connect(redis_addr()).is_err()
+                });
+                std::thread::sleep(Duration::from_secs(3));
+                for l in &mut learners {
+                    l.runner.assert_alive("with Redis down");
+                }
+                service("redis", "up");
+                println!("  redis-server killed (-9) and started again during half-day 1");
+            } else {
+                println!("redis-server kill -9 in the soak: SKIPPED (ADSTREAM_TEST_EXTERNAL_SERVICES names redis)");
+            }
+        }
+        if h == 1 {
+            // kill -9 of the writer: the standby takes over within the
+            // lease; a new standby starts in its place.
+            let t0 = Instant::now();
+            let writer = loop {
+                if let Some(i) = learners.iter().position(|l| l.leader() == Some(1.0)) {
+                    break i;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(60), "no learner holds the lease");
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let killed = learners.remove(writer);
+            killed.runner.kill9();
+            let t0 = Instant::now();
+            wait_until("the standby to take over", Duration::from_secs(60), || learners[0].leader() == Some(1.0));
+            takeovers.push(t0.elapsed().as_secs_f64());
+            println!("  learner kill -9: the standby took over in {:.1} s (--lease-ttl {LEASE_TTL})", takeovers[0]);
+            learners.push(Learn::start(&pipe.db, &model, &format!("learn{}", h + 2), &dir));
         }
         let m = run.caught_up(&topic, Duration::from_secs(600));
         let rows = metric(&m, "adstream_window_rows_written_total");
@@ -468,6 +661,29 @@ async fn soak(days: i64) {
         run = Run::start(&pipe, &name, &dir);
         let m = run.caught_up(&topic, Duration::from_secs(600));
         let reread = metric(&m, "adstream_events_consumed_total") as u64;
+        // The learners keep up: every window up to a minute before the end
+        // of the half day (the last ones close with the next one's traffic).
+        let end_ms = (START_S + (h + 1) * HALF_DAY_S) * 1000;
+        let learned = learned_through(&pipe.db, &model, end_ms - 60_000, Duration::from_secs(600)).await;
+        for l in &mut learners {
+            l.runner.assert_alive("through the soak");
+        }
+        if h % 2 == 1 {
+            let writer = learners.iter().find(|l| l.leader() == Some(1.0)).unwrap_or(&learners[0]);
+            let db = &pipe.db;
+            day.learn = LearnDay {
+                redis_used_mib: redis_used_memory().unwrap_or(0) as f64 / 1048576.0,
+                model_table_mib: scalar(&format!(
+                    "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = '{db}' AND table = 'ad_ctr_model' \
+                     AND active"
+                ))
+                .await as f64
+                    / 1048576.0,
+                rss_mib: vm_rss_kb(writer.runner.pid()).unwrap_or(0) as f64 / 1024.0,
+                version: learned.0,
+                snapshots: scalar(&format!("SELECT count() FROM {db}.ad_ctr_model WHERE model = '{model}'")).await,
+            };
+        }
         // A restart reads on from the commit (the longer windows seeded from
         // downstream): about the allowed lateness plus a base window of
         // traffic, more while a fast clock's event holds its window open;
@@ -490,6 +706,16 @@ async fn soak(days: i64) {
                 if day.reset { " (offset reset: the whole topic replayed)" } else { "" },
                 t_test.elapsed().as_secs_f64()
             );
+            println!(
+                "  day {} learner: RSS {:.1} MiB, Redis used_memory {:.2} MiB, ad_ctr_model {:.2} MiB on disk \
+                 ({} snapshots), model v{}",
+                table.len() + 1,
+                day.learn.rss_mib,
+                day.learn.redis_used_mib,
+                day.learn.model_table_mib,
+                day.learn.snapshots,
+                day.learn.version
+            );
             table.push(std::mem::take(&mut day));
         }
     }
@@ -509,6 +735,77 @@ async fn soak(days: i64) {
     );
     assert!(traffic.redeliveries > 0 && duplicates > 0, "the soak exercises redeliveries");
     assert!(late > 0, "the soak exercises the late path");
+
+    // The learner learns through the newest window every partition has
+    // closed (the drain's last window is written, not final: more events
+    // could still come), and every impression of ad_metrics_segments_10s
+    // up to there is learned exactly once or counted in ad_ctr_abandoned.
+    let db = &pipe.db;
+    let last = scalar(&format!(
+        "SELECT toInt64(min(closed)) FROM (SELECT partition, toUnixTimestamp64Milli(max(window_start)) AS closed \
+         FROM {db}.ad_window_parts WHERE rollup_name = 'campaign_id,ad_format,country,device:10s' AND is_final \
+         GROUP BY partition)"
+    ))
+    .await;
+    let m = learned_through(db, &model, last, Duration::from_secs(600)).await;
+    stop_watch.store(true, Ordering::Relaxed);
+    let (versions, backwards) = watcher.join().expect("the watcher of current");
+    assert!(backwards.is_empty(), "adstream:<db>:<model>:current moved backwards: {backwards:?}");
+    assert!(versions.len() > 1, "current was published: {versions:?}");
+    let view = tsv(&format!(
+        "SELECT sum(impressions), sum(clicks) FROM {db}.ad_metrics_segments_10s \
+         WHERE window_start <= fromUnixTimestamp64Milli({}, 'UTC')",
+        m.1
+    ))
+    .await;
+    let abandoned = tsv(&format!(
+        "SELECT reason, sum(impressions), sum(clicks), count() FROM {db}.ad_ctr_abandoned \
+         WHERE model = '{model}' AND window_start <= fromUnixTimestamp64Milli({}, 'UTC') GROUP BY reason",
+        m.1
+    ))
+    .await;
+    let (ai, ac) = abandoned.lines().fold((0i64, 0i64), |(i, c), l| {
+        let f: Vec<&str> = l.split('\t').collect();
+        (i + f[1].parse::<i64>().expect("impressions"), c + f[2].parse::<i64>().expect("clicks"))
+    });
+    assert_eq!(
+        view.trim(),
+        format!("{}\t{}", m.2 as i64 + ai, m.3 as i64 + ac),
+        "ad_metrics_segments_10s = learned ({} impressions, {} clicks) + abandoned ({ai}, {ac}: {abandoned:?})",
+        m.2,
+        m.3
+    );
+    // One history in ClickHouse too: no version saved with two contents,
+    // no later version that learned less.
+    let forks = tsv(&format!(
+        "SELECT version FROM {db}.ad_ctr_model WHERE model = '{model}' GROUP BY version \
+         HAVING uniqExact(learned_through, impressions, clicks, snapshot) > 1"
+    ))
+    .await;
+    assert_eq!(forks.trim(), "", "versions saved with two contents (a fork)");
+    let backwards = scalar(&format!(
+        "SELECT count() FROM (SELECT impressions, learned_through, \
+           lagInFrame(impressions) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pi, \
+           lagInFrame(learned_through) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pt \
+         FROM (SELECT DISTINCT version, impressions, learned_through FROM {db}.ad_ctr_model WHERE model = '{model}')) \
+         WHERE impressions < pi OR learned_through < pt"
+    ))
+    .await;
+    assert_eq!(backwards, 0, "a later snapshot version with less learned");
+    println!(
+        "soak learner: learned through the last window, v{}: {} impressions + {} clicks learned, {ai} + {ac} \
+         abandoned ({}) = ad_metrics_segments_10s; current seen at {} versions, never backwards; takeover {:?} s",
+        m.0,
+        m.2,
+        m.3,
+        if abandoned.trim().is_empty() { "none".to_string() } else { abandoned.trim().replace('\n', "; ") },
+        versions.len(),
+        takeovers
+    );
+    for l in learners {
+        let (status, _) = l.runner.sigterm(Duration::from_secs(20));
+        assert!(status.success(), "learn on SIGTERM: {status}");
+    }
     assert_flat(&table);
 }
 

@@ -139,13 +139,21 @@ impl TrafficModel {
     /// Probability that an event of this segment at this UTC hour is a
     /// click (else an impression). `campaign` is 0-based.
     pub fn p_click(self, f: AdFormat, country: usize, device: usize, campaign: usize, hour: usize) -> f64 {
+        self.p_click_with_factor(f, country, device, campaign_factor(campaign), hour)
+    }
+
+    /// [`p_click`](Self::p_click) with the campaign's factor given instead
+    /// of its index (the seed model ignores it): what a learner told
+    /// everything but the campaign's factor would compute for a guess of
+    /// it (the learner bench's campaign-blind bound).
+    pub fn p_click_with_factor(self, f: AdFormat, country: usize, device: usize, factor: f64, hour: usize) -> f64 {
         match self {
             TrafficModel::Seed => click_probability(f),
             TrafficModel::Segmented => {
                 let mut p = FORMAT_BASE[f.index()]
                     * COUNTRY_FACTOR[country]
                     * DEVICE_FACTOR[device]
-                    * campaign_factor(campaign)
+                    * factor
                     * HOUR_FACTOR[hour % 24];
                 for i in &INTERACTIONS {
                     if i.ad_format == f
