@@ -82,7 +82,7 @@ async fn wait_for_schema(
                     tracing::warn!("{line}; waiting");
                 }
             }
-            Err(e) if retry::is_permanent(&e) || cfg.once => return Err(e),
+            Err(e) if !e.is_retriable() || cfg.once => return Err(e.into()),
             Err(e) => stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
         }
         tokio::select! {
