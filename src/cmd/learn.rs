@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learner> {
     let Some(row) = store.latest_snapshot().await? else {
         tracing::info!(model = %cfg.model, "no snapshot of this model yet: learning from the first window");
-        return Learner::new(cfg.params).map_err(anyhow::Error::msg);
+        return Ok(Learner::new(cfg.params)?);
     };
     let l = Learner::from_bytes(&row.snapshot).map_err(|e| {
         anyhow::anyhow!(
