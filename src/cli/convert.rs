@@ -229,7 +229,7 @@ impl WindowArgs {
         } else {
             specs.iter().map(|s| parse_rollup(s, base)).collect::<anyhow::Result<Vec<_>>>()?
         };
-        check_rollups(&rollups, base).map_err(anyhow::Error::msg)?;
+        check_rollups(&rollups, base)?;
         Ok(rollups)
     }
 }

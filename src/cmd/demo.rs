@@ -32,8 +32,7 @@ pub async fn demo(config: DemoConfig, stop: Shutdown) -> anyhow::Result<ExitCode
 
 fn play(config: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     let cfg = config.window;
-    let mut proc =
-        Processor::with_rollups(cfg, config.rollups.clone(), DEFAULT_MAX_EVENT_BYTES).map_err(anyhow::Error::msg)?;
+    let mut proc = Processor::with_rollups(cfg, config.rollups.clone(), DEFAULT_MAX_EVENT_BYTES)?;
     proc.init_partition(0, None);
     let mut gen = Generator::new(config.generator).with_traffic(config.traffic);
     let mut totals = Counts::default();
@@ -41,7 +40,7 @@ fn play(config: DemoConfig, stop: Shutdown) -> anyhow::Result<()> {
     // The segment rollup at the base window, if configured: the model's input.
     let segments = config.rollups.iter().position(|r| r.dims == Dims::SEGMENT && r.size_us == cfg.size_us);
     let model = match segments {
-        Some(_) => Some(Learner::new(Params::default()).map_err(anyhow::Error::msg)?),
+        Some(_) => Some(Learner::new(Params::default())?),
         None => None,
     };
     let mut printer = Printer { segments, model, ..Printer::default() };

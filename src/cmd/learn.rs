@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 async fn restore(store: &LearnStore, cfg: &LearnConfig) -> anyhow::Result<Learner> {
     let Some(row) = store.latest_snapshot().await? else {
         tracing::info!(model = %cfg.model, "no snapshot of this model yet: learning from the first window");
-        return Learner::new(cfg.params).map_err(anyhow::Error::msg);
+        return Ok(Learner::new(cfg.params)?);
     };
     let l = Learner::from_bytes(&row.snapshot).map_err(|e| {
         anyhow::anyhow!(
@@ -82,7 +82,7 @@ async fn wait_for_schema(
                     tracing::warn!("{line}; waiting");
                 }
             }
-            Err(e) if retry::is_permanent(&e) || cfg.once => return Err(e),
+            Err(e) if !e.is_retriable() || cfg.once => return Err(e.into()),
             Err(e) => stats.clickhouse.failed(&format!("{e:#}").replace('\n', " ")),
         }
         tokio::select! {

@@ -15,7 +15,7 @@ pub async fn migrate(config: MigrateConfig) -> anyhow::Result<ExitCode> {
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes());
         return Ok(ExitCode::SUCCESS);
     }
-    schema_cluster::migrate(&clickhouse::client(ch)?, &ch.database, cluster)
+    schema_cluster::migrate(&clickhouse::client(ch)?, ch, cluster)
         .await
         .map_err(|e| clickhouse::retry::schema_error(e, ch))?;
     let on = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();

@@ -103,8 +103,7 @@ async fn wire(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         idle_timeout: cfg.idle_timeout,
         drain: cfg.drain,
     };
-    let proc =
-        Processor::with_rollups(cfg.window, cfg.rollups.clone(), cfg.max_event_bytes).map_err(anyhow::Error::msg)?;
+    let proc = Processor::with_rollups(cfg.window, cfg.rollups.clone(), cfg.max_event_bytes)?;
     let probe = match cfg.sink {
         SinkKind::ClickHouse => Some(ReplayProbe {
             client: crate::io::clickhouse::client(&cfg.clickhouse)?.with_database(&cfg.clickhouse.database),

@@ -59,7 +59,7 @@ impl Processor {
     /// window size a whole multiple of the base window `cfg.size_us` (the
     /// base window decides lateness for all of them, so a shorter or
     /// misaligned window could close while an event for it is on time).
-    pub fn with_rollups(cfg: WindowConfig, rollups: Vec<Rollup>, max_event_bytes: usize) -> Result<Self, String> {
+    pub fn with_rollups(cfg: WindowConfig, rollups: Vec<Rollup>, max_event_bytes: usize) -> Result<Self, RollupsError> {
         check_rollups(&rollups, cfg.size_us)?;
         let mut campaign_spans_us: Vec<i64> =
             rollups.iter().filter(|r| r.dims.contains(Dims::CAMPAIGN)).map(|r| r.size_us).collect();
@@ -495,24 +495,41 @@ pub struct SeedRow<'a> {
     pub counted_through: u64,
 }
 
+/// Why a set of rollups is refused ([`check_rollups`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollupsError {
+    #[error("no rollup configured (--rollup): nothing would be aggregated")]
+    Empty,
+    /// How many were configured.
+    #[error("{0} rollups configured; at most 255")]
+    TooMany(usize),
+    /// The rollup's name and the base window (`10s`).
+    #[error(
+        "rollup {rollup}: its window must be a whole multiple of --window {base} (the base window decides lateness for every rollup)"
+    )]
+    NotAMultiple { rollup: String, base: String },
+    /// The rollup's name.
+    #[error("rollup {0} is configured twice")]
+    Twice(String),
+}
+
 /// The rule of [`Processor::with_rollups`].
-pub fn check_rollups(rollups: &[Rollup], base_us: i64) -> Result<(), String> {
+pub fn check_rollups(rollups: &[Rollup], base_us: i64) -> Result<(), RollupsError> {
     if rollups.is_empty() {
-        return Err("no rollup configured (--rollup): nothing would be aggregated".to_string());
+        return Err(RollupsError::Empty);
     }
     if rollups.len() > usize::from(u8::MAX) {
-        return Err(format!("{} rollups configured; at most 255", rollups.len()));
+        return Err(RollupsError::TooMany(rollups.len()));
     }
     for (i, r) in rollups.iter().enumerate() {
         if r.size_us <= 0 || r.size_us % base_us != 0 {
-            return Err(format!(
-                "rollup {}: its window must be a whole multiple of --window {} (the base window decides lateness for every rollup)",
-                r.name(),
-                crate::engine::time::format_duration_us(base_us)
-            ));
+            return Err(RollupsError::NotAMultiple {
+                rollup: r.name(),
+                base: crate::engine::time::format_duration_us(base_us),
+            });
         }
         if rollups[..i].contains(r) {
-            return Err(format!("rollup {} is configured twice", r.name()));
+            return Err(RollupsError::Twice(r.name()));
         }
     }
     Ok(())

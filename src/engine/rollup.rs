@@ -10,6 +10,16 @@
 use crate::engine::event::{AdFormat, Country, Device};
 use crate::engine::window::span;
 
+/// Why a list of dimensions is refused ([`Dims::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DimsError {
+    /// Not one of the four (nor `total`).
+    #[error("unknown dimension {0:?} (expected campaign_id, ad_format, country, device or total)")]
+    Unknown(String),
+    #[error("dimension {0} named twice")]
+    Twice(String),
+}
+
 /// A set of dimensions, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Dims(u8);
@@ -47,7 +57,7 @@ impl Dims {
 
     /// Parses `campaign_id,ad_format,...` (any order, no repeats); `total`
     /// (or nothing) is the empty set: one row per window.
-    pub fn parse(s: &str) -> Result<Dims, String> {
+    pub fn parse(s: &str) -> Result<Dims, DimsError> {
         let s = s.trim();
         if s.is_empty() || s == "total" {
             return Ok(Dims(0));
@@ -56,12 +66,10 @@ impl Dims {
         for part in s.split(',') {
             let part = part.trim();
             let Some(&(_, d)) = Dims::NAMES.iter().find(|(n, _)| *n == part) else {
-                return Err(format!(
-                    "unknown dimension {part:?} (expected campaign_id, ad_format, country, device or total)"
-                ));
+                return Err(DimsError::Unknown(part.to_string()));
             };
             if out.contains(d) {
-                return Err(format!("dimension {part} named twice"));
+                return Err(DimsError::Twice(part.to_string()));
             }
             out.0 |= d.0;
         }
@@ -198,8 +206,14 @@ mod tests {
         assert_eq!(Dims::parse("device,campaign_id").unwrap().name(), "campaign_id,device");
         assert_eq!(Dims::parse("campaign_id,ad_format,country,device").unwrap(), Dims::SEGMENT);
         assert_eq!(Dims::parse("total").unwrap().name(), "total");
-        assert!(Dims::parse("campaign_id,campaign_id").unwrap_err().contains("twice"));
-        assert!(Dims::parse("region").unwrap_err().contains("unknown dimension"));
+        assert_eq!(Dims::parse("campaign_id,campaign_id").unwrap_err(), DimsError::Twice("campaign_id".into()));
+        assert_eq!(Dims::parse("region").unwrap_err(), DimsError::Unknown("region".into()));
+        // The messages `--rollup` shows, word for word.
+        assert_eq!(Dims::parse(" country , country").unwrap_err().to_string(), "dimension country named twice");
+        assert_eq!(
+            Dims::parse("campaign_id,re\"gion").unwrap_err().to_string(),
+            "unknown dimension \"re\\\"gion\" (expected campaign_id, ad_format, country, device or total)"
+        );
     }
 
     #[test]

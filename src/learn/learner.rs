@@ -163,10 +163,18 @@ pub struct Settled {
     pub windows: Vec<LetGo>,
 }
 
+/// Why a learner cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LearnerError {
+    /// The model's parameters are refused (the model's own message).
+    #[error("{0}")]
+    Params(String),
+}
+
 impl Learner {
-    pub fn new(params: Params) -> Result<Learner, String> {
+    pub fn new(params: Params) -> Result<Learner, LearnerError> {
         Ok(Learner {
-            model: Ftrl::new(params)?,
+            model: Ftrl::new(params).map_err(LearnerError::Params)?,
             learned_through: None,
             version: 0,
             windows: 0,
@@ -457,6 +465,16 @@ mod tests {
                 .map(|(s, i, c)| Example { segment: s.clone(), impressions: *i, clicks: *c })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn refused_parameters_are_a_typed_error_with_the_model_s_message() {
+        let bad = Params { bits: 0, ..Params::default() };
+        let Err(e) = Learner::new(bad) else { panic!("bits 0 is refused") };
+        let LearnerError::Params(message) = &e;
+        assert_eq!(message, &Ftrl::new(bad).err().unwrap());
+        assert!(e.to_string().starts_with("bits 0 outside 1..="), "{e}");
+        assert!(Learner::new(Params::default()).is_ok());
     }
 
     fn learner() -> Learner {

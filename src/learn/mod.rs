@@ -14,7 +14,7 @@ pub mod snapshot;
 
 pub use features::{hour_of_day, Context, Features, Slots};
 pub use ftrl::{Counters, Ftrl, Params};
-pub use learner::{Example, Learned, Learner, LetGo, Prediction, Revised, Segment, Settled, Window};
+pub use learner::{Example, Learned, Learner, LearnerError, LetGo, Prediction, Revised, Segment, Settled, Window};
 pub use quality::{Quality, Report};
 pub use snapshot::SnapshotError;
 

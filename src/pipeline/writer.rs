@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use crate::engine::window::Checkpoint;
 use crate::engine::Batch;
 use crate::io::backoff::{Backoff, SHUTDOWN_WRITE_GRACE};
-use crate::io::clickhouse::retry;
 use crate::io::kafka::dlq::DlqSink;
 use crate::io::kafka::{self, PipelineConsumer};
 use crate::io::Sink;
@@ -93,11 +92,11 @@ impl Writer {
                 }
                 Err(e) => {
                     self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                    if retry::is_permanent(&e) {
+                    if !e.is_retriable() {
                         // Not retried: the run stops without committing this
                         // batch, and the error is the process's one exit line.
                         self.stats.permanent_write_failures.fetch_add(1, Ordering::Relaxed);
-                        return Err(e);
+                        return Err(e.into());
                     }
                     // Logged once per outage plus a reminder every 30 s.
                     self.stats.health.clickhouse.failed(&format!("sink write failed, retrying with backoff: {e:#}"));

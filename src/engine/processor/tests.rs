@@ -125,11 +125,24 @@ fn a_message_without_a_timestamp_is_guarded_by_the_watermark() {
 fn rollups_must_fit_the_base_window() {
     let cfg = WindowConfig::new(10_000_000, 5_000_000, 3_600_000_000);
     let r = |s: i64| Rollup::new(Dims::CAMPAIGN_FORMAT, s * 1_000_000);
-    assert!(Processor::with_rollups(cfg, vec![], 4096).is_err());
-    let e = Processor::with_rollups(cfg, vec![r(10), r(15)], 4096).err().unwrap();
-    assert!(e.contains("whole multiple of --window 10s"), "{e}");
-    assert!(Processor::with_rollups(cfg, vec![r(5)], 4096).is_err(), "shorter than the base window");
-    assert!(Processor::with_rollups(cfg, vec![r(10), r(10)], 4096).err().unwrap().contains("twice"));
+    let refused = |rollups: Vec<Rollup>| Processor::with_rollups(cfg, rollups, 4096).err().unwrap();
+    let e = refused(vec![]);
+    assert_eq!(
+        (e.clone(), e.to_string().as_str()),
+        (RollupsError::Empty, "no rollup configured (--rollup): nothing would be aggregated")
+    );
+    let e = refused(vec![r(10), r(15)]);
+    assert_eq!(e, RollupsError::NotAMultiple { rollup: "campaign_id,ad_format:15s".into(), base: "10s".into() });
+    assert_eq!(
+        e.to_string(),
+        "rollup campaign_id,ad_format:15s: its window must be a whole multiple of --window 10s \
+         (the base window decides lateness for every rollup)"
+    );
+    assert!(matches!(refused(vec![r(5)]), RollupsError::NotAMultiple { .. }), "shorter than the base window");
+    let e = refused(vec![r(10), r(10)]);
+    assert_eq!(e.to_string(), "rollup campaign_id,ad_format:10s is configured twice");
+    let e = refused(vec![r(10); 256]);
+    assert_eq!(e.to_string(), "256 rollups configured; at most 255");
     assert!(Processor::with_rollups(cfg, vec![r(20), r(3600)], 4096).is_ok());
 }
 

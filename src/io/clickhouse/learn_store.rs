@@ -2,16 +2,18 @@
 //! of every source partition, the partitions `run` registered
 //! (`ad_source_partitions`, sql/002) and the segment windows (read), and the
 //! model snapshots, per-window quality and predictions (written; tables in
-//! `sql/006_learn.sql`). Every error goes through [`retry::explain`], so a
-//! refusal (schema, credentials) is a [`retry::PermanentError`] and an
-//! outage is retried by the caller.
+//! `sql/006_learn.sql`). Every error is a [`ClickHouseError`], classified
+//! where the client's error is met ([`Boundary`]): a refusal (schema,
+//! credentials) is permanent and an outage is retried by the caller.
 
-use anyhow::Context as _;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ClickHouseConfig;
-use crate::io::clickhouse::retry::{self, Table, Target};
+use crate::io::clickhouse::retry::{Boundary, ClickHouseError, Target};
+
+/// Every call's result: its errors are classified ([`ClickHouseError`]).
+type Result<T, E = ClickHouseError> = std::result::Result<T, E>;
 
 /// The rollup the learner learns from (`ad_metrics_segments_10s`).
 pub const SEGMENT_ROLLUP: &str = "campaign_id,ad_format,country,device:10s";
@@ -144,7 +146,7 @@ impl LearnStore {
 
     /// The tables and views the learner needs that the database lacks
     /// (all of them if it does not exist).
-    pub async fn missing_tables(&self) -> anyhow::Result<Vec<&'static str>> {
+    pub async fn missing_tables(&self) -> Result<Vec<&'static str>> {
         let sql = "SELECT toString(name) FROM system.tables WHERE database = {db:String}";
         let have: Vec<String> =
             self.base.query(sql).param("db", self.db()).fetch_all().await.map_err(|e| self.read_error(e))?;
@@ -155,18 +157,22 @@ impl LearnStore {
         &self.config.database
     }
 
-    fn read_error(&self, e: impl Into<anyhow::Error>) -> anyhow::Error {
-        retry::explain(e.into(), Target::Read(self.db().to_string()), &self.config)
+    fn read_error(&self, e: clickhouse::error::Error) -> ClickHouseError {
+        Boundary::new(&Target::Read(self.db().to_string()), &self.config).error(e)
     }
 
-    fn write_error(&self, e: anyhow::Error, table: &str) -> anyhow::Error {
-        let t = format!("{}.{table}", self.db());
-        retry::explain(e.context(Table(t.clone())), Target::Table(t), &self.config)
+    fn write_error(&self, table: &str, step: Option<&str>, e: clickhouse::error::Error) -> ClickHouseError {
+        let target = Target::Table(format!("{}.{table}", self.db()));
+        let at = Boundary::new(&target, &self.config);
+        match step {
+            Some(step) => at.step(step)(e),
+            None => at.error(e),
+        }
     }
 
     /// Every partition that wrote the segment rollup for windows from
     /// `since_ms` on, with its progress; `active` = wrote within `idle_ms`.
-    pub async fn progress(&self, since_ms: i64, idle_ms: u64) -> anyhow::Result<Vec<PartitionProgress>> {
+    pub async fn progress(&self, since_ms: i64, idle_ms: u64) -> Result<Vec<PartitionProgress>> {
         let sql = format!(
             "SELECT topic, partition, toUInt8(countIf(is_final) > 0) AS any_final, \
              toUnixTimestamp64Milli(maxIf(window_start, is_final)) AS closed_ms, \
@@ -188,7 +194,7 @@ impl LearnStore {
 
     /// Every source partition `run` registered (`ad_source_partitions`,
     /// from the topic's metadata at its start), written rows or not.
-    pub async fn registered_partitions(&self) -> anyhow::Result<Vec<(String, i32)>> {
+    pub async fn registered_partitions(&self) -> Result<Vec<(String, i32)>> {
         let sql = format!(
             "SELECT DISTINCT toString(topic), partition FROM {db}.ad_source_partitions ORDER BY 1, 2",
             db = self.db()
@@ -198,7 +204,7 @@ impl LearnStore {
 
     /// The segment rollups `run` wrote (`campaign_id,ad_format,country,
     /// device:<window>`), by name.
-    pub async fn segment_rollups(&self) -> anyhow::Result<Vec<String>> {
+    pub async fn segment_rollups(&self) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT DISTINCT toString(rollup_name) FROM {db}.ad_window_parts \
              WHERE startsWith(rollup_name, 'campaign_id,ad_format,country,device:') ORDER BY 1",
@@ -212,7 +218,7 @@ impl LearnStore {
     /// window is, however long the gap before it (a quiet night, or old
     /// rows before the live ones), so a poll never reads an empty range
     /// again and again.
-    pub async fn next_window(&self, after_ms: Option<i64>, upto_ms: i64) -> anyhow::Result<Option<i64>> {
+    pub async fn next_window(&self, after_ms: Option<i64>, upto_ms: i64) -> Result<Option<i64>> {
         let sql = format!(
             "SELECT toUnixTimestamp64Milli(min(window_start)) AS first_ms, count() AS n \
              FROM {db}.ad_window_parts WHERE rollup_name = {{rollup:String}} \
@@ -236,7 +242,7 @@ impl LearnStore {
 
     /// The segment rows of the windows starting in `[lo_ms, hi_ms]`, by
     /// window.
-    pub async fn windows(&self, lo_ms: i64, hi_ms: i64) -> anyhow::Result<Vec<SegmentRow>> {
+    pub async fn windows(&self, lo_ms: i64, hi_ms: i64) -> Result<Vec<SegmentRow>> {
         let sql = format!(
             "SELECT toUnixTimestamp64Milli(window_start) AS start_ms, toUnixTimestamp64Milli(window_end) AS end_ms, \
              toString(campaign_id) AS campaign_id, toString(ad_format) AS ad_format, toString(country) AS country, \
@@ -251,7 +257,7 @@ impl LearnStore {
     }
 
     /// The newest snapshot of the model, if any.
-    pub async fn latest_snapshot(&self) -> anyhow::Result<Option<ModelRow>> {
+    pub async fn latest_snapshot(&self) -> Result<Option<ModelRow>> {
         let sql = format!(
             "SELECT toString(model) AS model, version, toUnixTimestamp64Milli(learned_through) AS learned_through, \
              windows, revisions, examples, impressions, clicks, snapshot \
@@ -266,30 +272,27 @@ impl LearnStore {
             .map_err(|e| self.read_error(e))
     }
 
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
+    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ClickHouseError>
     where
         T: Serialize + for<'a> Row<Value<'a> = T>,
     {
         if rows.is_empty() {
             return Ok(());
         }
-        let r = async {
-            let mut ins = self.client.insert::<T>(table).await?;
-            for row in rows {
-                ins.write(row).await?;
-            }
-            ins.end().await.context("insert")
-        };
-        r.await.map_err(|e| self.write_error(e, table))
+        let mut ins = self.client.insert::<T>(table).await.map_err(|e| self.write_error(table, None, e))?;
+        for row in rows {
+            ins.write(row).await.map_err(|e| self.write_error(table, None, e))?;
+        }
+        ins.end().await.map_err(|e| self.write_error(table, Some("insert"), e))
     }
 
-    pub async fn save_snapshot(&self, row: &ModelRow) -> anyhow::Result<()> {
+    pub async fn save_snapshot(&self, row: &ModelRow) -> Result<()> {
         self.insert("ad_ctr_model", std::slice::from_ref(row)).await
     }
 
     /// Deletes the model's snapshots older than version `below` (the
     /// newest ones stay: restore reads only the newest).
-    pub async fn prune_snapshots(&self, below: u64) -> anyhow::Result<()> {
+    pub async fn prune_snapshots(&self, below: u64) -> Result<()> {
         let sql = format!(
             "ALTER TABLE {db}.ad_ctr_model DELETE WHERE model = {{model:String}} AND version < {{below:UInt64}}",
             db = self.db()
@@ -301,23 +304,23 @@ impl LearnStore {
             .with_setting("mutations_sync", "1")
             .execute()
             .await
-            .map_err(|e| self.write_error(e.into(), "ad_ctr_model"))
+            .map_err(|e| self.write_error("ad_ctr_model", None, e))
     }
 
     /// Bytes on disk of the learner's tables (`ad_ctr_model`, all models).
-    pub async fn model_table_bytes(&self) -> anyhow::Result<u64> {
+    pub async fn model_table_bytes(&self) -> Result<u64> {
         let sql = "SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts \
                    WHERE database = {db:String} AND table = 'ad_ctr_model' AND active";
         self.client.query(sql).param("db", self.db()).fetch_one().await.map_err(|e| self.read_error(e))
     }
 
-    pub async fn write_settled(&self, rows: &[SettledRow]) -> anyhow::Result<()> {
+    pub async fn write_settled(&self, rows: &[SettledRow]) -> Result<()> {
         self.insert("ad_ctr_settled", rows).await
     }
 
     /// Impressions and clicks of the segment rollup the model never learned
     /// (`ad_ctr_abandoned`), in all.
-    pub async fn abandoned(&self) -> anyhow::Result<(i64, i64)> {
+    pub async fn abandoned(&self) -> Result<(i64, i64)> {
         let sql = format!(
             "SELECT toInt64(sum(impressions)), toInt64(sum(clicks)) FROM {db}.ad_ctr_abandoned \
              WHERE model = {{model:String}}",
@@ -326,11 +329,11 @@ impl LearnStore {
         self.client.query(&sql).param("model", self.model.as_str()).fetch_one().await.map_err(|e| self.read_error(e))
     }
 
-    pub async fn write_quality(&self, rows: &[QualityRow]) -> anyhow::Result<()> {
+    pub async fn write_quality(&self, rows: &[QualityRow]) -> Result<()> {
         self.insert("ad_ctr_quality", rows).await
     }
 
-    pub async fn write_predictions(&self, rows: &[PredictionRow]) -> anyhow::Result<()> {
+    pub async fn write_predictions(&self, rows: &[PredictionRow]) -> Result<()> {
         self.insert("ad_ctr_predictions", rows).await
     }
 }

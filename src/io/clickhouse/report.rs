@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::config::{ReportBy, ReportConfig};
 use crate::engine::{Dims, Rollup};
-use crate::io::clickhouse::retry::Target;
+use crate::io::clickhouse::retry::{Boundary, Target};
 
 /// One line of the report: a window × group, its sums exact.
 #[derive(Row, Deserialize, Debug)]
@@ -133,8 +133,8 @@ pub async fn read(config: &ReportConfig) -> anyhow::Result<Vec<ReportRow>> {
             ch.display_url()
         )
     };
-    let explain =
-        |e: clickhouse::error::Error| crate::io::clickhouse::retry::explain(e.into(), Target::Read(db.clone()), ch);
+    let target = Target::Read(db.clone());
+    let explain = |e: clickhouse::error::Error| Boundary::new(&target, ch).error(e);
     let dims = source_dims(config.by);
     let window_ms = match config.window {
         Some(w) => i64::try_from(w.as_millis()).unwrap_or(i64::MAX),

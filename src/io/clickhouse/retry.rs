@@ -18,6 +18,16 @@
 //! `NOT_FOUND_COLUMN_IN_BLOCK`, 70 `CANNOT_CONVERT_TYPE`). Anything not
 //! recognised as permanent is retried: a wrongly retried error costs a
 //! stall that `/healthz` reports, a wrongly permanent one costs a restart.
+//!
+//! The decision is made once, where the client's error is met: every
+//! ClickHouse call of the sink, the schema migration, the learner's store
+//! and `report` turns the `clickhouse` crate's error into a
+//! [`ClickHouseError`] through a [`Boundary`] (what adstream was doing, at
+//! which server), and callers only ask [`ClickHouseError::is_retriable`].
+//! The crate hands the server's answer over as text (`BadResponse`: the
+//! body, or `Code: N` from the `X-ClickHouse-Exception-Code` header when the
+//! body is empty, or the status line), so [`classify_text`] reads the code
+//! there, in this one place.
 
 use std::fmt;
 
@@ -134,47 +144,125 @@ fn exception_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Classifies an error from the `clickhouse` client anywhere in `e`'s
-/// chain. Network failures and timeouts are transient; a server answer is
-/// classified by [`classify_text`]; the client's own check that a table has
-/// the row's columns (`SchemaMismatch`) is permanent.
-pub fn classify(e: &anyhow::Error) -> Class {
-    for cause in e.chain() {
-        let Some(ch) = cause.downcast_ref::<clickhouse::error::Error>() else { continue };
-        return match ch {
-            clickhouse::error::Error::BadResponse(text) => classify_text(text),
-            clickhouse::error::Error::SchemaMismatch(text) => Class::Permanent(Permanent {
-                code: None,
-                name: "SCHEMA_MISMATCH".to_string(),
-                fix: Fix::Schema,
-                message: text.lines().next().unwrap_or("").to_string(),
-            }),
-            _ => Class::Transient,
-        };
-    }
-    Class::Transient
-}
-
-/// The table an insert was for: attached as context by the sink, so that a
-/// permanent error can name it.
-#[derive(Debug, Clone)]
-pub struct Table(pub String);
-
-impl fmt::Display for Table {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "writing to {}", self.0)
+/// Classifies an error of the `clickhouse` client as it comes out of the
+/// client (never an `anyhow` chain). Network failures and timeouts are
+/// transient; a server answer is classified by [`classify_text`] (the
+/// client hands over the body, or `Code: N` from the exception header, or
+/// the status line, as text); the client's own check that a table has the
+/// row's columns (`SchemaMismatch`) is permanent.
+pub fn classify(e: &clickhouse::error::Error) -> Class {
+    match e {
+        clickhouse::error::Error::BadResponse(text) => classify_text(text),
+        clickhouse::error::Error::SchemaMismatch(text) => Class::Permanent(Permanent {
+            code: None,
+            name: "SCHEMA_MISMATCH".to_string(),
+            fix: Fix::Schema,
+            message: text.lines().next().unwrap_or("").to_string(),
+        }),
+        _ => Class::Transient,
     }
 }
 
-/// What adstream was doing when ClickHouse refused.
+/// What adstream was doing when ClickHouse answered.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Inserting into this table (`database.table`).
     Table(String),
     /// Applying the schema to this database.
     Schema(String),
-    /// Reading for `report`.
+    /// Reading for `report` or the learner.
     Read(String),
+}
+
+/// An error at the ClickHouse boundary, classified once, where the
+/// client's error is met ([`Boundary`]): the one place that decides whether
+/// a caller retries. Callers ask [`ClickHouseError::is_retriable`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// ClickHouse (or a proxy in front of it) refused for good: one line
+    /// naming what was refused, why, and the fix. Never retried.
+    #[error(transparent)]
+    Permanent(Box<PermanentError>),
+    /// An outage, a timeout, an overloaded server, or an answer not known
+    /// to be permanent: retried with backoff. What adstream was doing
+    /// (`writing to db.table: inserting window rows`), then the client's
+    /// error as its source.
+    #[error(transparent)]
+    Transient(anyhow::Error),
+    /// Not an answer from ClickHouse: adstream's own refusal around its
+    /// calls (the schema cannot be rendered, an old layout must be upgraded
+    /// by hand on a cluster). Only met while applying the schema.
+    #[error(transparent)]
+    Local(anyhow::Error),
+}
+
+impl ClickHouseError {
+    /// Whether retrying may cure it (an outage: yes; a refusal: no).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ClickHouseError::Transient(_))
+    }
+
+    /// The refusal, if ClickHouse refused for good.
+    pub fn permanent(&self) -> Option<&PermanentError> {
+        match self {
+            ClickHouseError::Permanent(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl From<anyhow::Error> for ClickHouseError {
+    /// adstream's own error (see [`ClickHouseError::Local`]).
+    fn from(e: anyhow::Error) -> Self {
+        ClickHouseError::Local(e)
+    }
+}
+
+/// Where the client's errors become [`ClickHouseError`]s: what adstream is
+/// doing ([`Target`]) at which server (for a refusal's line).
+#[derive(Debug, Clone, Copy)]
+pub struct Boundary<'a> {
+    target: &'a Target,
+    config: &'a crate::config::ClickHouseConfig,
+}
+
+impl<'a> Boundary<'a> {
+    pub fn new(target: &'a Target, config: &'a crate::config::ClickHouseConfig) -> Self {
+        Boundary { target, config }
+    }
+
+    /// The client's `error`, classified.
+    pub fn error(&self, error: clickhouse::error::Error) -> ClickHouseError {
+        self.classify(error, None)
+    }
+
+    /// The client's `error` in `step` (`inserting window rows`), classified;
+    /// a transient one names the step before the client's error.
+    pub fn step(&self, step: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> ClickHouseError + 'a {
+        let (step, b) = (step.into(), *self);
+        move |error| b.classify(error, Some(step))
+    }
+
+    fn classify(&self, error: clickhouse::error::Error, step: Option<String>) -> ClickHouseError {
+        match classify(&error) {
+            Class::Permanent(p) => ClickHouseError::Permanent(Box::new(PermanentError {
+                target: self.target.clone(),
+                error: p,
+                url: self.config.display_url(),
+                user: self.config.user.clone(),
+            })),
+            Class::Transient => {
+                let mut e = anyhow::Error::new(error);
+                if let Some(step) = step {
+                    e = e.context(step);
+                }
+                if let Target::Table(t) = self.target {
+                    e = e.context(format!("writing to {t}"));
+                }
+                ClickHouseError::Transient(e)
+            }
+        }
+    }
 }
 
 /// The one-line error for a permanent failure: what was refused, why, and
@@ -188,14 +276,6 @@ pub struct PermanentError {
 }
 
 impl PermanentError {
-    /// The permanent error in `e`, if any, with the table from its
-    /// [`Table`] context (else `fallback`).
-    pub fn from_error(e: &anyhow::Error, fallback: Target, url: &str, user: &str) -> Option<Self> {
-        let Class::Permanent(error) = classify(e) else { return None };
-        let target = e.downcast_ref::<Table>().map_or(fallback, |t| Target::Table(t.0.clone()));
-        Some(PermanentError { target, error, url: url.to_string(), user: user.to_string() })
-    }
-
     fn fix(&self) -> String {
         let table = match &self.target {
             Target::Table(t) => t.clone(),
@@ -247,25 +327,15 @@ impl fmt::Display for PermanentError {
 
 impl std::error::Error for PermanentError {}
 
-/// `e` as a [`PermanentError`] when ClickHouse refused for good, else `e`
-/// unchanged (an outage: the caller may retry).
-pub fn explain(e: anyhow::Error, fallback: Target, config: &crate::config::ClickHouseConfig) -> anyhow::Error {
-    match PermanentError::from_error(&e, fallback, &config.display_url(), &config.user) {
-        Some(p) => anyhow::Error::new(p),
-        None => e,
-    }
-}
-
 /// An error from applying the schema at start (`migrate`, `run`): a
-/// refusal as a [`PermanentError`], anything else (ClickHouse unreachable)
-/// with the endpoint and the flag that sets it.
-pub fn schema_error(e: anyhow::Error, config: &crate::config::ClickHouseConfig) -> anyhow::Error {
-    let e = explain(e, Target::Schema(config.database.clone()), config);
-    if is_permanent(&e) {
-        return e; // names the endpoint and the fix itself
+/// refusal as its one line, anything else (ClickHouse unreachable) with the
+/// endpoint and the flag that sets it.
+pub fn schema_error(e: ClickHouseError, config: &crate::config::ClickHouseConfig) -> anyhow::Error {
+    if e.permanent().is_some() {
+        return e.into(); // names the endpoint and the fix itself
     }
     let fix = tls_hint(&format!("{e:#}"), config.url.expose().trim_start().to_ascii_lowercase().starts_with("https:"));
-    e.context(format!("ClickHouse at {} ({fix})", config.display_url()))
+    anyhow::Error::new(e).context(format!("ClickHouse at {} ({fix})", config.display_url()))
 }
 
 /// The setting to fix for a connection error, by what TLS said: the CA,
@@ -287,9 +357,10 @@ pub fn tls_hint(msg: &str, https: bool) -> &'static str {
     }
 }
 
-/// Whether `e` is (or wraps) a [`PermanentError`].
+/// Whether `e` is (or wraps) a [`ClickHouseError`] that retrying cannot
+/// cure: for callers that mix ClickHouse's errors with others in `anyhow`.
 pub fn is_permanent(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<PermanentError>().is_some()
+    e.downcast_ref::<ClickHouseError>().is_some_and(|c| c.permanent().is_some())
 }
 
 #[cfg(test)]
@@ -372,35 +443,71 @@ mod tests {
         }
     }
 
+    fn config(url: &str, user: &str) -> crate::config::ClickHouseConfig {
+        crate::config::ClickHouseConfig {
+            url: crate::config::secret::Secret::new(url),
+            database: "rel".into(),
+            user: user.into(),
+            password: None,
+            connect_timeout: std::time::Duration::from_secs(1),
+            request_timeout: std::time::Duration::from_secs(1),
+            tls: Default::default(),
+        }
+    }
+
     #[test]
-    fn client_errors_are_classified_through_the_chain() {
+    fn client_errors_are_classified_where_they_are_met() {
         use clickhouse::error::Error as Ch;
-        let e = anyhow::Error::new(Ch::BadResponse(NO_COLUMN.into()))
-            .context(Table("rel.ad_window_parts".into()))
-            .context("inserting window rows");
-        let p = PermanentError::from_error(&e, Target::Schema("rel".into()), "http://h:8123", "default").unwrap();
-        let line = p.to_string();
+        let cfg = config("http://h:8123", "default");
+        let table = Target::Table("rel.ad_window_parts".into());
+        let at = Boundary::new(&table, &cfg);
+        let e = at.step("inserting window rows")(Ch::BadResponse(NO_COLUMN.into()));
+        assert!(!e.is_retriable());
+        let p = e.permanent().expect("permanent");
+        assert_eq!((p.error.code, p.error.fix), (Some(16), Fix::Schema));
+        let line = e.to_string();
+        assert_eq!(format!("{:#}", anyhow::Error::new(e)), line, "one line, no chain");
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("writing to rel.ad_window_parts"), "{line}");
         assert!(line.contains("Code 16 NO_SUCH_COLUMN_IN_TABLE"), "{line}");
         assert!(line.contains("ALTER TABLE rel.ad_window_parts ADD/MODIFY COLUMN"), "{line}");
 
-        let e = anyhow::Error::new(Ch::BadResponse(AUTH.into())).context("applying 001_database.sql");
-        let p = PermanentError::from_error(&e, Target::Schema("adtech".into()), "http://h:8123", "bob").unwrap();
-        let line = p.to_string();
+        let cfg = config("http://h:8123", "bob");
+        let schema = Target::Schema("adtech".into());
+        let e = Boundary::new(&schema, &cfg).step("applying 001_database.sql")(Ch::BadResponse(AUTH.into()));
+        let line = e.to_string();
+        assert!(!e.is_retriable());
         assert!(!line.contains('\n') && !line.contains("forgot password"), "{line}");
         assert!(line.contains("schema to database adtech") && line.contains("ADSTREAM_CLICKHOUSE_PASSWORD"), "{line}");
         assert!(line.contains("user (bob"), "{line}");
+        let e = anyhow::Error::new(e).context("learn --once");
+        assert!(is_permanent(&e), "found under a caller's context");
 
-        let e = anyhow::Error::new(Ch::SchemaMismatch("missing column is_final".into()))
-            .context(Table("rel.ad_window_parts".into()));
-        assert!(matches!(classify(&e), Class::Permanent(Permanent { fix: Fix::Schema, .. })));
+        let e = at.error(Ch::SchemaMismatch("missing column is_final".into()));
+        assert!(matches!(e.permanent(), Some(PermanentError { error: Permanent { fix: Fix::Schema, .. }, .. })));
+        assert!(matches!(classify(&Ch::SchemaMismatch("x".into())), Class::Permanent(_)));
 
-        for transient in [Ch::TimedOut, Ch::Network("connection refused".into()), Ch::BadResponse(PARTS.into())] {
-            let e = anyhow::Error::new(transient).context(Table("t".into()));
-            assert_eq!(classify(&e), Class::Transient);
-            assert!(PermanentError::from_error(&e, Target::Schema("d".into()), "u", "x").is_none());
+        let outages: [fn() -> Ch; 3] =
+            [|| Ch::TimedOut, || Ch::Network("connection refused".into()), || Ch::BadResponse(PARTS.into())];
+        for transient in outages {
+            assert_eq!(classify(&transient()), Class::Transient);
+            let e = at.step("inserting window rows")(transient());
+            assert!(e.is_retriable() && e.permanent().is_none());
+            // The same text as the contexts the sink used to attach.
+            let before = anyhow::Error::new(transient())
+                .context("inserting window rows")
+                .context("writing to rel.ad_window_parts");
+            let now = anyhow::Error::new(e).context("a caller's context");
+            assert_eq!(format!("{now:#}"), format!("a caller's context: {before:#}"));
+            assert!(!is_permanent(&anyhow::Error::new(at.error(Ch::TimedOut))));
         }
-        assert_eq!(classify(&anyhow::anyhow!("Code: 60. not from ClickHouse's client")), Class::Transient);
+        // A read names nothing before the client's error.
+        let read = Target::Read("rel".into());
+        let e = Boundary::new(&read, &cfg).error(Ch::TimedOut);
+        assert_eq!((format!("{e}"), format!("{e:#}")), ("timeout expired".into(), "timeout expired".into()));
+        // adstream's own error is neither retried nor a refusal.
+        let e = ClickHouseError::from(anyhow::anyhow!("Code: 60. not from ClickHouse's client"));
+        assert!(!e.is_retriable() && e.permanent().is_none());
+        assert!(!is_permanent(&anyhow::anyhow!("Code: 60. not from ClickHouse's client")));
     }
 }

@@ -30,6 +30,8 @@
 
 use anyhow::{bail, Context as _};
 
+use crate::config::ClickHouseConfig;
+use crate::io::clickhouse::retry::{Boundary, ClickHouseError, Target};
 use crate::io::clickhouse::schema::{statements as single_node, validate_identifier};
 use crate::io::clickhouse::upgrade;
 
@@ -88,22 +90,29 @@ pub fn script(database: &str, cluster: Option<&str>) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Applies the schema (single-node or cluster). `client` must not be bound
-/// to `database` (it may not exist yet). On a cluster each statement is
-/// distributed DDL: it returns once every host ran it or
-/// `distributed_ddl_task_timeout` (180 s by default) passed.
-pub async fn migrate(client: &clickhouse::Client, database: &str, cluster: Option<&str>) -> anyhow::Result<()> {
+/// Applies the schema (single-node or cluster) to `config.database`.
+/// `client` must not be bound to the database (it may not exist yet). On a
+/// cluster each statement is distributed DDL: it returns once every host
+/// ran it or `distributed_ddl_task_timeout` (180 s by default) passed.
+pub async fn migrate(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    cluster: Option<&str>,
+) -> Result<(), ClickHouseError> {
+    let database = config.database.as_str();
     let statements = statements(database, cluster)?;
+    let target = Target::Schema(database.to_string());
+    let at = Boundary::new(&target, config);
     let mut copy_old = false;
     for (i, (file, stmt)) in statements.iter().enumerate() {
         if i == 1 {
             // The database exists now: upgrade what an older adstream made.
-            copy_old = upgrade::before(client, database, cluster).await?;
+            copy_old = upgrade::before(client, at, database, cluster).await?;
         }
-        client.query(stmt).execute().await.with_context(|| format!("applying {file}"))?;
+        client.query(stmt).execute().await.map_err(at.step(format!("applying {file}")))?;
     }
     if copy_old {
-        upgrade::after(client, database).await?;
+        upgrade::after(client, at, database).await?;
     }
     Ok(())
 }

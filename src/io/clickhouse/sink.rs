@@ -10,13 +10,12 @@
 //! also carries an `insert_deduplication_token` (see [`super::insert_token`])
 //! so that a re-sent batch is dropped by ClickHouse instead of written twice.
 
-use anyhow::Context as _;
 use clickhouse::{Client, Row};
 use serde::Serialize;
 
 use crate::config::ClickHouseConfig;
 use crate::engine::Batch;
-use crate::io::clickhouse::retry::{self, Table, Target};
+use crate::io::clickhouse::retry::{self, Boundary, ClickHouseError, Target};
 use crate::io::clickhouse::{insert_token, schema_cluster};
 
 /// One row of `ad_source_partitions`.
@@ -140,7 +139,7 @@ impl ClickHouseSink {
     /// a sink bound to `config.database`.
     pub async fn connect(config: &ClickHouseConfig, cluster: Option<&str>, topic: &str) -> anyhow::Result<Self> {
         let base = client(config)?;
-        schema_cluster::migrate(&base, &config.database, cluster).await.map_err(|e| retry::schema_error(e, config))?;
+        schema_cluster::migrate(&base, config, cluster).await.map_err(|e| retry::schema_error(e, config))?;
         Ok(ClickHouseSink {
             client: base.with_database(&config.database),
             topic: topic.to_string(),
@@ -152,25 +151,32 @@ impl ClickHouseSink {
 
     /// Registers `partitions` of the topic in `ad_source_partitions` (the
     /// learner's "every partition"), before any row of theirs is written.
-    pub async fn register_partitions(&self, partitions: &[i32]) -> anyhow::Result<()> {
+    pub async fn register_partitions(&self, partitions: &[i32]) -> Result<(), ClickHouseError> {
         if partitions.is_empty() {
             return Ok(());
         }
-        let r = async {
-            let token = format!("source-partitions:{}:{partitions:?}", self.topic);
-            let mut ins = self.insert::<SourcePartitionRow<'_>>("ad_source_partitions", token).await?;
-            for &partition in partitions {
-                ins.write(&SourcePartitionRow { topic: &self.topic, partition }).await?;
-            }
-            ins.end().await.context("registering the source partitions")
-        };
-        r.await
-            .with_context(|| Table(format!("{}.ad_source_partitions", self.database)))
-            .map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.config))
+        let target = self.table("ad_source_partitions");
+        let at = Boundary::new(&target, &self.config);
+        let token = format!("source-partitions:{}:{partitions:?}", self.topic);
+        let mut ins =
+            self.insert::<SourcePartitionRow<'_>>("ad_source_partitions", token).await.map_err(|e| at.error(e))?;
+        for &partition in partitions {
+            ins.write(&SourcePartitionRow { topic: &self.topic, partition }).await.map_err(|e| at.error(e))?;
+        }
+        ins.end().await.map_err(at.step("registering the source partitions"))
+    }
+
+    /// `database.table`, as a [`Target`].
+    fn table(&self, table: &str) -> Target {
+        Target::Table(format!("{}.{table}", self.database))
     }
 
     /// An insert into `table` carrying `token`.
-    async fn insert<T: Row>(&self, table: &str, token: String) -> anyhow::Result<clickhouse::insert::Insert<T>> {
+    async fn insert<T: Row>(
+        &self,
+        table: &str,
+        token: String,
+    ) -> clickhouse::error::Result<clickhouse::insert::Insert<T>> {
         let mut ins = self.client.insert::<T>(table).await?.with_setting("insert_deduplication_token", token);
         if self.cluster {
             // The older name, which newer servers keep as an alias of
@@ -181,21 +187,21 @@ impl ClickHouseSink {
     }
 
     /// Writes the batch. A refusal that retrying cannot cure comes back as
-    /// a [`retry::PermanentError`] naming the table and the fix.
-    pub async fn write(&self, batch: &Batch) -> anyhow::Result<()> {
-        let table = |t: &str| Table(format!("{}.{t}", self.database));
-        let r = async {
-            self.write_parts(batch).await.with_context(|| table("ad_window_parts"))?;
-            self.write_late(batch).await.with_context(|| table("ad_late_events_log"))?;
-            self.write_rejected(batch).await.with_context(|| table("ad_rejected_events_log"))
-        };
-        r.await.map_err(|e| retry::explain(e, Target::Schema(self.database.clone()), &self.config))
+    /// a [`ClickHouseError::Permanent`] naming the table and the fix.
+    pub async fn write(&self, batch: &Batch) -> Result<(), ClickHouseError> {
+        self.write_parts(batch).await?;
+        self.write_late(batch).await?;
+        self.write_rejected(batch).await
     }
 
-    async fn write_parts(&self, batch: &Batch) -> anyhow::Result<()> {
+    async fn write_parts(&self, batch: &Batch) -> Result<(), ClickHouseError> {
         if !batch.rows.is_empty() {
-            let mut ins =
-                self.insert::<PartRow<'_>>("ad_window_parts", insert_token::window_rows(&self.topic, batch)).await?;
+            let target = self.table("ad_window_parts");
+            let at = Boundary::new(&target, &self.config);
+            let mut ins = self
+                .insert::<PartRow<'_>>("ad_window_parts", insert_token::window_rows(&self.topic, batch))
+                .await
+                .map_err(|e| at.error(e))?;
             for r in &batch.rows {
                 ins.write(&PartRow {
                     rollup_name: batch.rollup_name(r),
@@ -213,17 +219,22 @@ impl ClickHouseSink {
                     version: r.row.version,
                     is_final: r.row.is_final,
                 })
-                .await?;
+                .await
+                .map_err(|e| at.error(e))?;
             }
-            ins.end().await.context("inserting window rows")?;
+            ins.end().await.map_err(at.step("inserting window rows"))?;
         }
         Ok(())
     }
 
-    async fn write_late(&self, batch: &Batch) -> anyhow::Result<()> {
+    async fn write_late(&self, batch: &Batch) -> Result<(), ClickHouseError> {
         if !batch.late.is_empty() {
-            let mut ins =
-                self.insert::<LateRow<'_>>("ad_late_events_log", insert_token::late(&self.topic, &batch.late)).await?;
+            let target = self.table("ad_late_events_log");
+            let at = Boundary::new(&target, &self.config);
+            let mut ins = self
+                .insert::<LateRow<'_>>("ad_late_events_log", insert_token::late(&self.topic, &batch.late))
+                .await
+                .map_err(|e| at.error(e))?;
             for l in &batch.late {
                 ins.write(&LateRow {
                     topic: &self.topic,
@@ -241,21 +252,25 @@ impl ClickHouseSink {
                     watermark: l.watermark_us,
                     reason: l.reason,
                 })
-                .await?;
+                .await
+                .map_err(|e| at.error(e))?;
             }
-            ins.end().await.context("inserting late events")?;
+            ins.end().await.map_err(at.step("inserting late events"))?;
         }
         Ok(())
     }
 
-    async fn write_rejected(&self, batch: &Batch) -> anyhow::Result<()> {
+    async fn write_rejected(&self, batch: &Batch) -> Result<(), ClickHouseError> {
         if !batch.rejected.is_empty() {
+            let target = self.table("ad_rejected_events_log");
+            let at = Boundary::new(&target, &self.config);
             let mut ins = self
                 .insert::<RejectedRow<'_>>(
                     "ad_rejected_events_log",
                     insert_token::rejected(&self.topic, &batch.rejected),
                 )
-                .await?;
+                .await
+                .map_err(|e| at.error(e))?;
             for r in &batch.rejected {
                 ins.write(&RejectedRow {
                     topic: &self.topic,
@@ -266,9 +281,10 @@ impl ClickHouseSink {
                     raw: r.raw_prefix(),
                     raw_size: r.raw.len() as u64,
                 })
-                .await?;
+                .await
+                .map_err(|e| at.error(e))?;
             }
-            ins.end().await.context("inserting rejected messages")?;
+            ins.end().await.map_err(at.step("inserting rejected messages"))?;
         }
         Ok(())
     }

@@ -189,11 +189,12 @@ mod tests {
             .await
             .expect("the request timeout must end the call, not the test's 20 s guard");
         let took = t0.elapsed();
-        let e = anyhow::Error::from(r.unwrap_err());
-        let text = format!("{e:#}");
+        let e = r.unwrap_err();
+        let class = super::super::retry::classify(&e);
+        let text = format!("{:#}", anyhow::Error::from(e));
         assert!(took >= timeout, "gave up after {took:?}, before the timeout");
         assert!(text.contains("--clickhouse-request-timeout"), "the error names the setting: {text}");
-        assert!(!super::super::retry::is_permanent(&e), "a timeout is retried like an outage: {text}");
+        assert_eq!(class, super::super::retry::Class::Transient, "a timeout is retried like an outage: {text}");
         task.abort();
     }
 }

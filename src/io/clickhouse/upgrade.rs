@@ -15,36 +15,49 @@
 //! On a cluster the schema is not upgraded automatically: `migrate
 //! --cluster` refuses with the statements to run by hand.
 
-use anyhow::{bail, Context as _};
+use anyhow::anyhow;
 use clickhouse::Client;
+
+use crate::io::clickhouse::retry::{Boundary, ClickHouseError};
 
 /// Where the old window table goes.
 pub const OLD_PARTS: &str = "ad_window_parts_pre_rollups";
 
-async fn columns(client: &Client, database: &str, table: &str) -> anyhow::Result<Vec<String>> {
+async fn columns(
+    client: &Client,
+    at: Boundary<'_>,
+    database: &str,
+    table: &str,
+) -> Result<Vec<String>, ClickHouseError> {
     client
         .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
         .bind(database)
         .bind(table)
         .fetch_all::<String>()
         .await
-        .with_context(|| format!("reading the columns of {database}.{table}"))
+        .map_err(at.step(format!("reading the columns of {database}.{table}")))
 }
 
 /// Before the schema: moves an old window table aside, adds the new late
 /// columns. Returns whether there are old rows to copy in afterwards.
-pub async fn before(client: &Client, database: &str, cluster: Option<&str>) -> anyhow::Result<bool> {
-    let parts = columns(client, database, "ad_window_parts").await?;
-    let late = columns(client, database, "ad_late_events_log").await?;
+pub async fn before(
+    client: &Client,
+    at: Boundary<'_>,
+    database: &str,
+    cluster: Option<&str>,
+) -> Result<bool, ClickHouseError> {
+    let parts = columns(client, at, database, "ad_window_parts").await?;
+    let late = columns(client, at, database, "ad_late_events_log").await?;
     let old_parts = !parts.is_empty() && !parts.iter().any(|c| c == "rollup_name");
     let old_late = !late.is_empty() && !late.iter().any(|c| c == "country");
     if (old_parts || old_late) && cluster.is_some() {
-        bail!(
+        return Err(anyhow!(
             "{database} was created by an adstream from before rollups; on a cluster, upgrade it by hand: \
              RENAME TABLE {database}.ad_window_parts TO {database}.{OLD_PARTS} (and its _local table) ON CLUSTER, \
              run migrate --cluster, then INSERT the old rows as rollup 'campaign_id,ad_format:10s' \
              (see src/io/clickhouse/upgrade.rs)"
-        );
+        )
+        .into());
     }
     if old_late {
         client
@@ -55,30 +68,31 @@ pub async fn before(client: &Client, database: &str, cluster: Option<&str>) -> a
             ))
             .execute()
             .await
-            .context("adding country and device to ad_late_events_log")?;
+            .map_err(at.step("adding country and device to ad_late_events_log"))?;
         tracing::info!(database, "upgraded ad_late_events_log: added country and device");
     }
     if old_parts {
-        if !columns(client, database, OLD_PARTS).await?.is_empty() {
-            bail!(
+        if !columns(client, at, database, OLD_PARTS).await?.is_empty() {
+            return Err(anyhow!(
                 "{database}.ad_window_parts is from before rollups and {database}.{OLD_PARTS} exists too: \
                  drop one of them (after checking which holds your data) and migrate again"
-            );
+            )
+            .into());
         }
         client
             .query(&format!("RENAME TABLE {database}.ad_window_parts TO {database}.{OLD_PARTS}"))
             .execute()
             .await
-            .context("moving the pre-rollup ad_window_parts aside")?;
+            .map_err(at.step("moving the pre-rollup ad_window_parts aside"))?;
         tracing::info!(database, "moved the pre-rollup ad_window_parts to {OLD_PARTS}");
     }
     // Also when an earlier migrate moved it and stopped before the copy.
-    Ok(!columns(client, database, OLD_PARTS).await?.is_empty())
+    Ok(!columns(client, at, database, OLD_PARTS).await?.is_empty())
 }
 
 /// After the schema: copies the old window rows in as the campaign ×
 /// format rollup of their window length.
-pub async fn after(client: &Client, database: &str) -> anyhow::Result<()> {
+pub async fn after(client: &Client, at: Boundary<'_>, database: &str) -> Result<(), ClickHouseError> {
     client
         .query(&format!(
             "INSERT INTO {database}.ad_window_parts \
@@ -94,14 +108,14 @@ pub async fn after(client: &Client, database: &str) -> anyhow::Result<()> {
         ))
         .execute()
         .await
-        .context("copying the pre-rollup window rows into ad_window_parts")?;
+        .map_err(at.step("copying the pre-rollup window rows into ad_window_parts"))?;
     let done = format!("{OLD_PARTS}_copied");
-    if columns(client, database, &done).await?.is_empty() {
+    if columns(client, at, database, &done).await?.is_empty() {
         client
             .query(&format!("RENAME TABLE {database}.{OLD_PARTS} TO {database}.{done}"))
             .execute()
             .await
-            .context("marking the pre-rollup window rows as copied")?;
+            .map_err(at.step("marking the pre-rollup window rows as copied"))?;
     }
     tracing::info!(database, "copied the pre-rollup window rows; {database}.{done} can be dropped");
     Ok(())
