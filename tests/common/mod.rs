@@ -12,11 +12,14 @@
 //! [`kafka`] (producing, topics, offsets), [`clickhouse`] (queries, rows
 //! compared), [`oracle`] (the independent oracle and its lateness rule),
 //! [`pipeline`] (`run` processes, catching up, draining, the oracle check).
+//! [`learn`], the learner tests' own setting, is not re-exported: those
+//! tests `use common::learn::*`.
 
 #![allow(dead_code)]
 
 mod clickhouse;
 mod kafka;
+pub mod learn;
 mod oracle;
 mod pipeline;
 mod process;
