@@ -205,6 +205,10 @@ pub fn redis_port() -> String {
     std::env::var("REDIS_PORT").unwrap_or_else(|_| "6379".into())
 }
 
+/// The redis-server the learner tests read directly, on [`redis_port`]
+/// (tests/learn.rs's own `redis_url` before the split, renamed so as not
+/// to clash with `common::redis_url`, which reads `ADSTREAM_REDIS_URL`;
+/// the two agree whenever scripts/redis.sh serves the test's Redis).
 pub fn redis_port_url() -> String {
     format!("redis://127.0.0.1:{}", redis_port())
 }
