@@ -350,9 +350,8 @@ async fn a_partition_silent_past_the_horizon_is_accounted_for() {
 /// partitions' windows (the new one is idle), but must not let them go
 /// (settle) before that partition closed them, or its rows are never
 /// learned. `two_learners_one_writer_and_a_takeover_after_kill9`
-/// (tests/learn_lease.rs) lost a
-/// partition's first 5 windows this way (1,060 impressions in
-/// `ad_ctr_abandoned`, reason `closed`).
+/// (tests/learn_lease.rs) lost a partition's first 5 windows this way
+/// (1,060 impressions in `ad_ctr_abandoned`, reason `closed`).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Kafka, ClickHouse and Redis: run scripts/test.sh"]
 async fn a_partition_whose_first_rows_come_late_holds_the_settled_line() {
