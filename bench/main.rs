@@ -31,6 +31,7 @@ mod consumer;
 mod engine;
 mod generator;
 mod learner;
+mod peer_windows;
 mod procstat;
 mod range;
 mod report;

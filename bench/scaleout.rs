@@ -35,7 +35,7 @@ use adstream::generator::{Generator, GeneratorConfig, CAMPAIGNS, DEFAULT_SEEDED_
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
-use crate::consumer::clickhouse_windows;
+use crate::peer_windows::clickhouse_windows;
 use crate::procstat::{Spawned, Usage};
 use crate::report::{finish, Figure, Run, Target};
 use crate::services::{brokers, clickhouse_url, delete_topic, number_after, preload, query_tsv, unique};
