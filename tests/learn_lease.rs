@@ -100,21 +100,7 @@ async fn two_learners_one_writer_and_a_takeover_after_kill9() {
     assert_eq!(segments_through(db, m.1).await, format!("{oi}\t{oc}"), "= the sums of ad_metrics_segments_10s");
     // One history: no version saved with two contents, and every later
     // version learned at least as much.
-    let forks = tsv(&format!(
-        "SELECT version, uniqExact(learned_through, impressions, clicks, snapshot) AS n FROM {db}.ad_ctr_model \
-         WHERE model = '{model}' GROUP BY version HAVING n > 1"
-    ))
-    .await;
-    assert_eq!(forks.trim(), "", "versions saved with two contents (a fork)");
-    let backwards = scalar(&format!(
-        "SELECT count() FROM (SELECT version, impressions, learned_through, \
-           lagInFrame(impressions) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pi, \
-           lagInFrame(learned_through) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pt \
-         FROM (SELECT DISTINCT version, impressions, learned_through FROM {db}.ad_ctr_model WHERE model = '{model}')) \
-         WHERE impressions < pi OR learned_through < pt"
-    ))
-    .await;
-    assert_eq!(backwards, 0, "a later version with less learned");
+    assert_one_snapshot_history(db, model).await;
     assert!(m.0 > v_before, "B went on from A's snapshot: v{v_before} then v{}", m.0);
     // Bounded (issue 19 item 4): Redis holds the current version and the
     // one before it, ad_ctr_model the newest --keep-snapshots versions.

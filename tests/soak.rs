@@ -584,21 +584,7 @@ async fn soak(days: i64) {
     );
     // One history in ClickHouse too: no version saved with two contents,
     // no later version that learned less.
-    let forks = tsv(&format!(
-        "SELECT version FROM {db}.ad_ctr_model WHERE model = '{model}' GROUP BY version \
-         HAVING uniqExact(learned_through, impressions, clicks, snapshot) > 1"
-    ))
-    .await;
-    assert_eq!(forks.trim(), "", "versions saved with two contents (a fork)");
-    let backwards = scalar(&format!(
-        "SELECT count() FROM (SELECT impressions, learned_through, \
-           lagInFrame(impressions) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pi, \
-           lagInFrame(learned_through) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pt \
-         FROM (SELECT DISTINCT version, impressions, learned_through FROM {db}.ad_ctr_model WHERE model = '{model}')) \
-         WHERE impressions < pi OR learned_through < pt"
-    ))
-    .await;
-    assert_eq!(backwards, 0, "a later snapshot version with less learned");
+    common::learn::assert_one_snapshot_history(db, &model).await;
     println!(
         "soak learner: learned through the last window, v{}: {} impressions + {} clicks learned, {ai} + {ac} \
          abandoned ({}) = ad_metrics_segments_10s; current seen at {} versions, never backwards; takeover {:?} s",

@@ -11,6 +11,7 @@ pub(crate) mod money;
 pub(crate) mod parse;
 pub(crate) mod processor;
 pub(crate) mod rollup;
+mod segment;
 pub(crate) mod time;
 pub(crate) mod window;
 
@@ -19,4 +20,5 @@ pub use event::{AdFormat, Country, Device, EventType};
 pub use parse::DEFAULT_MAX_EVENT_BYTES;
 pub use processor::Processor;
 pub use rollup::{Dims, Rollup, SegmentKey};
+pub use segment::Segment;
 pub use window::WindowConfig;

@@ -269,13 +269,18 @@ fn segmented_click_shares_match_the_exported_truth() {
     // exported truth predicts for exactly those events.
     const N: u64 = 3_000_000;
     let traffic = Traffic::new(TrafficModel::Segmented, 5);
-    let truth: Vec<truth::Segment> = traffic.segments().collect();
+    let truth: Vec<truth::SegmentTruth> = traffic.segments().collect();
     assert_eq!(truth.len(), 5 * 3 * 7 * 2);
     // The export's order: campaign, format, country, device.
     let exported = |m: &EventMeta, hour: usize| {
         let s = &truth[((m.campaign * 3 + m.ad_format.index()) * 7 + m.country) * 2 + m.device];
         assert_eq!(
-            (s.campaign_id.as_str(), s.ad_format, s.country, s.device),
+            (
+                s.segment.campaign_id.as_str(),
+                s.segment.ad_format.as_str(),
+                s.segment.country.as_str(),
+                s.segment.device.as_str()
+            ),
             (CAMPAIGNS[m.campaign], m.ad_format.as_str(), COUNTRIES[m.country], DEVICES[m.device])
         );
         s.hourly_p_click[hour]

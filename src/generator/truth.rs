@@ -41,7 +41,8 @@ use serde_json::{json, Map, Value};
 
 use super::model::{COUNTRIES, DEVICES, REVENUE_RANGE_E4};
 use super::traffic::Traffic;
-use crate::engine::event::AdFormat;
+use crate::engine::event::{AdFormat, Country, Device};
+use crate::engine::Segment;
 
 /// What the JSON's `label` says: the unit of `hourly_ctr`.
 pub const LABEL: &str = "clicks per impression";
@@ -58,15 +59,39 @@ pub fn ctr(p_click: f64) -> f64 {
 }
 
 /// One segment's truth: a line of `segments`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Segment {
-    pub campaign_id: String,
-    pub ad_format: &'static str,
-    pub country: &'static str,
-    pub device: &'static str,
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentTruth {
+    pub segment: Segment,
     pub share: f64,
     pub hourly_ctr: [f64; 24],
     pub hourly_p_click: [f64; 24],
+}
+
+/// The export's line: the segment's dimensions by name, then its truth.
+impl Serialize for SegmentTruth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            campaign_id: &'a str,
+            ad_format: &'static str,
+            country: &'static str,
+            device: &'static str,
+            share: f64,
+            hourly_ctr: &'a [f64; 24],
+            hourly_p_click: &'a [f64; 24],
+        }
+        let g = &self.segment;
+        Line {
+            campaign_id: &g.campaign_id,
+            ad_format: g.ad_format.as_str(),
+            country: g.country.as_str(),
+            device: g.device.as_str(),
+            share: self.share,
+            hourly_ctr: &self.hourly_ctr,
+            hourly_p_click: &self.hourly_p_click,
+        }
+        .serialize(s)
+    }
 }
 
 /// Format shares: uniform in both models.
@@ -77,14 +102,16 @@ fn format_share() -> f64 {
 impl Traffic {
     /// The truth of one segment (`campaign` 0-based, `country` and `device`
     /// indexes into [`COUNTRIES`] and [`DEVICES`]).
-    pub fn segment(&self, campaign: usize, f: AdFormat, country: usize, device: usize) -> Segment {
+    pub fn segment(&self, campaign: usize, f: AdFormat, country: usize, device: usize) -> SegmentTruth {
         let m = self.model;
         let hourly_p_click: [f64; 24] = std::array::from_fn(|h| m.p_click(f, country, device, campaign, h));
-        Segment {
-            campaign_id: self.campaign_id(campaign),
-            ad_format: f.as_str(),
-            country: COUNTRIES[country],
-            device: DEVICES[device],
+        SegmentTruth {
+            segment: Segment {
+                campaign_id: self.campaign_id(campaign),
+                ad_format: f,
+                country: Country::ALL[country],
+                device: Device::ALL[device],
+            },
             share: self.campaign_share() * format_share() * m.country_share(country) * m.device_share(device),
             hourly_ctr: hourly_p_click.map(ctr),
             hourly_p_click,
@@ -92,7 +119,7 @@ impl Traffic {
     }
 
     /// Every segment, in the export's order.
-    pub fn segments(&self) -> impl Iterator<Item = Segment> + '_ {
+    pub fn segments(&self) -> impl Iterator<Item = SegmentTruth> + '_ {
         (0..self.campaigns as usize).flat_map(move |c| {
             AdFormat::ALL.into_iter().flat_map(move |f| {
                 (0..COUNTRIES.len())

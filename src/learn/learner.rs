@@ -28,26 +28,19 @@ use super::quality::{Quality, Report};
 use super::snapshot::SnapshotError;
 use crate::engine::{AdFormat, Country, Device};
 
-/// One segment: what the model predicts for, across hours.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Segment {
-    pub campaign_id: String,
-    pub ad_format: AdFormat,
-    pub country: Country,
-    pub device: Device,
-}
+/// One segment: what the model predicts for, across hours (the engine's
+/// one segment type).
+pub use crate::engine::Segment;
 
-impl Segment {
-    /// Its features at a time (the hour of day of `at_us`).
-    pub fn features(&self, at_us: i64) -> Features {
-        Features::of(&Context {
-            campaign_id: &self.campaign_id,
-            ad_format: self.ad_format,
-            country: self.country,
-            device: self.device,
-            hour: hour_of_day(at_us),
-        })
-    }
+/// A segment's features at a time (the hour of day of `at_us`).
+pub fn features(segment: &Segment, at_us: i64) -> Features {
+    Features::of(&Context {
+        campaign_id: &segment.campaign_id,
+        ad_format: segment.ad_format,
+        country: segment.country,
+        device: segment.device,
+        hour: hour_of_day(at_us),
+    })
 }
 
 /// One segment's counts in one window.
@@ -219,7 +212,7 @@ impl Learner {
 
     /// Predicted clicks per impression of `segment` at `at_us`.
     pub fn predict(&self, segment: &Segment, at_us: i64) -> f64 {
-        self.model.predict(&segment.features(at_us))
+        self.model.predict(&features(segment, at_us))
     }
 
     /// Learns a window newer than every learned one: predicts every
@@ -235,7 +228,7 @@ impl Learner {
         let mut counts = HashMap::with_capacity(w.examples.len());
         // Every segment is scored by the model as it was before the window
         // (progressive validation per window), then the window is learned.
-        let features: Vec<_> = w.examples.iter().map(|e| e.segment.features(w.start_us)).collect();
+        let features: Vec<_> = w.examples.iter().map(|e| features(&e.segment, w.start_us)).collect();
         let before: Vec<f64> = features.iter().map(|x| self.model.predict(x)).collect();
         for ((e, x), &p) in w.examples.iter().zip(&features).zip(&before) {
             self.model.learn(x, e.impressions, e.clicks);
@@ -283,7 +276,7 @@ impl Learner {
             if di == 0 && dc == 0 {
                 continue;
             }
-            self.model.learn(&e.segment.features(w.start_us), di, dc);
+            self.model.learn(&features(&e.segment, w.start_us), di, dc);
             learned.insert(e.segment.clone(), (e.impressions, e.clicks));
             r.examples += 1;
             r.impressions += di;

@@ -8,11 +8,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Context, Features, Ftrl, Params, Quality};
 use crate::engine::{AdFormat, Country, Device};
-use crate::generator::{truth::Segment, Traffic, TrafficModel};
+use crate::generator::{truth::SegmentTruth, Traffic, TrafficModel};
 
 /// A segment's truth and its context (the hour is given per window).
 struct Truth {
-    segment: Segment,
+    segment: SegmentTruth,
     ad_format: AdFormat,
     country: Country,
     device: Device,
@@ -21,7 +21,7 @@ struct Truth {
 impl Truth {
     fn context(&self, hour: usize) -> Context<'_> {
         Context {
-            campaign_id: &self.segment.campaign_id,
+            campaign_id: &self.segment.segment.campaign_id,
             ad_format: self.ad_format,
             country: self.country,
             device: self.device,
@@ -42,7 +42,7 @@ fn truths(traffic: &Traffic) -> Vec<Truth> {
             for country in Country::ALL {
                 for device in Device::ALL {
                     let segment = traffic.segment(c, f, country.index(), device.index());
-                    assert_eq!((segment.country, segment.device), (country.as_str(), device.as_str()));
+                    assert_eq!((segment.segment.country, segment.segment.device), (country, device));
                     out.push(Truth { segment, ad_format: f, country, device });
                 }
             }

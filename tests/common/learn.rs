@@ -370,3 +370,25 @@ pub async fn segments_through(db: &str, through_ms: i64) -> String {
     .trim()
     .to_string()
 }
+
+/// The model's snapshot history in `ad_ctr_model`, checked to be one: no
+/// version saved with two contents (a fork), and no later version that
+/// learned less (fewer impressions, or an earlier `learned_through`) than
+/// the one before it. Panics with what broke.
+pub async fn assert_one_snapshot_history(db: &str, model: &str) {
+    let forks = tsv(&format!(
+        "SELECT version FROM {db}.ad_ctr_model WHERE model = '{model}' GROUP BY version \
+         HAVING uniqExact(learned_through, impressions, clicks, snapshot) > 1"
+    ))
+    .await;
+    assert_eq!(forks.trim(), "", "versions saved with two contents (a fork)");
+    let backwards = scalar(&format!(
+        "SELECT count() FROM (SELECT impressions, learned_through, \
+           lagInFrame(impressions) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pi, \
+           lagInFrame(learned_through) OVER (ORDER BY version ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS pt \
+         FROM (SELECT DISTINCT version, impressions, learned_through FROM {db}.ad_ctr_model WHERE model = '{model}')) \
+         WHERE impressions < pi OR learned_through < pt"
+    ))
+    .await;
+    assert_eq!(backwards, 0, "a later snapshot version with less learned");
+}
