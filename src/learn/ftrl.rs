@@ -71,15 +71,26 @@ impl Default for Params {
     }
 }
 
+/// Parameters [`Params::validate`] refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamsError {
+    /// α ≤ 0, a negative β, λ1 or λ2, or one not finite.
+    #[error("FTRL parameters out of range: {0:?} (α > 0; β, λ1, λ2 ≥ 0, all finite)")]
+    OutOfRange(Params),
+    /// Hashed-feature bits outside 1..=[`MAX_BITS`].
+    #[error("bits {0} outside 1..={MAX_BITS}")]
+    Bits(u8),
+}
+
 impl Params {
     /// α > 0; β, λ1, λ2 ≥ 0 and finite; bits in 1..=[`MAX_BITS`].
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ParamsError> {
         let finite = [self.alpha, self.beta, self.l1, self.l2].iter().all(|v| v.is_finite());
         if !finite || self.alpha <= 0.0 || self.beta < 0.0 || self.l1 < 0.0 || self.l2 < 0.0 {
-            return Err(format!("FTRL parameters out of range: {self:?} (α > 0; β, λ1, λ2 ≥ 0, all finite)"));
+            return Err(ParamsError::OutOfRange(*self));
         }
         if !(1..=MAX_BITS).contains(&self.bits) {
-            return Err(format!("bits {} outside 1..={MAX_BITS}", self.bits));
+            return Err(ParamsError::Bits(self.bits));
         }
         Ok(())
     }
@@ -109,7 +120,7 @@ fn sigmoid(logit: f64) -> f64 {
 
 impl Ftrl {
     /// A model that knows nothing (every weight 0: predicts 0.5).
-    pub fn new(params: Params) -> Result<Ftrl, String> {
+    pub fn new(params: Params) -> Result<Ftrl, ParamsError> {
         params.validate()?;
         let len = 1usize << params.bits;
         Ok(Ftrl { params, z: vec![0.0; len], n: vec![0.0; len], counters: Counters::default() })

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::features::{hour_of_day, Context, Features};
-use super::ftrl::{Ftrl, Params};
+use super::ftrl::{Ftrl, Params, ParamsError};
 use super::quality::{Quality, Report};
 use super::snapshot::SnapshotError;
 use crate::engine::{AdFormat, Country, Device};
@@ -157,17 +157,17 @@ pub struct Settled {
 }
 
 /// Why a learner cannot be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LearnerError {
     /// The model's parameters are refused (the model's own message).
-    #[error("{0}")]
-    Params(String),
+    #[error(transparent)]
+    Params(#[from] ParamsError),
 }
 
 impl Learner {
     pub fn new(params: Params) -> Result<Learner, LearnerError> {
         Ok(Learner {
-            model: Ftrl::new(params).map_err(LearnerError::Params)?,
+            model: Ftrl::new(params)?,
             learned_through: None,
             version: 0,
             windows: 0,
@@ -464,8 +464,9 @@ mod tests {
     fn refused_parameters_are_a_typed_error_with_the_model_s_message() {
         let bad = Params { bits: 0, ..Params::default() };
         let Err(e) = Learner::new(bad) else { panic!("bits 0 is refused") };
-        let LearnerError::Params(message) = &e;
-        assert_eq!(message, &Ftrl::new(bad).err().unwrap());
+        let LearnerError::Params(inner) = &e;
+        assert_eq!(Some(inner), Ftrl::new(bad).err().as_ref());
+        assert_eq!(inner, &ParamsError::Bits(0));
         assert!(e.to_string().starts_with("bits 0 outside 1..="), "{e}");
         assert!(Learner::new(Params::default()).is_ok());
     }

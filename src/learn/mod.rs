@@ -13,7 +13,7 @@ pub mod quality;
 pub mod snapshot;
 
 pub use features::{hour_of_day, Context, Features, Slots};
-pub use ftrl::{Counters, Ftrl, Params};
+pub use ftrl::{Counters, Ftrl, Params, ParamsError};
 pub use learner::{Example, Learned, Learner, LearnerError, LetGo, Prediction, Revised, Segment, Settled, Window};
 pub use quality::{Quality, Report};
 pub use snapshot::SnapshotError;

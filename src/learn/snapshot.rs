@@ -121,7 +121,7 @@ impl Ftrl {
         let mut r = Reader(&bytes[5..]);
         let bits = r.u8();
         let params = Params { alpha: r.f64(), beta: r.f64(), l1: r.f64(), l2: r.f64(), bits };
-        let mut model = Ftrl::new(params).map_err(SnapshotError::Params)?;
+        let mut model = Ftrl::new(params).map_err(|e| SnapshotError::Params(e.to_string()))?;
         model.counters = Counters { examples: r.u64(), impressions: r.u64(), clicks: r.u64() };
         let count = r.u32() as usize;
         let expected = count.checked_mul(COORDINATE).and_then(|b| b.checked_add(HEADER)).unwrap_or(usize::MAX);
