@@ -91,7 +91,7 @@ impl TryFrom<&ClickHouseArgs> for ClickHouseConfig {
             a.clickhouse_key_file.as_deref(),
         )?;
         ensure!(
-            tls.is_empty() || a.clickhouse_url.expose().trim_start().to_ascii_lowercase().starts_with("https://"),
+            tls.is_empty() || crate::io::clickhouse::is_https(a.clickhouse_url.expose()),
             "--clickhouse-ca-file/--clickhouse-cert-file/--clickhouse-key-file need an https:// --clickhouse-url \
              (ADSTREAM_CLICKHOUSE_URL), not {}",
             a.display_url()

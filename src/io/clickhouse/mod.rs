@@ -11,4 +11,4 @@ mod sink;
 mod timeout;
 mod upgrade;
 
-pub use sink::{client, tls_connector, ClickHouseSink};
+pub use sink::{client, is_https, tls_connector, ClickHouseSink};

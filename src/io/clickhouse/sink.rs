@@ -101,7 +101,7 @@ pub fn client(config: &ClickHouseConfig) -> anyhow::Result<Client> {
     // s per connector here, 0.37 s of each `run`'s start-up with two
     // clients): only made for `https://` or when a TLS file is given (so a
     // bad file is still refused).
-    let c = if config.url.expose().trim_start().to_ascii_lowercase().starts_with("https://") || !config.tls.is_empty() {
+    let c = if is_https(config.url.expose()) || !config.tls.is_empty() {
         let tls = tls_connector(&config.tls)?;
         let https = hyper_tls::HttpsConnector::from((connector, tokio_native_tls::TlsConnector::from(tls)));
         Client::with_http_client(builder.build(https))
@@ -113,6 +113,12 @@ pub fn client(config: &ClickHouseConfig) -> anyhow::Result<Client> {
         c = c.with_password(p.expose());
     }
     Ok(c)
+}
+
+/// Whether `url` is an `https://` URL (scheme case-insensitive, leading
+/// blanks ignored): the one test of whether ClickHouse is reached over TLS.
+pub fn is_https(url: &str) -> bool {
+    url.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 /// The TLS settings of ClickHouse's `https://` connections: the CA of
@@ -287,5 +293,20 @@ impl ClickHouseSink {
             ins.end().await.map_err(at.step("inserting rejected messages"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_https;
+
+    #[test]
+    fn https_is_told_by_the_scheme_in_any_case() {
+        for yes in ["https://h:8443", "HTTPS://h", "  https://h", "hTTps://"] {
+            assert!(is_https(yes), "{yes}");
+        }
+        for no in ["http://h:8123", "h:8443", "", "https:/h", "ftp://https://", "é"] {
+            assert!(!is_https(no), "{no}");
+        }
     }
 }
