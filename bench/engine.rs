@@ -102,6 +102,7 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     let sets = rollup_sets();
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sets.len()];
     let mut checks: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sets.len()];
+    let mut floors: Vec<Run> = Vec::new();
     // The sets interleaved in every rep, so a burst of load from the
     // neighbours costs each set one run, which the median drops.
     for rep in 0..args.reps {
@@ -118,6 +119,14 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             runs[i].push(run);
             checks[i].push(check);
         }
+        let f = floors_once(&buf, &spans)?;
+        println!(
+            "  run {} [parse alone]: serde_json skimming each message {:.1} ns/event, adstream's parse and validation {:.1} ns/event",
+            rep + 1,
+            f["serde_skim_ns_per_event"],
+            f["parse_ns_per_event"]
+        );
+        floors.push(f);
     }
     let figures = [
         Figure {
@@ -178,7 +187,40 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             json!(checks[i]),
         )?);
     }
+    let floor_figures = [
+        Figure {
+            label: "serde_json skimming each message (ns/event)",
+            metric: "serde_skim_ns_per_event",
+            unit: "ns",
+            target: Target::None,
+        },
+        Figure {
+            label: "adstream parse + validate (ns/event)",
+            metric: "parse_ns_per_event",
+            unit: "ns",
+            target: Target::None,
+        },
+    ];
+    finish(
+        out,
+        "engine-parse",
+        "Parse alone: the same messages, parsed but not counted, 1 thread",
+        json!({ "events": args.events, "reps": args.reps, "input_bytes": buf.len() }),
+        &floors,
+        &floor_figures,
+        json!([]),
+    )?;
     let ns = |i: usize| crate::report::median(runs[i].iter().map(|r| r["ns_per_event"]).collect());
+    let floor = |m: &str| crate::report::median(floors.iter().map(|r| r[m]).collect());
+    let (skim, parse) = (floor("serde_skim_ns_per_event"), floor("parse_ns_per_event"));
+    println!(
+        "\nparse beside the engine (median ns/event): serde_json only skimming a message {skim:.1}; adstream's parse + validate {parse:.1} ({:.2}× the skim); the whole engine, campaign × format {:.1} (parse {:.0} %), five rollups {:.1} (parse {:.0} %)",
+        parse / skim,
+        ns(0),
+        100.0 * parse / ns(0),
+        ns(2),
+        100.0 * parse / ns(2)
+    );
     println!(
         "\nrollups side by side (median ns/event): campaign × format {:.1}; + segments {:.1} ({:.2}×, goal ≤ 1.3×); all five {:.1} ({:.2}×, goal ≤ 1.6×)",
         ns(0),
@@ -275,6 +317,30 @@ fn once(
         "duplicates": counts.duplicates, "rows": latest.len(), "events_in_rows": in_rows,
     });
     Ok((run, check))
+}
+
+/// What parsing alone costs, on the same buffer and thread: serde_json
+/// checking that each message is JSON while building nothing
+/// (`IgnoredAny`: the least a general JSON parser does), and adstream's
+/// parse and validation (every field checked, the timestamp and revenue
+/// converted), which the engine then counts.
+fn floors_once(buf: &[u8], spans: &[(usize, usize)]) -> anyhow::Result<Run> {
+    let n = spans.len().max(1) as f64;
+    let c0 = thread_cpu_secs();
+    for &(at, len) in spans {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&buf[at..at + len])?;
+    }
+    let c1 = thread_cpu_secs();
+    let mut valid = 0usize;
+    for &(at, len) in spans {
+        valid += usize::from(adstream::engine::parse_event(&buf[at..at + len], DEFAULT_MAX_EVENT_BYTES).is_ok());
+    }
+    let c2 = thread_cpu_secs();
+    anyhow::ensure!(valid == spans.len(), "{valid} of {} messages parsed", spans.len());
+    let mut run = Run::new();
+    run.insert("serde_skim_ns_per_event", (c1 - c0) * 1e9 / n);
+    run.insert("parse_ns_per_event", (c2 - c1) * 1e9 / n);
+    Ok(run)
 }
 
 /// The engine's own heap at the end of the stream (windows still open, the

@@ -129,6 +129,10 @@ fn engine_bench_counts_every_event_and_writes_its_json() {
     assert_eq!(doc["config"]["events"], 3000);
     assert!(figure(&doc, "events_per_s_per_core") > 0.0);
     assert!(figure(&doc, "allocs_per_event") >= 0.0);
+    // Parse alone beside serde_json skimming the same messages.
+    let parse = result(&dir, "engine-parse", 2);
+    assert!(figure(&parse, "parse_ns_per_event") > 0.0 && figure(&parse, "serde_skim_ns_per_event") > 0.0, "{parse}");
+    assert!(stdout.contains("parse beside the engine"), "{stdout}");
     let summary = run_ok(bench().arg("--out").arg(&dir).arg("summary"), Duration::from_secs(30));
     assert!(String::from_utf8_lossy(&summary.stdout).contains("| engine events/s per core |"));
 }

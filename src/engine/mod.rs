@@ -16,8 +16,8 @@ pub(crate) mod time;
 pub(crate) mod window;
 
 pub use batch::{Batch, Counts, Now};
-pub use event::{AdFormat, Country, Device, EventType};
-pub use parse::DEFAULT_MAX_EVENT_BYTES;
+pub use event::{AdFormat, Country, Device, Event, EventType};
+pub use parse::{parse_event, Reject, RejectReason, DEFAULT_MAX_EVENT_BYTES};
 pub use processor::Processor;
 pub use rollup::{Dims, Rollup, SegmentKey};
 pub use segment::Segment;
