@@ -102,7 +102,7 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
     let sets = rollup_sets();
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sets.len()];
     let mut checks: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sets.len()];
-    let mut floors: Vec<Run> = Vec::new();
+    let mut parse_runs: Vec<Run> = Vec::new();
     // The sets interleaved in every rep, so a burst of load from the
     // neighbours costs each set one run, which the median drops.
     for rep in 0..args.reps {
@@ -119,14 +119,14 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             runs[i].push(run);
             checks[i].push(check);
         }
-        let f = floors_once(&buf, &spans)?;
+        let f = parse_once(&buf, &spans)?;
         println!(
             "  run {} [parse alone]: serde_json skimming each message {:.1} ns/event, adstream's parse and validation {:.1} ns/event",
             rep + 1,
             f["serde_skim_ns_per_event"],
             f["parse_ns_per_event"]
         );
-        floors.push(f);
+        parse_runs.push(f);
     }
     let figures = [
         Figure {
@@ -187,7 +187,7 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
             json!(checks[i]),
         )?);
     }
-    let floor_figures = [
+    let parse_figures = [
         Figure {
             label: "serde_json skimming each message (ns/event)",
             metric: "serde_skim_ns_per_event",
@@ -206,13 +206,14 @@ pub fn run(args: &EngineArgs, out: &Path) -> anyhow::Result<serde_json::Value> {
         "engine-parse",
         "Parse alone: the same messages, parsed but not counted, 1 thread",
         json!({ "events": args.events, "reps": args.reps, "input_bytes": buf.len() }),
-        &floors,
-        &floor_figures,
+        &parse_runs,
+        &parse_figures,
         json!([]),
     )?;
-    let ns = |i: usize| crate::report::median(runs[i].iter().map(|r| r["ns_per_event"]).collect());
-    let floor = |m: &str| crate::report::median(floors.iter().map(|r| r[m]).collect());
-    let (skim, parse) = (floor("serde_skim_ns_per_event"), floor("parse_ns_per_event"));
+    let median_of = |runs: &[Run], metric: &str| crate::report::median(runs.iter().map(|r| r[metric]).collect());
+    let ns = |i: usize| median_of(&runs[i], "ns_per_event");
+    let (skim, parse) =
+        (median_of(&parse_runs, "serde_skim_ns_per_event"), median_of(&parse_runs, "parse_ns_per_event"));
     println!(
         "\nparse beside the engine (median ns/event): serde_json only skimming a message {skim:.1}; adstream's parse + validate {parse:.1} ({:.2}× the skim); the whole engine, campaign × format {:.1} (parse {:.0} %), five rollups {:.1} (parse {:.0} %)",
         parse / skim,
@@ -324,7 +325,7 @@ fn once(
 /// (`IgnoredAny`: the least a general JSON parser does), and adstream's
 /// parse and validation (every field checked, the timestamp and revenue
 /// converted), which the engine then counts.
-fn floors_once(buf: &[u8], spans: &[(usize, usize)]) -> anyhow::Result<Run> {
+fn parse_once(buf: &[u8], spans: &[(usize, usize)]) -> anyhow::Result<Run> {
     let n = spans.len().max(1) as f64;
     let c0 = thread_cpu_secs();
     for &(at, len) in spans {
